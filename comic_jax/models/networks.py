@@ -1,0 +1,70 @@
+"""Whole networks: backbone -> projection to d -> classifier (one "branch" of METHOD.md)."""
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from comic_jax.models import backbones, heads
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def normalize_images(images: jnp.ndarray) -> jnp.ndarray:
+  """uint8 RGB in [0, 255] -> float32 standardised with the ImageNet mean / std."""
+  x = images.astype(jnp.float32) / 255.0
+  return (x - jnp.asarray(IMAGENET_MEAN)) / jnp.asarray(IMAGENET_STD)
+
+
+class MultiLabelNet(nn.Module):
+  """backbone + linear projection to `projection_dim` + cosine or linear classifier.
+
+  `embed` gives the projected features f, `classify` the logits z of given features, and
+  `__call__` both, so a composite model (COMIC's balanced branch) can alter f in between.
+  """
+  backbone: nn.Module
+  num_classes: int
+  projection_dim: int = 0               # 0: no projection, f = backbone features
+  classifier_kind: str = 'linear'       # 'linear' | 'cosine'
+  cosine_scale: float = 16.0
+  cosine_eta: float = 1.0 / 32.0
+  cosine_groups: int = 1
+  dtype: Any = jnp.float32
+
+  def setup(self):
+    if self.projection_dim:
+      self.projection = nn.Dense(self.projection_dim, dtype=self.dtype)
+    if self.classifier_kind == 'cosine':
+      self.classifier = heads.CosineClassifier(self.num_classes, self.cosine_scale,
+                                               self.cosine_eta, self.cosine_groups)
+    else:
+      self.classifier = heads.LinearClassifier(self.num_classes, dtype=self.dtype)
+
+  def embed(self, images, train: bool = True):
+    x = normalize_images(images) if jnp.issubdtype(images.dtype, jnp.integer) else images
+    f = self.backbone(x, train=train)
+    if self.projection_dim:
+      f = self.projection(f)
+    return f.astype(jnp.float32)
+
+  def classify(self, features):
+    return self.classifier(features)
+
+  def __call__(self, images, train: bool = True):
+    f = self.embed(images, train)
+    return {'features': f, 'logits': self.classify(f)}
+
+
+def create_network(model_config, num_classes: int, name: str | None = None) -> MultiLabelNet:
+  return MultiLabelNet(
+      backbone=backbones.create_backbone(model_config),
+      num_classes=num_classes,
+      projection_dim=model_config.projection_dim,
+      classifier_kind=model_config.classifier,
+      cosine_scale=model_config.cosine.scale,
+      cosine_eta=model_config.cosine.eta,
+      cosine_groups=model_config.cosine.num_groups,
+      dtype=jnp.dtype(model_config.dtype),
+      name=name)

@@ -1,0 +1,90 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from comic_jax.models import backbones, heads, networks, resnet
+from conftest import tiny_config
+
+
+def numpy_cosine_logits(f, w, scale, eta, groups):
+  """METHOD.md's multi-head cosine classifier written out with loops."""
+  b, d = f.shape
+  c = w.shape[0]
+  k = d // groups
+  z = np.zeros((b, c))
+  for i in range(b):
+    for j in range(c):
+      for g in range(groups):
+        fg, wg = f[i, g * k:(g + 1) * k], w[j, g * k:(g + 1) * k]
+        z[i, j] += fg @ wg / ((np.linalg.norm(wg) + eta) * np.linalg.norm(fg))
+  return scale / groups * z
+
+
+@pytest.mark.parametrize('groups', [1, 2, 4])
+def test_cosine_logits_match_numpy(groups):
+  rng = np.random.default_rng(groups)
+  f, w = rng.normal(size=(5, 8)), rng.normal(size=(3, 8)) * 0.3
+  ours = heads.cosine_logits(jnp.asarray(f), jnp.asarray(w), scale=16.0, eta=1 / 32,
+                             num_groups=groups)
+  np.testing.assert_allclose(ours, numpy_cosine_logits(f, w, 16.0, 1 / 32, groups), rtol=1e-5)
+
+
+def test_cosine_classifier_module_and_bounds():
+  module = heads.CosineClassifier(num_classes=3, scale=16.0, eta=1 / 32, num_groups=2)
+  f = jax.random.normal(jax.random.key(0), (4, 8))
+  params = module.init(jax.random.key(1), f)
+  w = np.asarray(params['params']['kernel'])
+  z = module.apply(params, f)
+  np.testing.assert_allclose(z, numpy_cosine_logits(np.asarray(f), w, 16.0, 1 / 32, 2), rtol=1e-5)
+  assert np.all(np.abs(z) <= 16.0)             # |cos| <= 1 and eta > 0
+  # Scale-invariant in the feature: 10 f gives the same logits.
+  np.testing.assert_allclose(module.apply(params, 10 * f), z, rtol=1e-5)
+
+
+def test_cosine_logits_reject_indivisible_groups():
+  with pytest.raises(ValueError, match='divisible'):
+    heads.cosine_logits(jnp.ones((2, 6)), jnp.ones((3, 6)), scale=1, eta=0, num_groups=4)
+
+
+# torchvision's parameter counts minus the final fc layer (512*1000+1000 / 2048*1000+1000).
+@pytest.mark.parametrize('name,expected', [('resnet18', 11_689_512 - 513_000),
+                                           ('resnet34', 21_797_672 - 513_000),
+                                           ('resnet50', 25_557_032 - 2_049_000),
+                                           ('resnet101', 44_549_160 - 2_049_000)])
+def test_resnet_parameter_counts_match_torchvision(name, expected):
+  config = tiny_config(**{'model.backbone': name})
+  model = backbones.create_backbone(config.model)
+  shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.ones((1, 64, 64, 3)),
+                                             train=False))
+  n = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(shapes['params']))
+  assert n == expected
+  out = jax.eval_shape(lambda v: model.apply(v, jnp.ones((2, 64, 64, 3)), train=False), shapes)
+  assert out.shape == (2, 512 if name in ('resnet18', 'resnet34') else 2048)
+
+
+def test_resnet18_runs_and_updates_batch_stats():
+  model = resnet.ResNet18(num_filters=8)   # thin, to keep the CPU test fast
+  x = jax.random.normal(jax.random.key(0), (2, 96, 96, 3))
+  v = model.init(jax.random.key(1), x, train=False)
+  out, upd = model.apply(v, x, train=True, mutable=['batch_stats'])
+  assert out.shape == (2, 64) and np.all(np.isfinite(out))
+  changed = jax.tree.map(lambda a, b: bool(jnp.any(a != b)), v['batch_stats'], upd['batch_stats'])
+  assert all(jax.tree.leaves(changed))
+
+
+def test_multilabel_net_outputs_and_image_normalisation():
+  config = tiny_config(**{'model.classifier': 'cosine', 'model.projection_dim': 16})
+  net = networks.create_network(config.model, num_classes=5)
+  images = jnp.asarray(np.random.default_rng(0).integers(0, 256, (3, 32, 32, 3)), jnp.uint8)
+  v = net.init(jax.random.key(0), images, train=False)
+  out = net.apply(v, images, train=False)
+  assert out['features'].shape == (3, 16) and out['logits'].shape == (3, 5)
+  assert set(v['params']) == {'backbone', 'projection', 'classifier'}
+  # uint8 input is standardised with the ImageNet mean / std; float input is taken as is.
+  x = networks.normalize_images(images)
+  ref = (np.asarray(images) / 255.0 - np.array(networks.IMAGENET_MEAN)) / np.array(
+      networks.IMAGENET_STD)
+  np.testing.assert_allclose(x, ref, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(net.apply(v, x, train=False)['logits'], out['logits'], rtol=1e-5,
+                             atol=1e-5)

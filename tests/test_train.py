@@ -1,0 +1,157 @@
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import optax
+import pytest
+
+from comic_jax import metrics, train
+from comic_jax.data import sources
+from comic_jax.errors import UserError
+from conftest import ROOT, tiny_config
+
+
+def _read(workdir, name):
+  with open(os.path.join(workdir, name)) as f:
+    return json.load(f) if name.endswith('.json') else [json.loads(l) for l in f]
+
+
+def test_sharded_step_on_4_devices_equals_1_device(tmp_path):
+  assert jax.device_count() == 4
+  # SGD: updates are linear in the gradients, so float reordering across devices stays tiny
+  # (Adam's g / sqrt(v) would blow up rounding noise on near-zero gradients).
+  params, losses = {}, {}
+  for n in (1, 4):
+    config = tiny_config(num_devices=n, **{'optim.optimizer': 'sgd', 'optim.learning_rate': 0.1})
+    run = train.Run(config, str(tmp_path / f'd{n}'))
+    assert run.mesh.size == n
+    state = run.state
+    for step in range(3):
+      batch = train.host_to_global(train.train_batch(run.data, run.samplers, step), run.sharded)
+      state, m = run.train_step(state, batch)
+    assert state.params['backbone']['conv0']['kernel'].sharding.is_fully_replicated
+    params[n] = jax.device_get((state.params, state.batch_stats))
+    losses[n] = float(m['loss'])
+  assert losses[1] == pytest.approx(losses[4], rel=1e-5)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
+               params[1], params[4])
+
+
+def test_end_to_end_run_beats_random_scores_and_writes_outputs(tmp_path, capsys):
+  workdir = str(tmp_path / 'run')
+  config = tiny_config(num_epochs=3)
+  train.train_and_evaluate(config, workdir)
+  results = _read(workdir, 'results.json')
+  assert list(results) == ['BCE'] and list(results['BCE']) == list(metrics.METRIC_KEYS)
+  # Random scores score about the prevalence of each class; computed, not assumed.
+  data = sources.load_dataset(config.data)
+  groups = sources.training_groups(data, config.data)
+  rng = np.random.default_rng(0)
+  chance = metrics.multilabel_metrics(rng.random(data.y_test.shape), data.y_test, groups)[0]
+  assert results['BCE']['total'] > 1.6 * chance['total'], (results, chance)
+  assert results['BCE']['many'] > 2.0 * chance['many'], (results, chance)
+  log = _read(workdir, 'metrics.jsonl')
+  assert [l['epoch'] for l in log] == [1, 2, 3]
+  assert log[-1]['eval'] == results
+  per_class = _read(workdir, 'per_class_ap.json')
+  assert len(per_class['ap']['BCE']) == data.num_classes
+  np.testing.assert_allclose(np.mean(per_class['ap']['BCE']), results['BCE']['total'])
+  assert _read(workdir, 'config.json')['num_epochs'] == 3
+  assert 'BCE' in capsys.readouterr().out          # the final table is printed
+  # --mode=eval on the finished run reproduces the final metrics.
+  evaluated = train.evaluate(config, workdir)
+  assert evaluated['BCE'] == pytest.approx(results['BCE'])
+
+
+def test_interrupted_and_resumed_run_ends_like_an_uninterrupted_one(tmp_path):
+  config = tiny_config(num_epochs=3)
+  straight = str(tmp_path / 'straight')
+  train.train_and_evaluate(config, straight)
+  resumed = str(tmp_path / 'resumed')
+  train.train_and_evaluate(config, resumed, stop_after_epochs=1)
+  assert not os.path.exists(os.path.join(resumed, 'results.json'))
+  assert len(_read(resumed, 'metrics.jsonl')) == 1
+  train.train_and_evaluate(config, resumed)
+  a, b = _read(straight, 'results.json'), _read(resumed, 'results.json')
+  for key in metrics.METRIC_KEYS:
+    assert a['BCE'][key] == pytest.approx(b['BCE'][key], abs=1e-6), key
+  assert [l['epoch'] for l in _read(resumed, 'metrics.jsonl')] == [1, 2, 3]
+
+
+def test_resume_refuses_a_different_config(tmp_path):
+  workdir = str(tmp_path / 'run')
+  train.train_and_evaluate(tiny_config(num_epochs=1), workdir)
+  with pytest.raises(UserError, match='optim.learning_rate'):
+    train.train_and_evaluate(tiny_config(**{'num_epochs': 1, 'optim.learning_rate': 0.5}), workdir)
+
+
+@pytest.mark.parametrize('field,value,message', [
+    ('optim.optimizer', 'adamx', "config.optim.optimizer='adamx' is not one of"),
+    ('data.missing_ratio', 1.5, 'missing_ratio=1.5 must be in [0, 1)'),
+    ('batch_size', 30, 'batch_size=30 is not divisible by the 4 devices'),
+    ('model.backbone', 'vgg', "config.model.backbone='vgg'"),
+    ('num_devices', 8, 'only 4 devices exist'),
+])
+def test_bad_config_values_are_named(field, value, message):
+  with pytest.raises(UserError) as e:
+    train.validate_config(tiny_config(**{field: value}))
+  assert message in str(e.value)
+
+
+def test_schedules_and_module_learning_rates():
+  optim = tiny_config().optim
+  optim.learning_rate, optim.warmup_epochs = 1.0, 1
+  optim.schedule, optim.step_epochs, optim.step_factor = 'step', (3, 5), 0.1
+  sched = train.create_learning_rate_schedule(optim, steps_per_epoch=10, num_epochs=6)
+  np.testing.assert_allclose([sched(s) for s in (0, 5, 10, 29, 30, 49, 50)],
+                             [0, 0.5, 1, 1, 0.1, 0.1, 0.01], rtol=1e-6)
+  optim.schedule, optim.warmup_epochs = 'cosine', 0
+  sched = train.create_learning_rate_schedule(optim, steps_per_epoch=10, num_epochs=2)
+  np.testing.assert_allclose([sched(0), sched(10), sched(20)], [1, 0.5, 0], atol=1e-6)
+
+  config = tiny_config(**{'optim.optimizer': 'sgd', 'optim.momentum': 0.0,
+                          'optim.weight_decay': 0.0, 'optim.schedule': 'constant',
+                          'optim.learning_rate': 0.1, 'optim.lr_scale.backbone': 0.0,
+                          'optim.lr_scale.classifier': 0.5})
+  tx = train.create_optimizer(config, steps_per_epoch=10)
+  params = {'backbone': {'w': np.ones(2)}, 'classifier': {'w': np.ones(2)},
+            'attention': {'w': np.ones(2)}}
+  updates, _ = tx.update(jax.tree.map(np.ones_like, params), tx.init(params), params)
+  np.testing.assert_allclose(updates['backbone']['w'], 0)          # frozen
+  np.testing.assert_allclose(updates['classifier']['w'], -0.05)    # 0.5 x lr
+  np.testing.assert_allclose(updates['attention']['w'], -0.1)      # 'other'
+
+
+def test_decoupled_weight_decay_applies_to_kernels_only():
+  config = tiny_config(**{'optim.optimizer': 'sgd', 'optim.momentum': 0.0,
+                          'optim.weight_decay': 0.1, 'optim.schedule': 'constant',
+                          'optim.learning_rate': 1.0})
+  tx = train.create_optimizer(config, steps_per_epoch=1)
+  params = {'projection': {'kernel': 2 * np.ones((2, 2)), 'bias': 2 * np.ones(2)}}
+  zero = jax.tree.map(np.zeros_like, params)
+  updates, _ = tx.update(zero, tx.init(params), params)
+  np.testing.assert_allclose(updates['projection']['kernel'], -0.2)
+  np.testing.assert_allclose(updates['projection']['bias'], 0.0)
+  assert isinstance(tx, optax.GradientTransformation)
+
+
+def _cli(*args, env_extra=None):
+  env = dict(os.environ, **(env_extra or {}))
+  return subprocess.run([sys.executable, '-m', 'comic_jax.main', *args], cwd=ROOT, env=env,
+                        capture_output=True, text=True, timeout=300)
+
+
+def test_cli_reports_user_errors_in_one_line(tmp_path):
+  bad = _cli('--config=configs/synthetic.py', f'--workdir={tmp_path}/w',
+             '--config.optim.optimizer=adamx')
+  assert bad.returncode == 2
+  assert bad.stderr.strip().splitlines()[-1].startswith("error: config.optim.optimizer='adamx'")
+  assert 'Traceback' not in bad.stderr
+  blocker = tmp_path / 'file'
+  blocker.write_text('x')
+  unwritable = _cli('--config=configs/synthetic.py', f'--workdir={blocker}/w')
+  assert unwritable.returncode == 2
+  assert 'is not writable' in unwritable.stderr and 'Traceback' not in unwritable.stderr
