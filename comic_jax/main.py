@@ -25,6 +25,26 @@ config_flags.DEFINE_config_file('config', None, 'Config file (e.g. configs/synth
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
+def _fail(message: str) -> None:
+  print('error: ' + ' '.join(str(message).split()), file=sys.stderr)
+  sys.exit(2)
+
+
+def parse_flags(argv):
+  """absl's flag parsing, with a user's mistakes reported in one line instead of a traceback."""
+  overrides = [a.split('=')[0] for a in argv[1:] if a.startswith('--config.')]
+  try:
+    args = FLAGS(argv)
+    FLAGS.config.keys()  # a config file that failed to load raises only when first used
+    return args
+  except flags.Error as e:
+    _fail(e)
+  except (KeyError, AttributeError) as e:
+    _fail(f'{", ".join(overrides)}: no such config field ({e})')
+  except (OSError, SyntaxError, ImportError) as e:
+    _fail(f'cannot load the config file: {str(e).strip().splitlines()[-1]}')
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
@@ -48,4 +68,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

@@ -155,3 +155,9 @@ def test_cli_reports_user_errors_in_one_line(tmp_path):
   unwritable = _cli('--config=configs/synthetic.py', f'--workdir={blocker}/w')
   assert unwritable.returncode == 2
   assert 'is not writable' in unwritable.stderr and 'Traceback' not in unwritable.stderr
+  typo = _cli('--config=configs/synthetic.py', f'--workdir={tmp_path}/w', '--config.optim.lr=1')
+  assert typo.returncode == 2 and 'Traceback' not in typo.stderr
+  assert '--config.optim.lr: no such config field' in typo.stderr
+  missing = _cli('--config=configs/nope.py', f'--workdir={tmp_path}/w')
+  assert missing.returncode == 2 and 'Traceback' not in missing.stderr
+  assert 'cannot load the config file' in missing.stderr
