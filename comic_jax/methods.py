@@ -15,10 +15,11 @@ from __future__ import annotations
 import jax
 import numpy as np
 
+from comic_jax import comic
 from comic_jax.losses import baselines
 from comic_jax.models import networks
 
-DISPLAY_NAMES = {'bce': 'BCE'}
+DISPLAY_NAMES = {'comic': 'COMIC', 'bce': 'BCE'}
 METHODS = tuple(DISPLAY_NAMES)
 
 
@@ -29,7 +30,8 @@ class SingleBranch:
   def __init__(self, config, observed_labels: np.ndarray):
     self.name = config.method
     self.report_names = (DISPLAY_NAMES[config.method],)
-    self.network = networks.create_network(config.model, observed_labels.shape[1])
+    classifier = 'linear' if config.model.classifier == 'auto' else config.model.classifier
+    self.network = networks.create_network(config.model, observed_labels.shape[1], classifier)
     self.loss_fn = baselines.LOSSES[config.method]
 
   def init(self, rng, batch):
@@ -49,8 +51,10 @@ class SingleBranch:
     return {self.report_names[0]: out['logits']}
 
 
-def create_method(config, observed_labels: np.ndarray):
+def create_method(config, observed_labels: np.ndarray, steps_per_epoch: int):
   """The method named by `config.method`, knowing the observed training labels."""
+  if config.method == 'comic':
+    return comic.Comic(config, observed_labels, steps_per_epoch)
   if config.method in baselines.LOSSES:
     return SingleBranch(config, observed_labels)
   raise ValueError(f'unknown method {config.method!r}; choose one of {METHODS}')

@@ -31,7 +31,7 @@ from comic_jax.data import augment, plt, samplers, sources
 from comic_jax.errors import UserError, require
 from comic_jax.models import backbones
 
-MODULE_GROUPS = ('backbone', 'projection', 'classifier')
+MODULE_GROUPS = ('backbone', 'projection', 'classifier', 'attention')
 # Fields that may differ when a run is resumed in the same workdir (they change no result).
 _RESUME_SAFE_FIELDS = ('progress_bar', 'num_devices', 'eval_batch_size', 'keep_checkpoints',
                        'checkpoint_every_epochs', 'eval_every_epochs')
@@ -64,7 +64,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
           f'config.data.many_threshold={config.data.many_threshold!r}')
   positive('data.image_size', config.data.image_size)
   choice('model.backbone', config.model.backbone, backbones.BACKBONES)
-  choice('model.classifier', config.model.classifier, ('linear', 'cosine'))
+  choice('model.classifier', config.model.classifier, ('auto', 'linear', 'cosine'))
   choice('model.dtype', config.model.dtype, ('float32', 'bfloat16'))
   positive('model.projection_dim', config.model.projection_dim, strict=False)
   positive('model.cosine.num_groups', config.model.cosine.num_groups)
@@ -76,6 +76,18 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   for group in config.optim.lr_scale:
     positive(f'optim.lr_scale.{group}', config.optim.lr_scale[group], strict=False)
   positive('augment.max_shift', config.augment.max_shift, strict=False)
+  cc = config.comic
+  for name in ('lambda_m', 'lambda_c', 'lambda_b'):
+    positive(f'comic.{name}', cc[name], strict=False)
+  for name in ('gamma_pn_pos', 'gamma_pn_neg', 'w_pos', 'w_neg', 'margin', 'exponent'):
+    positive(f'comic.mfm.{name}', cc.mfm[name], strict=False)
+  require(0.0 <= cc.rlc.tau <= 1.0, f'config.comic.rlc.tau={cc.rlc.tau!r} must be in [0, 1]')
+  choice('comic.rlc.class_means', cc.rlc.class_means, ('epoch', 'ema'))
+  positive('comic.rlc.warmup_epochs', cc.rlc.warmup_epochs, strict=False)
+  positive('comic.htb.alpha', cc.htb.alpha, strict=False)
+  positive('comic.htb.attention_dim', cc.htb.attention_dim)
+  require(0.0 <= cc.htb.energy_decay < 1.0,
+          f'config.comic.htb.energy_decay={cc.htb.energy_decay!r} must be in [0, 1)')
   for name in ('batch_size', 'eval_batch_size', 'num_epochs', 'eval_every_epochs',
                'checkpoint_every_epochs', 'keep_checkpoints'):
     positive(name, config[name])
@@ -146,7 +158,7 @@ def create_learning_rate_schedule(optim, steps_per_epoch: int, num_epochs: int) 
 
 def module_group(path) -> str:
   """Learning-rate group of a parameter: the innermost of MODULE_GROUPS on its path, else
-  'other' (e.g. COMIC's attention)."""
+  'other'."""
   names = [getattr(k, 'key', getattr(k, 'name', str(k))) for k in path]
   for name in reversed(names):
     if name in MODULE_GROUPS:
@@ -195,14 +207,14 @@ def _process_rows(global_size: int) -> slice:
 
 
 def create_samplers(method, data, config) -> dict[str, Any]:
-  n = len(data.x_train)
+  """One sampler per batch-key prefix the method asks for, over the observed labels; each
+  sampler kind gets its own seed stream."""
   out = {}
   for prefix, kind in method.samplers.items():
-    require(kind == 'uniform', f'sampler {kind!r} is not available')
     try:
-      out[prefix] = samplers.UniformSampler(n, config.batch_size, seed=config.seed)
+      out[prefix] = samplers.create_sampler(kind, data.y_train, config.batch_size, config.seed)
     except ValueError as e:
-      raise UserError(f'config.batch_size={config.batch_size}: {e}') from None
+      raise UserError(f'cannot sample training batches ({kind}): {e}') from None
   return out
 
 
@@ -289,12 +301,16 @@ class Run:
     _log('data %s: %d train / %d test images, %d classes (%.1fs)', self.data.name,
                  len(self.data.x_train), len(self.data.x_test), self.data.num_classes,
                  time.time() - t0)
-    self.method = methods.create_method(config, self.data.y_train)
+    n_train = len(self.data.x_train)
+    require(n_train >= config.batch_size, f'config.batch_size={config.batch_size} is larger '
+            f'than the {n_train} training images')
+    # An epoch is one pass of the uniform sampler (the last partial batch skipped).
+    self.steps_per_epoch = n_train // config.batch_size
+    self.method = methods.create_method(config, self.data.y_train, self.steps_per_epoch)
     self.mesh = create_mesh(config.num_devices)
     self.replicated = NamedSharding(self.mesh, P())
     self.sharded = NamedSharding(self.mesh, P('data'))
     self.samplers = create_samplers(self.method, self.data, config)
-    self.steps_per_epoch = next(iter(self.samplers.values())).steps_per_epoch
     self.total_steps = config.num_epochs * self.steps_per_epoch
     tx = create_optimizer(config, self.steps_per_epoch)
 
@@ -422,6 +438,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       line = {'epoch': epoch, 'step': step + 1, 'train': summary,
               'train_img_per_sec': len(epoch_metrics) * config.batch_size / seconds,
               'eval': results}
+      if hasattr(run.method, 'epoch_summary'):
+        line.update(run.method.epoch_summary(jax.device_get(run.state.method_state)))
       if is_main:
         with open(log_path, 'a') as f:
           f.write(json.dumps(_json_safe(line)) + '\n')

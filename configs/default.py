@@ -8,7 +8,7 @@ import ml_collections
 def get_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
   config.seed = 0                       # training seed: initialisation, batch order, augmentation
-  config.method = 'bce'                 # loss / model family; 'bce' = BCE on one branch
+  config.method = 'bce'                 # 'comic' | 'bce' (BCE on one branch)
 
   # ---------------------------------------------------------------------------- data
   config.data = data = ml_collections.ConfigDict()
@@ -34,12 +34,53 @@ def get_config() -> ml_collections.ConfigDict:
                                         # 'resnet101'
   model.small_cnn_widths = (16, 32, 64, 128)  # channels of the small CNN's stages
   model.projection_dim = 128            # d: linear projection of the backbone features (0: none)
-  model.classifier = 'linear'           # 'linear' | 'cosine' (multi-head cosine, METHOD.md)
+  model.backbone_trainable = True       # False: frozen backbone (the authors' code)
+  model.official_log_softmax_features = False  # authors' code: log-softmax after the projection
+  model.classifier = 'auto'             # 'linear' | 'cosine' (multi-head cosine, METHOD.md) |
+                                        # 'auto': cosine for COMIC, linear for the baselines
   model.cosine = cosine = ml_collections.ConfigDict()
   cosine.scale = 16.0                   # rho
   cosine.eta = 1.0 / 32.0               # eta, the class-agnostic baseline energy
   cosine.num_groups = 1                 # N_g (TDE used 2)
   model.dtype = 'float32'               # compute dtype: 'float32' | 'bfloat16' (GPU / TPU)
+
+  # ---------------------------------------------------------------------------- COMIC
+  # METHOD.md, equation by equation. Ablations: -RLC: comic.lambda_c=0; -MFM: comic.mfm.enabled=
+  # False; -HTB: comic.htb.enabled=False; MFM "P-N only": w_pos=w_neg=0; "H-T only":
+  # gamma_pn_pos=gamma_pn_neg=0.
+  config.comic = comic = ml_collections.ConfigDict()
+  comic.lambda_m = 1.0                  # weight of the balanced branch's MFM loss
+  comic.lambda_c = 0.2                  # weight of every RLC loss (0: the -RLC ablation)
+  comic.lambda_b = 1.0                  # weight of the HTB loss
+  comic.mfm = mfm = ml_collections.ConfigDict()
+  mfm.enabled = True                    # False: plain BCE wherever MFM is used (-MFM)
+  mfm.gamma_pn_pos = 0.0                # gamma_pn+
+  mfm.gamma_pn_neg = 3.0                # gamma_pn-
+  mfm.w_pos = 0.0                       # w+
+  mfm.w_neg = 1.0                       # w-
+  mfm.margin = 0.05                     # m: probability shift on negatives
+  mfm.exponent = 1.0 / 3.0              # g_ht = (1 - ln D_c) ** exponent
+  mfm.class_weight = True               # multiply each class's term by g_ht[c] (authors' code)
+  comic.rlc = rlc = ml_collections.ConfigDict()
+  rlc.tau = 0.7                         # correct y_c=0 when p_c > max(tau, P_c)
+  rlc.warmup_epochs = 1                 # no correction before this many epochs
+  rlc.class_means = 'epoch'             # P_c: 'epoch' running mean (reset each epoch) | 'ema'
+  rlc.ema_decay = 0.9                   # for class_means='ema'
+  rlc.margin = 0.0                      # subtracted from positive logits in RLC (authors: 1.0)
+  rlc.weight_exponent = 1.0 / 3.0       # exponent of RLC's class weights (authors' code: 1/6)
+  rlc.official_batch_mean = False       # P_c = batch mean (authors' code)
+  rlc.official_positive_normalisation = False  # scale by batch / #positive targets (authors)
+  rlc.official_adjusted_logits = False  # head / tail RLC on energy-adjusted logits (authors)
+  comic.htb = htb = ml_collections.ConfigDict()
+  htb.enabled = True                    # False: the balanced model alone (-HTB)
+  htb.alpha = 2.0                       # kappa exponent
+  htb.beta = 1.0                        # weight of the attention output (authors' code: 0.1)
+  htb.attention_dim = 128               # hidden size of the additive attention
+  htb.attention_dropout = 0.1
+  htb.energy_decay = 0.9                # mu of e_t = mu e_{t-1} + g_t
+  htb.a_head = 1.0                      # a_h: head model adds a_h x the energy term
+  htb.a_tail = 1.0                      # a_t: tail model removes a_t x the energy term
+  htb.official_energy_signs = False     # authors' code: head -1, tail +2
 
   # ---------------------------------------------------------------------------- optimisation
   config.optim = optim = ml_collections.ConfigDict()
@@ -58,6 +99,7 @@ def get_config() -> ml_collections.ConfigDict:
   lr_scale.backbone = 1.0               # 0 freezes the module
   lr_scale.projection = 1.0
   lr_scale.classifier = 1.0
+  lr_scale.attention = 1.0              # COMIC's additive attention
   lr_scale.other = 1.0                  # parameters of any other module
 
   # ---------------------------------------------------------------------------- augmentation

@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import Any
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 from comic_jax.models import backbones, heads
@@ -31,6 +32,8 @@ class MultiLabelNet(nn.Module):
   cosine_scale: float = 16.0
   cosine_eta: float = 1.0 / 32.0
   cosine_groups: int = 1
+  backbone_trainable: bool = True       # False: backbone in inference mode, no gradient
+  log_softmax_features: bool = False    # the authors' code: f = log_softmax(projection(x))
   dtype: Any = jnp.float32
 
   def setup(self):
@@ -44,9 +47,14 @@ class MultiLabelNet(nn.Module):
 
   def embed(self, images, train: bool = True):
     x = normalize_images(images) if jnp.issubdtype(images.dtype, jnp.integer) else images
-    f = self.backbone(x, train=train)
+    if self.backbone_trainable:
+      f = self.backbone(x, train=train)
+    else:
+      f = jax.lax.stop_gradient(self.backbone(x, train=False))
     if self.projection_dim:
       f = self.projection(f)
+    if self.log_softmax_features:
+      f = jax.nn.log_softmax(f, axis=-1)
     return f.astype(jnp.float32)
 
   def classify(self, features):
@@ -57,14 +65,18 @@ class MultiLabelNet(nn.Module):
     return {'features': f, 'logits': self.classify(f)}
 
 
-def create_network(model_config, num_classes: int, name: str | None = None) -> MultiLabelNet:
+def create_network(model_config, num_classes: int, classifier: str,
+                   name: str | None = None) -> MultiLabelNet:
+  """A branch from `config.model`, with the classifier kind resolved ('linear' | 'cosine')."""
   return MultiLabelNet(
       backbone=backbones.create_backbone(model_config),
       num_classes=num_classes,
       projection_dim=model_config.projection_dim,
-      classifier_kind=model_config.classifier,
+      classifier_kind=classifier,
       cosine_scale=model_config.cosine.scale,
       cosine_eta=model_config.cosine.eta,
       cosine_groups=model_config.cosine.num_groups,
+      backbone_trainable=model_config.backbone_trainable,
+      log_softmax_features=model_config.official_log_softmax_features,
       dtype=jnp.dtype(model_config.dtype),
       name=name)

@@ -1,0 +1,100 @@
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from comic_jax import metrics, train
+from comic_jax.data import sources
+from conftest import tiny_config
+
+
+def comic_config(**overrides):
+  return tiny_config(**{'method': 'comic', **overrides})
+
+
+def _read(workdir, name):
+  with open(os.path.join(workdir, name)) as f:
+    return json.load(f) if name.endswith('.json') else [json.loads(l) for l in f]
+
+
+def _nonzero(tree) -> bool:
+  return any(bool(jnp.any(x != 0)) for x in jax.tree.leaves(tree))
+
+
+def test_each_branch_is_trained_by_its_own_terms_only(tmp_path):
+  run = train.Run(comic_config(), str(tmp_path))
+  method, state = run.method, run.state
+  assert set(state.params) == {'head', 'tail', 'balanced', 'attention'}
+  step = method.warmup_steps + 1                 # RLC active
+  batch = train.host_to_global(train.train_batch(run.data, run.samplers, step), run.sharded)
+  rng = jax.random.key(0)
+  owners = {'head': {'head'}, 'tail': {'tail'}, 'balanced': {'balanced', 'attention'}}
+  for term, owned in owners.items():
+    def f(params):
+      terms, _ = method.loss_terms(params, state.batch_stats, state.method_state, batch, rng,
+                                   jnp.asarray(step))
+      return terms[term]
+    grads = jax.jit(jax.grad(f))(state.params)
+    for module, g in grads.items():
+      assert _nonzero(g) == (module in owned), (term, module)
+
+
+def test_comic_state_holds_energies_and_rlc_counters(tmp_path):
+  run = train.Run(comic_config(), str(tmp_path))
+  ms = run.state.method_state
+  assert set(ms) == {'energy', 'rlc'}
+  assert set(ms['energy']) == {'head', 'tail'}
+  assert ms['energy']['head'].trace.shape == (run.config.model.projection_dim,)
+  assert set(ms['rlc']) == {'head', 'tail', 'balanced'}
+  assert run.method.samplers == {'': 'uniform', 'tail_': 'class_reversed'}
+
+
+def test_ablations_change_the_model(tmp_path):
+  no_htb = train.Run(comic_config(**{'comic.htb.enabled': False}), str(tmp_path / 'a'))
+  assert set(no_htb.state.params) == {'balanced'}
+  assert no_htb.method.report_names == ('COMIC',)
+  assert no_htb.method.samplers == {'': 'uniform'}
+  assert 'energy' not in no_htb.state.method_state
+  no_rlc = train.Run(comic_config(**{'comic.lambda_c': 0.0}), str(tmp_path / 'b'))
+  assert not no_rlc.method.use_rlc
+
+
+def test_tiny_comic_run_reports_three_models_and_corrections(tmp_path):
+  workdir = str(tmp_path / 'run')
+  config = comic_config(num_epochs=3)
+  train.train_and_evaluate(config, workdir)
+  results = _read(workdir, 'results.json')
+  assert list(results) == ['COMIC', 'Head Model', 'Tail Model']
+  data = sources.load_dataset(config.data)
+  groups = sources.training_groups(data, config.data)
+  chance = metrics.multilabel_metrics(np.random.default_rng(0).random(data.y_test.shape),
+                                      data.y_test, groups)[0]
+  for name in results:
+    assert results[name]['total'] > 1.5 * chance['total'], (name, results[name], chance)
+  log = _read(workdir, 'metrics.jsonl')
+  assert all(v == {'corrections': 0, 'true': 0, 'false': 0} for v in log[0]['rlc'].values())
+  for line in log[1:]:   # after the 1-epoch warm-up
+    for branch, r in line['rlc'].items():
+      assert r['corrections'] == r['true'] + r['false']
+    assert sum(r['corrections'] for r in line['rlc'].values()) > 0
+  # The per-step counts in `train` add up to the epoch's counters.
+  spe = len(data.x_train) // config.batch_size
+  assert log[1]['train']['head_corrections'] * spe == pytest.approx(
+      log[1]['rlc']['head']['corrections'], rel=1e-6)
+
+
+def test_interrupted_comic_run_resumes_to_the_same_metrics(tmp_path):
+  config = comic_config(num_epochs=2)
+  straight, resumed = str(tmp_path / 's'), str(tmp_path / 'r')
+  train.train_and_evaluate(config, straight)
+  train.train_and_evaluate(config, resumed, stop_after_epochs=1)
+  train.train_and_evaluate(config, resumed)
+  a, b = _read(straight, 'results.json'), _read(resumed, 'results.json')
+  for name in ('COMIC', 'Head Model', 'Tail Model'):
+    for key in metrics.METRIC_KEYS:
+      assert a[name][key] == pytest.approx(b[name][key], abs=1e-6), (name, key)
+  la, lb = _read(straight, 'metrics.jsonl'), _read(resumed, 'metrics.jsonl')
+  assert la[-1]['rlc'] == lb[-1]['rlc']
