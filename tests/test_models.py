@@ -74,8 +74,8 @@ def test_resnet18_runs_and_updates_batch_stats():
 
 
 def test_multilabel_net_outputs_and_image_normalisation():
-  config = tiny_config(**{'model.classifier': 'cosine', 'model.projection_dim': 16})
-  net = networks.create_network(config.model, num_classes=5)
+  config = tiny_config(**{'model.projection_dim': 16})
+  net = networks.create_network(config.model, num_classes=5, classifier='cosine')
   images = jnp.asarray(np.random.default_rng(0).integers(0, 256, (3, 32, 32, 3)), jnp.uint8)
   v = net.init(jax.random.key(0), images, train=False)
   out = net.apply(v, images, train=False)
