@@ -16,6 +16,14 @@ import jax.numpy as jnp
 _conv_init = nn.initializers.variance_scaling(2.0, 'fan_out', 'normal')
 
 
+def conv_and_norm(dtype, train: bool):
+  """Bias-free conv and BatchNorm with torchvision's defaults (momentum 0.1, eps 1e-5)."""
+  conv = functools.partial(nn.Conv, use_bias=False, dtype=dtype, kernel_init=_conv_init)
+  norm = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9,
+                           epsilon=1e-5, dtype=dtype)
+  return conv, norm
+
+
 class BasicBlock(nn.Module):
   filters: int
   strides: int = 1
@@ -24,9 +32,7 @@ class BasicBlock(nn.Module):
 
   @nn.compact
   def __call__(self, x, train: bool):
-    conv = functools.partial(nn.Conv, use_bias=False, dtype=self.dtype, kernel_init=_conv_init)
-    norm = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9,
-                             epsilon=1e-5, dtype=self.dtype)
+    conv, norm = conv_and_norm(self.dtype, train)
     y = conv(self.filters, (3, 3), (self.strides,) * 2, padding=((1, 1), (1, 1)), name='conv1')(x)
     y = nn.relu(norm(name='bn1')(y))
     y = conv(self.filters, (3, 3), padding=((1, 1), (1, 1)), name='conv2')(y)
@@ -45,9 +51,7 @@ class Bottleneck(nn.Module):
 
   @nn.compact
   def __call__(self, x, train: bool):
-    conv = functools.partial(nn.Conv, use_bias=False, dtype=self.dtype, kernel_init=_conv_init)
-    norm = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9,
-                             epsilon=1e-5, dtype=self.dtype)
+    conv, norm = conv_and_norm(self.dtype, train)
     out = self.filters * self.expansion
     y = nn.relu(norm(name='bn1')(conv(self.filters, (1, 1), name='conv1')(x)))
     y = conv(self.filters, (3, 3), (self.strides,) * 2, padding=((1, 1), (1, 1)), name='conv2')(y)
