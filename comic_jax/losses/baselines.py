@@ -5,10 +5,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 import optax
 
-
-def reduce_loss(per_element: jnp.ndarray) -> jnp.ndarray:
-  """(B, C) per-element losses -> scalar: sum over classes, mean over samples."""
-  return jnp.mean(jnp.sum(per_element, axis=-1))
+from comic_jax.losses.common import reduce_loss
 
 
 def bce(logits: jnp.ndarray, labels: jnp.ndarray) -> jnp.ndarray:

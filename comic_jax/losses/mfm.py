@@ -11,7 +11,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from comic_jax.losses.baselines import reduce_loss
+from comic_jax.losses.common import reduce_loss
 
 _EPS = 1e-8  # clamp inside logs, as ASL does
 
