@@ -29,3 +29,17 @@ def restore_latest(manager: ocp.CheckpointManager, state):
     return state, None
   abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
   return manager.restore(step, args=ocp.args.StandardRestore(abstract)), step
+
+
+def load_variables(workdir: str) -> dict:
+  """{'params', 'batch_stats'} (NumPy) of the latest checkpoint of another run's workdir, read
+  without knowing its train state's structure (LWS reuses a finished BCE run this way)."""
+  path = os.path.join(os.path.abspath(workdir), 'checkpoints')
+  if not os.path.isdir(path):
+    raise FileNotFoundError(f'{workdir!r} has no checkpoints/ folder')
+  with ocp.CheckpointManager(path) as manager:
+    step = manager.latest_step()
+    if step is None:
+      raise FileNotFoundError(f'{workdir!r} has no checkpoint')
+    restored = manager.restore(step, args=ocp.args.StandardRestore())
+  return {'params': restored['params'], 'batch_stats': restored['batch_stats']}

@@ -76,6 +76,14 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   for group in config.optim.lr_scale:
     positive(f'optim.lr_scale.{group}', config.optim.lr_scale[group], strict=False)
   positive('augment.max_shift', config.augment.max_shift, strict=False)
+  bl = config.baselines
+  choice('baselines.db.sampler', bl.db.sampler, ('uniform', 'class_aware', 'class_reversed'))
+  choice('baselines.lws.sampler', bl.lws.sampler, ('uniform', 'class_aware', 'class_reversed'))
+  choice('baselines.ml_gcn.fallback', bl.ml_gcn.fallback, ('one_hot', 'learned'))
+  require(0.0 <= bl.pseudo_label.threshold <= 1.0,
+          f'config.baselines.pseudo_label.threshold={bl.pseudo_label.threshold!r} must be in [0, 1]')
+  positive('baselines.pasl.topk_factor', bl.pasl.topk_factor, strict=False)
+  positive('baselines.ml_gcn.hidden_dim', bl.ml_gcn.hidden_dim)
   cc = config.comic
   for name in ('lambda_m', 'lambda_c', 'lambda_b'):
     positive(f'comic.{name}', cc[name], strict=False)
@@ -306,7 +314,8 @@ class Run:
             f'than the {n_train} training images')
     # An epoch is one pass of the uniform sampler (the last partial batch skipped).
     self.steps_per_epoch = n_train // config.batch_size
-    self.method = methods.create_method(config, self.data.y_train, self.steps_per_epoch)
+    self.method = methods.create_method(config, self.data.y_train, self.steps_per_epoch,
+                                         self.data.class_names)
     self.mesh = create_mesh(config.num_devices)
     self.replicated = NamedSharding(self.mesh, P())
     self.sharded = NamedSharding(self.mesh, P('data'))

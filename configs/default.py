@@ -8,7 +8,8 @@ import ml_collections
 def get_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
   config.seed = 0                       # training seed: initialisation, batch order, augmentation
-  config.method = 'bce'                 # 'comic' | 'bce' (BCE on one branch)
+  config.method = 'bce'                 # 'comic' or a baseline: bce, focal, asl, db, db_focal,
+                                        # lws, pseudo_label, ml_gcn, hill, pasl
 
   # ---------------------------------------------------------------------------- data
   config.data = data = ml_collections.ConfigDict()
@@ -81,6 +82,38 @@ def get_config() -> ml_collections.ConfigDict:
   htb.a_head = 1.0                      # a_h: head model adds a_h x the energy term
   htb.a_tail = 1.0                      # a_t: tail model removes a_t x the energy term
   htb.official_energy_signs = False     # authors' code: head -1, tail +2
+
+  # ---------------------------------------------------------------------------- baselines
+  # BASELINES.md; defaults are each original's training defaults (DB: its COCO values).
+  config.baselines = bl = ml_collections.ConfigDict()
+  bl.focal = ml_collections.ConfigDict(dict(gamma=2.0, alpha=0.25))
+  bl.asl = ml_collections.ConfigDict(dict(gamma_pos=0.0, gamma_neg=4.0, margin=0.05))
+  bl.db = db = ml_collections.ConfigDict()
+  db.a = 0.1                            # re-balanced weight: a + sigmoid(b (r - mu))
+  db.b = 10.0
+  db.mu = 0.2                           # VOC: 0.3
+  db.kappa = 0.05                       # negative-tolerant regularisation: nu = -(kappa/lam) ...
+  db.lam = 2.0                          # lambda; VOC: 5
+  db.sampler = 'class_aware'            # DB's official sampler ('uniform' to switch it off)
+  bl.hill = ml_collections.ConfigDict(dict(margin=1.0, gamma=2.0, lam=1.5))
+  bl.pseudo_label = ml_collections.ConfigDict(dict(
+      threshold=0.6,                    # an unobserved entry with p > threshold is a positive
+      warmup_epochs=1))                 # no pseudo-labels before this many epochs
+  bl.pasl = ml_collections.ConfigDict(dict(
+      gamma_pos=0.0, gamma_unann=4.0, margin=0.0,
+      prior_threshold=0.5,              # ignore unannotated entries of classes with prior above
+      topk_factor=5))                   # ignore the topk_factor x batch most likely unannotated
+  bl.ml_gcn = g = ml_collections.ConfigDict()
+  g.word_vectors = ''                   # GloVe text file or a (C, k) .npy; '' -> fallback
+  g.fallback = 'one_hot'                # without word vectors: 'one_hot' | 'learned' embeddings
+  g.threshold = 0.4                     # tau of the label graph: A = 1[P(j|i) >= tau]
+  g.reweight = 0.25                     # p of the re-weighted adjacency
+  g.hidden_dim = 1024
+  g.negative_slope = 0.2                # LeakyReLU between the two GCN layers
+  bl.lws = lws = ml_collections.ConfigDict()
+  lws.stage1_workdir = ''               # a finished BCE run with the same model config
+  lws.sampler = 'class_aware'
+  lws.epochs = 5                        # stage-2 epochs (the benchmark runner uses this)
 
   # ---------------------------------------------------------------------------- optimisation
   config.optim = optim = ml_collections.ConfigDict()

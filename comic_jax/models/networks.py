@@ -20,18 +20,14 @@ def normalize_images(images: jnp.ndarray) -> jnp.ndarray:
 
 
 class MultiLabelNet(nn.Module):
-  """backbone + linear projection to `projection_dim` + cosine or linear classifier.
+  """backbone + linear projection to `projection_dim` + a classifier module.
 
   `embed` gives the projected features f, `classify` the logits z of given features, and
   `__call__` both, so a composite model (COMIC's balanced branch) can alter f in between.
   """
   backbone: nn.Module
-  num_classes: int
+  classifier: nn.Module                 # CosineClassifier | LinearClassifier | GCNClassifier
   projection_dim: int = 0               # 0: no projection, f = backbone features
-  classifier_kind: str = 'linear'       # 'linear' | 'cosine'
-  cosine_scale: float = 16.0
-  cosine_eta: float = 1.0 / 32.0
-  cosine_groups: int = 1
   backbone_trainable: bool = True       # False: backbone in inference mode, no gradient
   log_softmax_features: bool = False    # the authors' code: f = log_softmax(projection(x))
   dtype: Any = jnp.float32
@@ -39,11 +35,6 @@ class MultiLabelNet(nn.Module):
   def setup(self):
     if self.projection_dim:
       self.projection = nn.Dense(self.projection_dim, dtype=self.dtype)
-    if self.classifier_kind == 'cosine':
-      self.classifier = heads.CosineClassifier(self.num_classes, self.cosine_scale,
-                                               self.cosine_eta, self.cosine_groups)
-    else:
-      self.classifier = heads.LinearClassifier(self.num_classes, dtype=self.dtype)
 
   def embed(self, images, train: bool = True):
     x = normalize_images(images) if jnp.issubdtype(images.dtype, jnp.integer) else images
@@ -65,17 +56,25 @@ class MultiLabelNet(nn.Module):
     return {'features': f, 'logits': self.classify(f)}
 
 
-def create_network(model_config, num_classes: int, classifier: str,
+def create_classifier(model_config, num_classes: int, kind: str) -> nn.Module:
+  """'cosine' (METHOD.md's multi-head cosine classifier) or 'linear'."""
+  if kind == 'cosine':
+    cos = model_config.cosine
+    return heads.CosineClassifier(num_classes, cos.scale, cos.eta, cos.num_groups)
+  if kind == 'linear':
+    return heads.LinearClassifier(num_classes, dtype=jnp.dtype(model_config.dtype))
+  raise ValueError(f'unknown classifier {kind!r}')
+
+
+def create_network(model_config, num_classes: int, classifier,
                    name: str | None = None) -> MultiLabelNet:
-  """A branch from `config.model`, with the classifier kind resolved ('linear' | 'cosine')."""
+  """A branch from `config.model`; `classifier` is a kind ('linear' | 'cosine') or a module."""
+  if isinstance(classifier, str):
+    classifier = create_classifier(model_config, num_classes, classifier)
   return MultiLabelNet(
       backbone=backbones.create_backbone(model_config),
-      num_classes=num_classes,
+      classifier=classifier,
       projection_dim=model_config.projection_dim,
-      classifier_kind=classifier,
-      cosine_scale=model_config.cosine.scale,
-      cosine_eta=model_config.cosine.eta,
-      cosine_groups=model_config.cosine.num_groups,
       backbone_trainable=model_config.backbone_trainable,
       log_softmax_features=model_config.official_log_softmax_features,
       dtype=jnp.dtype(model_config.dtype),

@@ -1,0 +1,61 @@
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from comic_jax import benchmark
+from conftest import ROOT
+
+
+def _bench(workdir, *extra):
+  return subprocess.run(
+      [sys.executable, '-m', 'comic_jax.benchmark', '--config=configs/synthetic.py',
+       f'--workdir={workdir}', '--config.num_epochs=1', *extra],
+      cwd=ROOT, capture_output=True, text=True, timeout=600)
+
+
+def test_tiny_benchmark_writes_the_table_and_pictures(tmp_path):
+  workdir = tmp_path / 'bench'
+  out = _bench(workdir, '--methods=bce,focal', '--seeds=1')
+  assert out.returncode == 0, out.stderr[-2000:]
+  with open(workdir / 'bce' / 'seed0' / 'results.json') as f:
+    bce = json.load(f)['BCE']
+  with open(workdir / 'focal' / 'seed0' / 'results.json') as f:
+    focal = json.load(f)['Focal']
+  table = (workdir / 'table.md').read_text().splitlines()
+  assert table[0] == '| category | method | end-to-end | many | medium | few | total | seeds |'
+  assert table[2] == (f'| MLC | BCE | ✓ | {bce["many"]:.2f} ± 0.00 | {bce["medium"]:.2f} ± 0.00 | '
+                      f'{bce["few"]:.2f} ± 0.00 | {bce["total"]:.2f} ± 0.00 | 1 |')
+  assert table[3].startswith(f'| MLC | Focal | ✓ | {focal["many"]:.2f}')
+  with open(workdir / 'table.csv') as f:
+    rows = list(csv.DictReader(f))
+  assert [r['method'] for r in rows] == ['BCE', 'Focal']
+  assert float(rows[0]['total_mean']) == pytest.approx(bce['total'], abs=1e-4)
+  for picture in ('per_class_ap.png', 'class_distribution.png'):
+    assert (workdir / picture).stat().st_size > 10_000
+  assert 'BCE' in (workdir / 'bce' / 'seed0' / 'log.txt').read_text()   # the run's own output
+  # A second call finds both runs finished and trains nothing.
+  again = _bench(workdir, '--methods=bce,focal', '--seeds=1')
+  assert '2 runs, 2 already finished, 0 to train' in again.stdout
+  bad = _bench(workdir, '--methods=bce,nope', '--seeds=1')
+  assert bad.returncode == 2 and 'unknown method(s) nope' in bad.stderr
+
+
+def test_mean_and_sample_std():
+  assert benchmark.mean_std([1.0, 2.0, 3.0]) == pytest.approx((2.0, 1.0))
+  assert benchmark.mean_std([4.0]) == (4.0, 0.0)
+  assert benchmark.mean_std([None, 2.0, 4.0]) == pytest.approx((3.0, np.sqrt(2.0)))
+
+
+def test_presets_define_the_paper_studies():
+  exps = benchmark.experiments('modules', ('comic',))
+  assert [e.label for e in exps] == ['COMIC', '-RLC', '-MFM', '-HTB']
+  assert dict(exps[1].overrides) == {'comic.lambda_c': 0.0}
+  ratios = benchmark.experiments('missing_ratio', ('comic',))
+  assert [dict(e.overrides)['data.missing_ratio'] for e in ratios] == [0.0, 0.3, 0.4, 0.5]
+  main = benchmark.experiments('main', ('lws', 'comic'))
+  assert [e.method for e in main] == ['bce', 'comic', 'lws']     # LWS after the BCE it reuses

@@ -1,0 +1,62 @@
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from comic_jax import methods, train
+from comic_jax.errors import UserError
+from conftest import tiny_config
+
+
+def _results(workdir):
+  with open(os.path.join(workdir, 'results.json')) as f:
+    return json.load(f)
+
+
+@pytest.mark.parametrize('name', [m for m in methods.BASELINES if m not in ('lws',)])
+def test_every_baseline_loss_is_finite_and_differentiable(name):
+  rng = np.random.default_rng(0)
+  y = (rng.random((64, 6)) < 0.3).astype(np.float32)
+  y[:, 5] = 0                                   # a class with no observed positive
+  config = tiny_config(method=name)
+  loss = methods.create_loss(config, y, steps_per_epoch=2)
+  z = jnp.asarray(rng.normal(size=(8, 6)) * 3, jnp.float32)
+  for step in (0, 5):                           # before and after any warm-up
+    value, grad = jax.value_and_grad(loss)(z, jnp.asarray(y[:8]), jnp.asarray(step))
+    assert np.isfinite(float(value)) and np.all(np.isfinite(grad)), name
+
+
+def test_db_trains_with_class_aware_batches_others_with_uniform():
+  y = np.eye(4, dtype=np.float32).repeat(10, 0)
+  for name, sampler in (('db', 'class_aware'), ('db_focal', 'class_aware'), ('bce', 'uniform'),
+                        ('pasl', 'uniform')):
+    m = methods.create_method(tiny_config(method=name), y, 1, ['a', 'b', 'c', 'd'])
+    assert m.samplers == {'': sampler}
+
+
+def test_ml_gcn_says_when_it_falls_back(capsys):
+  y = (np.random.default_rng(0).random((40, 4)) < 0.4).astype(np.float32)
+  m = methods.create_method(tiny_config(method='ml_gcn'), y, 1, ['a', 'b', 'c', 'd'])
+  assert 'no word vectors given' in capsys.readouterr().out
+  assert m.network.classifier.node_features.shape == (4, 4)    # one-hot
+
+
+def test_lws_learns_only_scales_and_keeps_per_class_ap(tmp_path):
+  stage1 = str(tmp_path / 'bce')
+  train.train_and_evaluate(tiny_config(num_epochs=1), stage1)
+  with pytest.raises(UserError, match='stage1_workdir'):
+    train.Run(tiny_config(method='lws'), str(tmp_path / 'x'))
+  config = tiny_config(method='lws', num_epochs=2, **{'baselines.lws.stage1_workdir': stage1,
+                                                     'optim.learning_rate': 0.05})
+  state = train.train_and_evaluate(config, str(tmp_path / 'lws'))
+  assert set(state.params) == {'scales'}
+  scales = np.asarray(state.params['scales'])
+  assert np.all(scales > 0) and np.abs(scales - 1).max() > 1e-3      # the scales did move
+  bce, lws = _results(stage1)['BCE'], _results(str(tmp_path / 'lws'))['LWS']
+  # A positive per-class scale leaves each class's ranking (hence every AP) and the sign of every
+  # logit (hence the p >= 0.5 predictions) unchanged: LWS as specified reproduces its stage 1.
+  for key in ('total', 'many', 'medium', 'few', 'precision', 'recall', 'f1'):
+    assert lws[key] == pytest.approx(bce[key], abs=1e-6)
