@@ -17,7 +17,6 @@ import optax
 from comic_jax.losses.common import reduce_loss
 from comic_jax.losses.mfm import mfm_loss
 
-_EPS = 1e-8  # clamp inside logs, as ASL and P-ASL do
 
 # DB-Focal's focusing factor is fixed by its authors' config (ResampleLoss focal=dict(gamma=2,
 # balance_param=2.0)); BASELINES.md names the numbers, not knobs.
@@ -177,20 +176,9 @@ def pasl(logits: jnp.ndarray, labels: jnp.ndarray, prior: jnp.ndarray, *,
     labels: (B, C) 1 = positive, 0 = unannotated.
     prior: (C,) class prior (e.g. `naive_prior`, or the mean prediction of an "ignore"-mode model).
   """
-  z = logits.astype(jnp.float32)
   y = labels.astype(jnp.float32)
-  pos = y > 0
-  unann = jnp.logical_not(pos)
-  p = jax.nn.sigmoid(z)
-  log_p = jnp.maximum(jax.nn.log_sigmoid(z), jnp.log(_EPS))
-  if margin > 0:
-    p_m = jnp.maximum(p - margin, 0.0)
-    log_1m = jnp.log(jnp.clip(jax.nn.sigmoid(-z) + margin, _EPS, 1.0))   # log(1 - p_m)
-  else:
-    p_m = p
-    log_1m = jnp.maximum(jax.nn.log_sigmoid(-z), jnp.log(_EPS))
-  focus_pos = jax.lax.stop_gradient((1.0 - p) ** gamma_pos)
-  focus_unann = jax.lax.stop_gradient(p_m ** gamma_unann)
+  unann = y <= 0
+  p = jax.nn.sigmoid(logits.astype(jnp.float32))
 
   # Selective weights.
   ignore = unann & (jnp.asarray(prior, jnp.float32) > prior_threshold)[None, :]
@@ -202,9 +190,9 @@ def pasl(logits: jnp.ndarray, labels: jnp.ndarray, prior: jnp.ndarray, *,
     top = jnp.zeros(batch * num_classes, bool).at[idx].set(True).reshape(batch, num_classes)
     ignore = ignore | (top & unann)
   w = jax.lax.stop_gradient(jnp.where(ignore, 0.0, 1.0))
-
-  per_element = -w * (y * focus_pos * log_p + (1.0 - y) * focus_unann * log_1m)
-  return reduce_loss(per_element)
+  # The per-element terms are ASL's (= `mfm_loss` with scalar exponents), then weighted.
+  per_element = mfm_loss(logits, y, gamma_pos, gamma_unann, margin=margin, reduce=False)
+  return reduce_loss(w * per_element)
 
 
 def naive_prior(observed_labels) -> np.ndarray:
