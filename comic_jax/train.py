@@ -18,7 +18,6 @@ from typing import Any, Callable
 import flax.struct
 import jax
 import jax.numpy as jnp
-from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 import ml_collections
 import numpy as np
@@ -26,10 +25,11 @@ import optax
 from flax.training import train_state
 import tqdm
 
-from comic_jax import checkpoint, methods, metrics
-from comic_jax.data import augment, plt, samplers, sources
+from comic_jax import checkpoint, features, methods, metrics
+from comic_jax.data import augment, pipeline, plt, samplers, sources
+from comic_jax.data.pipeline import host_to_global, train_batch
 from comic_jax.errors import UserError, require
-from comic_jax.models import backbones
+from comic_jax.models import backbones, pretrained
 
 MODULE_GROUPS = ('backbone', 'projection', 'classifier', 'attention')
 # Fields that may differ when a run is resumed in the same workdir (they change no result).
@@ -76,6 +76,13 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   for group in config.optim.lr_scale:
     positive(f'optim.lr_scale.{group}', config.optim.lr_scale[group], strict=False)
   positive('augment.max_shift', config.augment.max_shift, strict=False)
+  choice('augment.kind', config.augment.kind, ('shift', 'resized_crop', 'none'))
+  choice('data.longtail', config.data.longtail, sources.LONGTAIL)
+  choice('data.partial', config.data.partial, ('simulate', 'as_is'))
+  choice('data.name', config.data.name, sources.SOURCES)
+  require(not config.model.feature_cache or not config.model.backbone_trainable,
+          'config.model.feature_cache=True caches frozen backbone features: set '
+          'config.model.backbone_trainable=False too')
   bl = config.baselines
   choice('baselines.db.sampler', bl.db.sampler, ('uniform', 'class_aware', 'class_reversed'))
   choice('baselines.lws.sampler', bl.lws.sampler, ('uniform', 'class_aware', 'class_reversed'))
@@ -204,16 +211,6 @@ def create_mesh(num_devices: int = 0) -> Mesh:
   return Mesh(np.array(devices), ('data',))
 
 
-def host_to_global(batch: dict[str, np.ndarray], sharding: NamedSharding) -> dict[str, jax.Array]:
-  """Global arrays from this process's slice of each global batch (rows split by process)."""
-  return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in batch.items()}
-
-
-def _process_rows(global_size: int) -> slice:
-  per = global_size // jax.process_count()
-  return slice(jax.process_index() * per, (jax.process_index() + 1) * per)
-
-
 def create_samplers(method, data, config) -> dict[str, Any]:
   """One sampler per batch-key prefix the method asks for, over the observed labels; each
   sampler kind gets its own seed stream."""
@@ -226,19 +223,26 @@ def create_samplers(method, data, config) -> dict[str, Any]:
   return out
 
 
-def train_batch(data, method_samplers: dict, step: int) -> dict[str, np.ndarray]:
-  """This process's rows of the global batch of `step` for every sampler of the method."""
-  batch = {}
-  for prefix, sampler in method_samplers.items():
-    idx = sampler.indices(step)
-    idx = idx[_process_rows(len(idx))]
-    batch[prefix + 'image'] = data.x_train[idx]
-    batch[prefix + 'label'] = data.y_train[idx].astype(np.float32)
-    batch[prefix + 'label_full'] = data.y_train_full[idx].astype(np.float32)
-  return batch
-
-
 # ------------------------------------------------------------------------------- steps
+
+def augment_images(images, rng, augment_config, image_size: int, tail: bool = False):
+  """The configured on-device augmentation of one batch of NHWC images (feature vectors pass
+  through). The tail batch also gets RandAugment if `augment.rand_augment_tail`."""
+  a = augment_config
+  if images.ndim != 4 or a.kind == 'none':
+    return images
+  crop_rng, ra_rng = jax.random.split(rng)
+  if a.kind == 'shift':
+    images = augment.flip_and_translate(images, crop_rng, flip=a.flip, max_shift=a.max_shift)
+  else:
+    images = augment.random_resized_crop(
+        images, crop_rng, out_size=image_size, scale=tuple(a.crop_scale),
+        ratio=tuple(a.crop_ratio), max_rotation=a.max_rotation, flip=a.flip)
+  if tail and a.rand_augment_tail:
+    images = augment.rand_augment(images, ra_rng, num_ops=a.rand_augment_ops,
+                                  magnitude=a.rand_augment_magnitude)
+  return images
+
 
 def make_train_step(method, config) -> Callable:
   """train_step(state, batch) -> (state, metrics): augment, loss, one gradient update."""
@@ -246,9 +250,8 @@ def make_train_step(method, config) -> Callable:
     rng = jax.random.fold_in(jax.random.key(config.seed), state.step)
     aug_rng, loss_rng = jax.random.split(rng)
     for i, key in enumerate(k for k in sorted(batch) if k.endswith('image')):
-      batch[key] = augment.flip_and_translate(
-          batch[key], jax.random.fold_in(aug_rng, i), flip=config.augment.flip,
-          max_shift=config.augment.max_shift)
+      batch[key] = augment_images(batch[key], jax.random.fold_in(aug_rng, i), config.augment,
+                                  config.data.image_size, tail=key.startswith('tail_'))
 
     def loss_fn(params):
       return method.loss(params, state.batch_stats, state.method_state, batch, loss_rng,
@@ -268,22 +271,12 @@ def make_predict_step(method) -> Callable:
   return predict_step
 
 
-def predict_dataset(predict_step, state, images: np.ndarray, batch_size: int,
+def predict_dataset(predict_step, state, images, batch_size: int,
                     sharding: NamedSharding) -> dict[str, np.ndarray]:
-  """Probabilities for every image, each counted exactly once: the last batch is padded and the
-  padding dropped."""
-  n = len(images)
-  chunks: dict[str, list] = {}
-  for start in range(0, n, batch_size):
-    idx = np.arange(start, start + batch_size)
-    idx = np.where(idx < n, idx, 0)  # pad with image 0, cut below
-    local = images[idx[_process_rows(batch_size)]]
-    probs = predict_step(state, host_to_global({'image': local}, sharding)['image'])
-    for name, p in probs.items():
-      if jax.process_count() > 1:
-        p = multihost_utils.process_allgather(p, tiled=True)
-      chunks.setdefault(name, []).append(np.asarray(p, dtype=np.float64))
-  return {name: np.concatenate(c)[:n] for name, c in chunks.items()}
+  """Probabilities of every reported model for every image, each counted exactly once."""
+  out = pipeline.map_dataset(lambda st, x, _: predict_step(st, x), state, images, batch_size,
+                             sharding)
+  return {k: v.astype(np.float64) for k, v in out.items()}
 
 
 def evaluate_predictions(probs: dict[str, np.ndarray], labels: np.ndarray, groups: np.ndarray):
@@ -292,6 +285,14 @@ def evaluate_predictions(probs: dict[str, np.ndarray], labels: np.ndarray, group
   for name, p in probs.items():
     results[name], per_class[name] = metrics.multilabel_metrics(p, labels, groups)
   return results, per_class
+
+
+def with_pretrained_backbones(config, variables: dict) -> dict:
+  """`variables` ({'params', 'batch_stats'}) with every ResNet backbone (each COMIC branch's,
+  or the tree itself for a standalone backbone) set to `config.model.pretrained`'s weights."""
+  if not config.model.pretrained:
+    return variables
+  return pretrained.load_into(config.model, variables)
 
 
 # ------------------------------------------------------------------------------- the run
@@ -312,11 +313,18 @@ class Run:
     n_train = len(self.data.x_train)
     require(n_train >= config.batch_size, f'config.batch_size={config.batch_size} is larger '
             f'than the {n_train} training images')
+    require(np.asarray(self.data.x_train).ndim != 2 or config.model.backbone == 'mlp',
+            'the training inputs are feature vectors: use --config.model.backbone=mlp')
     # An epoch is one pass of the uniform sampler (the last partial batch skipped).
     self.steps_per_epoch = n_train // config.batch_size
-    self.method = methods.create_method(config, self.data.y_train, self.steps_per_epoch,
-                                         self.data.class_names)
     self.mesh = create_mesh(config.num_devices)
+    model_config = config
+    if config.model.feature_cache:
+      self.data = features.cache_features(config, self.data, workdir, self.mesh, augment_images,
+                                          with_pretrained_backbones, log=_log)
+      model_config = features.head_config(config)
+    self.method = methods.create_method(model_config, self.data.y_train, self.steps_per_epoch,
+                                        self.data.class_names)
     self.replicated = NamedSharding(self.mesh, P())
     self.sharded = NamedSharding(self.mesh, P('data'))
     self.samplers = create_samplers(self.method, self.data, config)
@@ -332,6 +340,11 @@ class Run:
 
     rng = jax.random.key(config.seed)
     self.state = jax.jit(init_state, out_shardings=self.replicated)(rng)
+    self.manager = checkpoint.create_manager(workdir, config.keep_checkpoints)
+    if not config.model.feature_cache and self.manager.latest_step() is None:
+      variables = with_pretrained_backbones(
+          model_config, {'params': self.state.params, 'batch_stats': self.state.batch_stats})
+      self.state = self.state.replace(**jax.device_put(variables, self.replicated))
     self.train_step = jax.jit(make_train_step(self.method, config),
                               in_shardings=(self.replicated, self.sharded),
                               out_shardings=(self.replicated, self.replicated),
@@ -339,7 +352,6 @@ class Run:
     self.predict_step = jax.jit(make_predict_step(self.method),
                                 in_shardings=(self.replicated, self.sharded),
                                 out_shardings=self.sharded)
-    self.manager = checkpoint.create_manager(workdir, config.keep_checkpoints)
 
   def restore(self) -> int:
     self.state, step = checkpoint.restore_latest(self.manager, self.state)
@@ -425,7 +437,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   epoch_metrics, epoch_start = [], time.time()
   train_time, train_images = 0.0, 0
   for step in range(start_step, total):
-    batch = host_to_global(train_batch(run.data, run.samplers, step), run.sharded)
+    batch = host_to_global(train_batch(run.data, run.samplers, step, config.seed), run.sharded)
     run.state, step_metrics = run.train_step(run.state, batch)
     epoch_metrics.append(step_metrics)
     bar.update(config.batch_size)

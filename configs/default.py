@@ -13,27 +13,59 @@ def get_config() -> ml_collections.ConfigDict:
 
   # ---------------------------------------------------------------------------- data
   config.data = data = ml_collections.ConfigDict()
-  data.name = 'synthetic'               # 'synthetic' (PLT-Synth, embedded)
+  data.name = 'synthetic'               # 'synthetic' (PLT-Synth, embedded) | 'voc' | 'coco' (TFDS)
+                                        # | 'npz' | 'folder' (your own data)
   data.seed = 0                         # data-set seed (fixed across training seeds, like a
-                                        # published split)
+                                        # published split): long-tail sampling, hidden labels
   data.missing_ratio = 0.4              # r: probability that a training positive is hidden
   data.group_counts = 'full'            # class groups from 'full' or 'observed' train counts
   data.many_threshold = 100             # many-shot: n_c >= this
   data.few_threshold = 20               # few-shot: n_c < this (medium in between)
-  data.image_size = 32                  # side of the (square) input images, pixels
+  data.image_size = 32                  # side of the (square) model input, pixels
+  data.longtail = 'pareto'              # how the long-tailed training set is made:
+                                        # 'published' (DB's COCO-MLT / VOC-MLT id lists),
+                                        # 'pareto' (greedy subsampling to the curve below),
+                                        # 'json' (the authors' PLT JSON, data.plt_json),
+                                        # 'as_is' (take the training data as it is)
+  data.partial = 'simulate'             # 'simulate': hide positives with missing_ratio;
+                                        # 'as_is': the labels are already partial
+  data.pareto = pareto = ml_collections.ConfigDict()
+  pareto.shape = 6.0                    # b of the Pareto reference curve
+  pareto.max_count = 600                # positives of the largest class
+  pareto.min_count = 4                  # about the positives of the smallest class
   data.synthetic = synthetic = ml_collections.ConfigDict()
   synthetic.pool_size = 20000           # label sets drawn before long-tail subsampling
-  synthetic.pareto_shape = 6.0          # b of the Pareto reference curve
-  synthetic.max_count = 600             # positives of the largest class
-  synthetic.min_count = 4               # about the positives of the smallest class
   synthetic.num_test = 2000             # test images (fully labelled, not long-tailed)
   synthetic.min_test_positives = 10     # every class gets at least this many test positives
+  # Real images (voc, coco, folder): the training set is decoded once and stored at
+  # store_size x store_size (augmentation crops from it); test images are resized (shorter
+  # side eval_resize) and centre-cropped to image_size.
+  data.store_size = 256
+  data.eval_resize = 256
+  data.tfds_dir = ''                    # TFDS data_dir ('' = TFDS's default, ~/tensorflow_datasets)
+  data.download = True                  # let TFDS download and prepare VOC / COCO if missing
+  data.cache_dir = ''                   # decoded images, label scans, id lists ('' =
+                                        # ~/.cache/comic_jax)
+  data.plt_json = ''                    # longtail='json': the authors' {"file.jpg": [0/1, ...]}
+  data.plt_json_labels = 'full'         # ... whose labels are 'full' or already 'partial'
+  data.path = ''                        # npz: the .npz file; folder: the image root
+  data.train_labels = ''                # folder: JSON {"file": [0/1, ...]} or CSV (filename,
+  data.test_labels = ''                 # class1, class2, ...) per split
+  data.class_names = ()                 # names for npz / JSON labels (default class_0, ...)
+  data.num_threads = 0                  # image decoding threads (0 = one per CPU core)
 
   # ---------------------------------------------------------------------------- model
   config.model = model = ml_collections.ConfigDict()
   model.backbone = 'small_cnn'          # 'small_cnn' | 'resnet18' | 'resnet34' | 'resnet50' |
-                                        # 'resnet101'
+                                        # 'resnet101' | 'mlp' (inputs that are feature vectors)
   model.small_cnn_widths = (16, 32, 64, 128)  # channels of the small CNN's stages
+  model.mlp_widths = (512,)             # hidden layers of the 'mlp' backbone (() = identity)
+  model.pretrained = ''                 # ResNet ImageNet weights: '' (none), 'torchvision'
+                                        # (fetched on first use) or a checkpoint path
+                                        # (.pth / .safetensors / .npz, torchvision or timm)
+  model.feature_cache = False           # frozen-backbone mode: backbone features computed once
+                                        # per image and view, then only the heads train
+  model.feature_views = 8               # augmented views per training image in the cache
   model.projection_dim = 128            # d: linear projection of the backbone features (0: none)
   model.backbone_trainable = True       # False: frozen backbone (the authors' code)
   model.official_log_softmax_features = False  # authors' code: log-softmax after the projection
@@ -136,9 +168,18 @@ def get_config() -> ml_collections.ConfigDict:
   lr_scale.other = 1.0                  # parameters of any other module
 
   # ---------------------------------------------------------------------------- augmentation
+  # Runs on the device inside the train step. 'shift': flip + translation (small images);
+  # 'resized_crop': random resized crop to data.image_size + flip + rotation (real images).
   config.augment = augment = ml_collections.ConfigDict()
+  augment.kind = 'shift'                # 'shift' | 'resized_crop' | 'none'
   augment.flip = True                   # random horizontal flip
-  augment.max_shift = 2                 # random translation, pixels (0: off)
+  augment.max_shift = 2                 # 'shift': random translation, pixels (0: off)
+  augment.crop_scale = (0.5, 1.0)       # 'resized_crop': area fraction of the crop
+  augment.crop_ratio = (0.75, 1.3333333333333333)  # ... and its aspect-ratio range
+  augment.max_rotation = 15.0           # ... and the rotation range, degrees
+  augment.rand_augment_tail = False     # RandAugment on the tail (class-reversed) batch
+  augment.rand_augment_ops = 2          # RandAugment N
+  augment.rand_augment_magnitude = 9    # RandAugment M (of 31 bins)
 
   # ---------------------------------------------------------------------------- training loop
   config.batch_size = 32                # global batch (all devices together)

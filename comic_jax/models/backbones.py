@@ -1,4 +1,5 @@
-"""Backbones: a small fast CNN for PLT-Synth on a CPU, and the ResNets for real data.
+"""Backbones: a small fast CNN for PLT-Synth on a CPU, the ResNets for real data, and an MLP for
+inputs that are feature vectors.
 
 A backbone maps a normalised NHWC float image batch to (B, D) features and takes `train` (batch
 statistics on/off).
@@ -36,9 +37,25 @@ class SmallCNN(nn.Module):
     return jnp.mean(x, axis=(1, 2)).astype(jnp.float32)
 
 
+class MLP(nn.Module):
+  """Dense-ReLU layers for inputs that are already feature vectors (N, D): precomputed
+  embeddings of your own data, or backbone features cached in frozen-backbone mode. No layers
+  (`widths=()`) passes the features through unchanged."""
+  widths: Sequence[int] = (512,)
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, train: bool = True):
+    del train
+    x = x.astype(self.dtype)
+    for i, width in enumerate(self.widths):
+      x = nn.relu(nn.Dense(width, dtype=self.dtype, name=f'dense{i}')(x))
+    return x.astype(jnp.float32)
+
+
 _RESNETS = {'resnet18': resnet.ResNet18, 'resnet34': resnet.ResNet34,
             'resnet50': resnet.ResNet50, 'resnet101': resnet.ResNet101}
-BACKBONES = ('small_cnn',) + tuple(_RESNETS)
+BACKBONES = ('small_cnn', 'mlp') + tuple(_RESNETS)
 
 
 def create_backbone(model_config, name: str = 'backbone') -> nn.Module:
@@ -46,6 +63,8 @@ def create_backbone(model_config, name: str = 'backbone') -> nn.Module:
   dtype = jnp.dtype(model_config.dtype)
   if model_config.backbone == 'small_cnn':
     return SmallCNN(widths=tuple(model_config.small_cnn_widths), dtype=dtype, name=name)
+  if model_config.backbone == 'mlp':
+    return MLP(widths=tuple(model_config.mlp_widths), dtype=dtype, name=name)
   if model_config.backbone in _RESNETS:
     return _RESNETS[model_config.backbone](dtype=dtype, name=name)
   raise ValueError(f'unknown backbone {model_config.backbone!r}; choose one of {BACKBONES}')
