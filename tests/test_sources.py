@@ -129,3 +129,53 @@ def test_npz_missing_file(tmp_path):
   config = _config(tmp_path, **{'data.name': 'npz', 'data.path': str(tmp_path / 'no.npz')})
   with pytest.raises(UserError, match='does not exist'):
     sources.load_dataset(config.data)
+
+
+# ----------------------------------------------------------------------------- image folders
+
+def _folder(tmp_path, n_train=40, n_test=12, c=3):
+  from PIL import Image
+  rng = np.random.default_rng(0)
+  root = tmp_path / 'images'
+  root.mkdir()
+  rows = {}
+  for split, n in (('train', n_train), ('test', n_test)):
+    lines = ['filename,' + ','.join(f'c{k}' for k in range(c))]
+    for i in range(n):
+      name = f'{split}_{i}.png'
+      Image.fromarray(rng.integers(0, 255, (30 + i % 7, 40, 3)).astype(np.uint8)).save(root / name)
+      y = (rng.random(c) < 0.5).astype(int)
+      y[i % c] = 1
+      lines.append(name + ',' + ','.join(map(str, y)))
+      rows[name] = y
+    (tmp_path / f'{split}.csv').write_text('\n'.join(lines) + '\n')
+  return root, rows
+
+
+def _folder_config(tmp_path, root):
+  return _config(tmp_path, **{'data.name': 'folder', 'data.path': str(root),
+                              'data.longtail': 'as_is', 'data.image_size': 24,
+                              'data.store_size': 28, 'data.eval_resize': 26,
+                              'data.train_labels': str(tmp_path / 'train.csv'),
+                              'data.test_labels': str(tmp_path / 'test.csv')})
+
+
+def test_image_folder_with_csv_labels(tmp_path):
+  from comic_jax.data import images
+  root, rows = _folder(tmp_path)
+  data = sources.load_dataset(_folder_config(tmp_path, root).data)
+  assert data.class_names == ('c0', 'c1', 'c2')
+  assert data.x_train.shape == (40, 28, 28, 3) and data.x_test.shape == (12, 24, 24, 3)
+  np.testing.assert_array_equal(data.y_test, np.array([rows[f'test_{i}.png'] for i in range(12)]))
+  ref = images.eval_transform(images.decode_image(str(root / 'test_3.png')), 26, 24)
+  np.testing.assert_array_equal(data.x_test[3], ref)
+
+
+def test_image_folder_bad_inputs(tmp_path):
+  root, _ = _folder(tmp_path)
+  (root / 'train_5.png').write_bytes(b'not an image')
+  with pytest.raises(UserError, match='train_5.png'):
+    sources.load_dataset(_folder_config(tmp_path, root).data)
+  (root / 'train_5.png').unlink()
+  with pytest.raises(UserError, match='1 train images are missing'):
+    sources.load_dataset(_folder_config(tmp_path, root).data)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 
 import numpy as np
+import tqdm
 
 from comic_jax.errors import UserError
 
@@ -39,10 +40,16 @@ class TfdsSplit:
   def __init__(self, name: str, split: str, key_field: str, data_config, cache: str):
     import tensorflow_datasets as tfds  # imported here: only the real-data sources need it
     self.name, self.split, self.key_field = name, split, key_field
+    open_source = lambda **kw: tfds.data_source(
+        name, split=split, data_dir=data_config.tfds_dir or None,
+        download=data_config.download, **kw)
     try:
-      self.source = tfds.data_source(
-          name, split=split, data_dir=data_config.tfds_dir or None,
-          download=data_config.download, decoders={'image': tfds.decode.SkipDecoding()})
+      self.source = open_source(decoders={'image': tfds.decode.SkipDecoding()})
+      try:
+        self.source[0]
+      except (ValueError, ImportError):
+        # TFDS's mock data (tests) cannot serve undecoded images; take them decoded.
+        self.source = open_source()
     except Exception as e:  # TFDS raises many kinds; the user needs the one line
       raise UserError(f'cannot open the TFDS data set {name} ({split}): '
                       f'{str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}'
@@ -59,13 +66,11 @@ class TfdsSplit:
         return list(z['keys']), z['labels']
     labels = np.zeros((n, c), dtype=np.int8)
     keys = []
-    chunk = 256
-    for start in range(0, n, chunk):
-      idx = list(range(start, min(start + chunk, n)))
-      records = self.source.__getitems__(idx)
-      for i, rec in zip(idx, records):
-        keys.append(_key(rec[self.key_field]))
-        labels[i, np.asarray(rec['objects']['label'], dtype=np.int64)] = 1
+    for i in tqdm.trange(n, desc=f'scanning {self.name} {self.split} labels', unit='img',
+                         dynamic_ncols=True, leave=False):
+      rec = self.source[i]
+      keys.append(_key(rec[self.key_field]))
+      labels[i, np.asarray(rec['objects']['label'], dtype=np.int64)] = 1
     np.savez(path, keys=np.array(keys), labels=labels)
     return keys, labels
 

@@ -1,0 +1,47 @@
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from comic_jax import train
+from comic_jax.models import pretrained
+from conftest import tiny_config
+
+
+def test_frozen_backbone_features_are_cached_and_the_heads_train(tmp_path):
+  config = tiny_config(method='comic', **{'model.backbone_trainable': False,
+                                          'model.feature_cache': True, 'model.feature_views': 2,
+                                          'num_epochs': 2})
+  workdir = str(tmp_path / 'run')
+  state = train.train_and_evaluate(config, workdir)
+  with np.load(os.path.join(workdir, 'feature_cache.npz')) as z:
+    assert z['train'].shape == (1387, 2, 128) and z['test'].shape == (2000, 128)
+    # Two views of the same image differ (augmentation), the features are not all equal.
+    assert not np.allclose(z['train'][:, 0], z['train'][:, 1])
+  # The heads hold no backbone weights: the backbone is the identity on cached features.
+  assert set(state.params['head']) == {'projection', 'classifier'}
+  with open(os.path.join(workdir, 'results.json')) as f:
+    assert list(json.load(f)) == ['COMIC', 'Head Model', 'Tail Model']
+  run = train.Run(config, workdir)                       # a rerun reads the cache
+  assert run.data.x_train.shape == (1387, 2, 128)
+
+
+def test_feature_cache_needs_a_frozen_backbone():
+  from comic_jax.errors import UserError
+  with pytest.raises(UserError, match='backbone_trainable=False'):
+    train.validate_config(tiny_config(**{'model.feature_cache': True}))
+
+
+def test_pretrained_weights_are_loaded_into_the_backbone(tmp_path):
+  sd = pretrained.random_torchvision_state_dict('resnet18', seed=3)
+  path = str(tmp_path / 'resnet18.npz')
+  np.savez(path, **sd)
+  config = tiny_config(**{'model.backbone': 'resnet18', 'model.pretrained': path})
+  run = train.Run(config, str(tmp_path / 'run'))
+  expected = pretrained.resnet_variables_from_torch(sd, 18)
+  got = jax.device_get({'params': run.state.params['backbone'],
+                        'batch_stats': run.state.batch_stats['backbone']})
+  jax.tree.map(np.testing.assert_array_equal, got, expected)
+  assert run.state.params['classifier']['dense']['kernel'].shape == (128, 24)
