@@ -24,12 +24,22 @@ flags.DEFINE_enum('mode', 'train', ['train', 'eval'], 'Train (resuming if possib
                   'evaluate the latest checkpoint.')
 config_flags.DEFINE_config_file('config', None, 'Config file (e.g. configs/synthetic.py).',
                                 lock_config=True)
+flags.DEFINE_bool('multihost', False, 'Join a multi-process run (TPU pod, several GPU hosts): '
+                  'calls jax.distributed.initialize first. On TPU pods and SLURM the three '
+                  'flags below are detected; elsewhere give them.')
+flags.DEFINE_string('coordinator_address', None, 'host:port of process 0 (with --multihost).')
+flags.DEFINE_integer('num_processes', None, 'Number of processes (with --multihost).')
+flags.DEFINE_integer('process_id', None, 'This process (with --multihost).')
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
+  if FLAGS.multihost:  # must come before any other JAX call
+    import jax
+    jax.distributed.initialize(coordinator_address=FLAGS.coordinator_address,
+                               num_processes=FLAGS.num_processes, process_id=FLAGS.process_id)
   # Imported here so `--help` and flag errors stay fast.
   from comic_jax import train
   from comic_jax.errors import UserError
