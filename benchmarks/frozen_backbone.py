@@ -21,12 +21,7 @@ from comic_jax import train  # noqa: E402
 
 def run(workdir, **overrides):
   config = synthetic.get_config()
-  for key, value in overrides.items():
-    node = config
-    *parents, leaf = key.split('.')
-    for p in parents:
-      node = node[p]
-    node[leaf] = value
+  config.update_from_flattened_dict(overrides)
   start = time.time()
   train.train_and_evaluate(config, workdir)
   total = time.time() - start

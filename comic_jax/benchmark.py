@@ -102,12 +102,7 @@ def run_config(base, experiment: Experiment, seed: int, workdir: str):
   config.method = experiment.method
   config.seed = seed
   config.progress_bar = False
-  for path, value in experiment.overrides:
-    node = config
-    *parents, leaf = path.split('.')
-    for p in parents:
-      node = node[p]
-    node[leaf] = value
+  config.update_from_flattened_dict(dict(experiment.overrides))
   if experiment.method == 'lws':
     config.baselines.lws.stage1_workdir = os.path.join(workdir, 'bce', f'seed{seed}')
     config.num_epochs = config.baselines.lws.epochs

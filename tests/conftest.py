@@ -20,12 +20,7 @@ def tiny_config(**overrides):
   config.method = 'bce'
   config.num_epochs = 2
   config.progress_bar = False
-  for key, value in overrides.items():
-    node = config
-    *parents, leaf = key.split('.')
-    for p in parents:
-      node = node[p]
-    node[leaf] = value
+  config.update_from_flattened_dict(overrides)
   return config
 
 

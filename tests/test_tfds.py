@@ -15,19 +15,13 @@ HAS_TF = importlib.util.find_spec('tensorflow') is not None
 
 def small(config, tmp_path, **overrides):
   """A real-data config shrunk to seconds on a CPU: small CNN, 32 px, one epoch, no weights."""
-  config.unlock() if hasattr(config, 'unlock') else None
   values = {
       'data.cache_dir': str(tmp_path / 'cache'), 'data.tfds_dir': str(tmp_path / 'tfds'),
       'data.longtail': 'as_is', 'data.image_size': 32, 'data.store_size': 40,
       'data.eval_resize': 36, 'model.backbone': 'small_cnn', 'model.pretrained': '',
       'model.projection_dim': 32, 'comic.htb.attention_dim': 16, 'batch_size': 16,
       'eval_batch_size': 16, 'num_epochs': 1, 'progress_bar': False, **overrides}
-  for key, value in values.items():
-    node = config
-    *parents, leaf = key.split('.')
-    for p in parents:
-      node = node[p]
-    node[leaf] = value
+  config.update_from_flattened_dict(values)
   return config
 
 
