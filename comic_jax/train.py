@@ -231,16 +231,15 @@ def augment_images(images, rng, augment_config, image_size: int, tail: bool = Fa
   a = augment_config
   if images.ndim != 4 or a.kind == 'none':
     return images
-  crop_rng, ra_rng = jax.random.split(rng)
   if a.kind == 'shift':
-    images = augment.flip_and_translate(images, crop_rng, flip=a.flip, max_shift=a.max_shift)
+    images = augment.flip_and_translate(images, rng, flip=a.flip, max_shift=a.max_shift)
   else:
     images = augment.random_resized_crop(
-        images, crop_rng, out_size=image_size, scale=tuple(a.crop_scale),
+        images, rng, out_size=image_size, scale=tuple(a.crop_scale),
         ratio=tuple(a.crop_ratio), max_rotation=a.max_rotation, flip=a.flip)
   if tail and a.rand_augment_tail:
-    images = augment.rand_augment(images, ra_rng, num_ops=a.rand_augment_ops,
-                                  magnitude=a.rand_augment_magnitude)
+    images = augment.rand_augment(images, jax.random.fold_in(rng, 1),
+                                  num_ops=a.rand_augment_ops, magnitude=a.rand_augment_magnitude)
   return images
 
 
