@@ -153,6 +153,16 @@ def np_pasl(z, y, prior, gp=0.0, gu=4.0, m=0.0, thr=0.5, topk_factor=5):
 # ---------------------------------------------------------------------------------------------
 # Focal.
 
+
+def finite_difference(f, z, eps=1e-6):
+  """Central finite differences of the scalar NumPy function f at every entry of z."""
+  fd = np.zeros_like(z)
+  for idx in np.ndindex(z.shape):
+    dz = np.zeros_like(z)
+    dz[idx] = eps
+    fd[idx] = (f(z + dz) - f(z - dz)) / (2 * eps)
+  return fd
+
 def test_focal_hand_value():
   # Row 1: z=0, y=1 -> p_t = 0.5: 0.25 * 0.5^2 * ln 2 = 0.0433217.
   #        z=ln 3, y=1 -> p = 0.75: 0.25 * 0.25^2 * (-ln 0.75) = 0.0044950. Row sum 0.0478167.
@@ -188,13 +198,8 @@ def test_focal_gradient_is_not_stop_grad():
                       a * p ** g * (p - g * q * np.log(q))) / z.shape[0]
   np.testing.assert_allclose(grad, analytic, rtol=1e-4, atol=1e-7)
   # Central finite differences of the NumPy reference agree too.
-  eps = 1e-6
-  fd = np.zeros_like(z)
-  for idx in np.ndindex(z.shape):
-    dz = np.zeros_like(z)
-    dz[idx] = eps
-    fd[idx] = (np_focal(z + dz, y) - np_focal(z - dz, y)) / (2 * eps)
-  np.testing.assert_allclose(grad, fd, rtol=1e-4, atol=1e-7)
+  np.testing.assert_allclose(grad, finite_difference(lambda v: np_focal(v, y), z), rtol=1e-4,
+                             atol=1e-7)
   # A stop-grad focal factor would give a * q_t^g * (p - y) / B instead, which differs.
   stopped = a * np.where(y == 1, q, p) ** g * (p - y) / z.shape[0]
   assert np.max(np.abs(np.asarray(grad) - stopped)) > 1e-3
@@ -301,13 +306,7 @@ def test_db_focal_vs_db():
       1e-3 * float(run(baselines.db, j(conf), j(y), counts, n_train))
   # DB-Focal's factor is differentiated: the gradient matches finite differences of the reference.
   grad = grad_z(baselines.db, j(z), j(y), counts, n_train, focal=True)
-  eps = 1e-6
-  fd = np.zeros_like(z)
-  for idx in np.ndindex(z.shape):
-    dz = np.zeros_like(z)
-    dz[idx] = eps
-    fd[idx] = (np_db(z + dz, y, np.asarray(counts), n_train, focal=True)
-               - np_db(z - dz, y, np.asarray(counts), n_train, focal=True)) / (2 * eps)
+  fd = finite_difference(lambda v: np_db(v, y, np.asarray(counts), n_train, focal=True), z)
   np.testing.assert_allclose(grad, fd, rtol=1e-4, atol=1e-7)
 
 
@@ -333,13 +332,8 @@ def test_hill_matches_numpy_and_gradient():
                              np_hill(z, y, 0.5, 1.0, 2.0), rtol=1e-5)
   # The positive focal margin is not stop-grad: gradient equals finite differences.
   grad = grad_z(baselines.hill, j(z), j(y))
-  eps = 1e-6
-  fd = np.zeros_like(z)
-  for idx in np.ndindex(z.shape):
-    dz = np.zeros_like(z)
-    dz[idx] = eps
-    fd[idx] = (np_hill(z + dz, y) - np_hill(z - dz, y)) / (2 * eps)
-  np.testing.assert_allclose(grad, fd, rtol=1e-4, atol=1e-7)
+  np.testing.assert_allclose(grad, finite_difference(lambda v: np_hill(v, y), z), rtol=1e-4,
+                             atol=1e-7)
 
 
 # ---------------------------------------------------------------------------------------------
