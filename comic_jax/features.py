@@ -17,9 +17,9 @@ import jax.numpy as jnp
 from jax.sharding import NamedSharding, PartitionSpec as P
 import numpy as np
 
-from comic_jax.data import pipeline
+from comic_jax.data import augment, pipeline
 from comic_jax.data.synthetic import PLTData
-from comic_jax.models import backbones, networks
+from comic_jax.models import backbones, networks, pretrained
 
 
 def head_config(config):
@@ -33,17 +33,10 @@ def head_config(config):
   return out
 
 
-def backbone_variables(config, backbone, example, load_pretrained):
-  variables = backbone.init(jax.random.key(config.seed), example, train=False)
-  return load_pretrained(config, variables)
-
-
-def cache_features(config, data: PLTData, workdir: str, mesh, augment_images,
-                   load_pretrained, log=print) -> PLTData:
+def cache_features(config, data: PLTData, workdir: str, mesh, log=print) -> PLTData:
   """`data` with x_train = (N, views, D) and x_test = (N, D) backbone features.
 
-  augment_images(images, rng, augment_config, image_size) is the training augmentation;
-  load_pretrained(config, variables) puts the configured ImageNet weights into the backbone.
+  Views are augmented like training batches; the backbone carries `config.model.pretrained`.
   """
   path = os.path.join(workdir, 'feature_cache.npz')
   if os.path.exists(path):
@@ -52,14 +45,15 @@ def cache_features(config, data: PLTData, workdir: str, mesh, augment_images,
   start = time.time()
   backbone = backbones.create_backbone(config.model)
   example = networks.normalize_images(jnp.asarray(np.asarray(data.x_train[:1])))
-  variables = backbone_variables(config, backbone, example, load_pretrained)
+  variables = pretrained.load_into(
+      config.model, backbone.init(jax.random.key(config.seed), example, train=False))
   replicated, sharded = NamedSharding(mesh, P()), NamedSharding(mesh, P('data'))
   key = jax.random.key(config.seed)
 
   @jax.jit
   def embed_view(variables, images, view, batch_index):
     rng = jax.random.fold_in(jax.random.fold_in(key, view), batch_index)
-    x = augment_images(images, rng, config.augment, config.data.image_size)
+    x = augment.augment_images(images, rng, config.augment, config.data.image_size)
     return {'f': backbone.apply(variables, networks.normalize_images(x), train=False)}
 
   @jax.jit

@@ -225,32 +225,15 @@ def create_samplers(method, data, config) -> dict[str, Any]:
 
 # ------------------------------------------------------------------------------- steps
 
-def augment_images(images, rng, augment_config, image_size: int, tail: bool = False):
-  """The configured on-device augmentation of one batch of NHWC images (feature vectors pass
-  through). The tail batch also gets RandAugment if `augment.rand_augment_tail`."""
-  a = augment_config
-  if images.ndim != 4 or a.kind == 'none':
-    return images
-  if a.kind == 'shift':
-    images = augment.flip_and_translate(images, rng, flip=a.flip, max_shift=a.max_shift)
-  else:
-    images = augment.random_resized_crop(
-        images, rng, out_size=image_size, scale=tuple(a.crop_scale),
-        ratio=tuple(a.crop_ratio), max_rotation=a.max_rotation, flip=a.flip)
-  if tail and a.rand_augment_tail:
-    images = augment.rand_augment(images, jax.random.fold_in(rng, 1),
-                                  num_ops=a.rand_augment_ops, magnitude=a.rand_augment_magnitude)
-  return images
-
-
 def make_train_step(method, config) -> Callable:
   """train_step(state, batch) -> (state, metrics): augment, loss, one gradient update."""
   def train_step(state: TrainState, batch: dict):
     rng = jax.random.fold_in(jax.random.key(config.seed), state.step)
     aug_rng, loss_rng = jax.random.split(rng)
     for i, key in enumerate(k for k in sorted(batch) if k.endswith('image')):
-      batch[key] = augment_images(batch[key], jax.random.fold_in(aug_rng, i), config.augment,
-                                  config.data.image_size, tail=key.startswith('tail_'))
+      batch[key] = augment.augment_images(batch[key], jax.random.fold_in(aug_rng, i),
+                                          config.augment, config.data.image_size,
+                                          tail=key.startswith('tail_'))
 
     def loss_fn(params):
       return method.loss(params, state.batch_stats, state.method_state, batch, loss_rng,
@@ -286,14 +269,6 @@ def evaluate_predictions(probs: dict[str, np.ndarray], labels: np.ndarray, group
   return results, per_class
 
 
-def with_pretrained_backbones(config, variables: dict) -> dict:
-  """`variables` ({'params', 'batch_stats'}) with every ResNet backbone (each COMIC branch's,
-  or the tree itself for a standalone backbone) set to `config.model.pretrained`'s weights."""
-  if not config.model.pretrained:
-    return variables
-  return pretrained.load_into(config.model, variables)
-
-
 # ------------------------------------------------------------------------------- the run
 
 class Run:
@@ -319,8 +294,7 @@ class Run:
     self.mesh = create_mesh(config.num_devices)
     model_config = config
     if config.model.feature_cache:
-      self.data = features.cache_features(config, self.data, workdir, self.mesh, augment_images,
-                                          with_pretrained_backbones, log=_log)
+      self.data = features.cache_features(config, self.data, workdir, self.mesh, log=_log)
       model_config = features.head_config(config)
     self.method = methods.create_method(model_config, self.data.y_train, self.steps_per_epoch,
                                         self.data.class_names)
@@ -341,8 +315,8 @@ class Run:
     self.state = jax.jit(init_state, out_shardings=self.replicated)(rng)
     self.manager = checkpoint.create_manager(workdir, config.keep_checkpoints)
     if not config.model.feature_cache and self.manager.latest_step() is None:
-      variables = with_pretrained_backbones(
-          model_config, {'params': self.state.params, 'batch_stats': self.state.batch_stats})
+      variables = pretrained.load_into(
+          model_config.model, {'params': self.state.params, 'batch_stats': self.state.batch_stats})
       self.state = self.state.replace(**jax.device_put(variables, self.replicated))
     self.train_step = jax.jit(make_train_step(self.method, config),
                               in_shardings=(self.replicated, self.sharded),

@@ -393,3 +393,21 @@ def rand_augment(images: jnp.ndarray, rng: jax.Array, *, num_ops: int = 2, magni
     return apply_op(images, ops, jnp.where(negate, -values[ops], values[ops]))
   # A loop, not num_ops inlined copies: apply_op is compiled once.
   return jax.lax.fori_loop(0, num_ops, one_op, images)
+
+
+def augment_images(images, rng, augment_config, image_size: int, tail: bool = False):
+  """The configured on-device augmentation of one batch of NHWC images (feature vectors pass
+  through). The tail batch also gets RandAugment if `augment.rand_augment_tail`."""
+  a = augment_config
+  if images.ndim != 4 or a.kind == 'none':
+    return images
+  if a.kind == 'shift':
+    images = flip_and_translate(images, rng, flip=a.flip, max_shift=a.max_shift)
+  else:
+    images = random_resized_crop(
+        images, rng, out_size=image_size, scale=tuple(a.crop_scale),
+        ratio=tuple(a.crop_ratio), max_rotation=a.max_rotation, flip=a.flip)
+  if tail and a.rand_augment_tail:
+    images = rand_augment(images, jax.random.fold_in(rng, 1), num_ops=a.rand_augment_ops,
+                          magnitude=a.rand_augment_magnitude)
+  return images

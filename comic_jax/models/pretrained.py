@@ -612,7 +612,10 @@ def load_into(model_config, variables: Mapping[str, Any], cache_dir: Optional[st
   """`variables` ({'params', 'batch_stats'}) with every backbone found by `backbone_paths` set to
   the weights named by `model_config.pretrained` ('torchvision' or a checkpoint path) for the
   ResNet named by `model_config.backbone`. A tree without a backbone (LWS stage 2 keeps its
-  frozen network in the method state) is returned as it is, without reading the weights."""
+  frozen network in the method state), or any tree when no weights are configured, is returned
+  as it is."""
+  if not model_config.pretrained:
+    return variables
   backbone = str(model_config.backbone)
   require(backbone.startswith('resnet'), f'model.pretrained needs a ResNet backbone, not '
                                          f'{backbone!r}')
