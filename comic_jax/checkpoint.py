@@ -15,6 +15,12 @@ def create_manager(workdir: str, keep: int) -> ocp.CheckpointManager:
   return ocp.CheckpointManager(path, options=options)
 
 
+def has_checkpoint(workdir: str) -> bool:
+  """Whether `<workdir>/checkpoints` holds a finished step (orbax names them by step number)."""
+  path = os.path.join(os.path.abspath(workdir), 'checkpoints')
+  return os.path.isdir(path) and any(name.isdigit() for name in os.listdir(path))
+
+
 def save(manager: ocp.CheckpointManager, step: int, state) -> None:
   manager.save(step, args=ocp.args.StandardSave(state))
 

@@ -118,7 +118,9 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
 
 
 def prepare_workdir(workdir: str, config: ml_collections.ConfigDict) -> None:
-  """Creates `workdir`, checks it is writable and that a run already there used this config."""
+  """Creates `workdir`, checks it is writable and that a run already trained there (it has a
+  checkpoint) used this config. A run that stopped before its first checkpoint (a bad data path,
+  say) does not bind the workdir."""
   try:
     os.makedirs(workdir, exist_ok=True)
     probe = os.path.join(workdir, f'.write_test_{jax.process_index()}')
@@ -129,7 +131,7 @@ def prepare_workdir(workdir: str, config: ml_collections.ConfigDict) -> None:
     raise UserError(f'workdir {workdir!r} is not writable: {e.strerror or e}') from None
   saved_path = os.path.join(workdir, 'config.json')
   current = _flatten(json.loads(config.to_json_best_effort()))
-  if os.path.exists(saved_path):
+  if os.path.exists(saved_path) and checkpoint.has_checkpoint(workdir):
     with open(saved_path) as f:
       saved = _flatten(json.load(f))
     differ = sorted(k for k in set(saved) | set(current)

@@ -161,3 +161,13 @@ def test_cli_reports_user_errors_in_one_line(tmp_path):
   missing = _cli('--config=configs/nope.py', f'--workdir={tmp_path}/w')
   assert missing.returncode == 2 and 'Traceback' not in missing.stderr
   assert 'cannot load the config file' in missing.stderr
+
+
+def test_a_run_that_failed_before_training_can_be_rerun_with_a_fixed_config(tmp_path):
+  workdir = str(tmp_path / 'run')
+  with pytest.raises(UserError, match='does not exist'):
+    train.train_and_evaluate(tiny_config(**{'data.name': 'npz',
+                                            'data.path': str(tmp_path / 'typo.npz')}), workdir)
+  # Nothing was trained there, so the corrected config is not "another run's config".
+  train.train_and_evaluate(tiny_config(num_epochs=1), workdir)
+  assert os.path.exists(os.path.join(workdir, 'results.json'))
