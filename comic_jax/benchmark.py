@@ -33,6 +33,7 @@ from ml_collections import config_flags  # noqa: E402
 import numpy as np  # noqa: E402
 
 from comic_jax import cli  # noqa: E402
+from comic_jax.errors import UserError  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('workdir', None, 'Directory of the benchmark (one sub-directory per run).')
@@ -40,20 +41,18 @@ flags.DEFINE_string('methods', None, "Comma-separated methods, or 'all' (default
                     "main preset, 'comic' for the others).")
 flags.DEFINE_integer('seeds', 3, 'Training seeds 0 .. seeds-1 per method.')
 flags.DEFINE_enum('preset', 'main', ['main', 'missing_ratio', 'modules', 'mfm_factors'],
-                  'Which study to run.')
+                  'Which study to run (modules and mfm_factors are defined by the methods).')
 flags.DEFINE_string('plot_methods', 'bce,comic', 'Methods drawn in per_class_ap.png.')
 config_flags.DEFINE_config_file('config', None, 'Base config file (e.g. configs/synthetic.py).',
                                 lock_config=True)
 flags.mark_flags_as_required(['config', 'workdir'])
 
-# The paper's table layout: categories, order, and the end-to-end column ("-" for the two-stage
-# LWS and for Pseudo-Label, as in the paper).
-CATEGORIES = (('MLC', ('bce', 'focal', 'asl')),
-              ('LT-MLC', ('db', 'db_focal', 'lws')),
-              ('PL-MLC', ('pseudo_label', 'ml_gcn', 'hill', 'pasl')),
-              ('PLT-MLC', ('comic',)))
-NOT_END_TO_END = ('lws', 'pseudo_label')
-COMIC_ROWS = ('Head Model', 'Tail Model', 'COMIC')
+# Columns of each study preset; the rows of 'modules' and 'mfm_factors' come from the methods'
+# specs (`MethodSpec.studies`), 'missing_ratio' applies to any method.
+STUDY_COLUMNS = {'missing_ratio': ('total', 'many', 'medium', 'few'),
+                 'modules': ('total', 'average', 'recall'),
+                 'mfm_factors': ('total', 'many', 'medium', 'few')}
+MISSING_RATIOS = (0.0, 0.3, 0.4, 0.5)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,35 +63,36 @@ class Experiment:
   method: str
   overrides: tuple = ()     # (('comic.lambda_c', 0.0), ...)
 
-
-def all_methods() -> tuple[str, ...]:
-  return tuple(m for _, ms in CATEGORIES for m in ms)
+  @property
+  def spec(self):
+    from comic_jax.methods import registry
+    return registry.get(self.method)
 
 
 def experiments(preset: str, methods: tuple[str, ...]) -> list[Experiment]:
-  """The runs of a preset (LWS needs the BCE run of the same seed, so BCE is added first)."""
-  from comic_jax import methods as methods_lib
+  """The runs of a preset. A method built on another's run (LWS on BCE) comes after it, and
+  that method is added when missing."""
+  from comic_jax.methods import registry
   if preset == 'main':
-    if 'lws' in methods and 'bce' not in methods:
-      methods = ('bce',) + methods
-    order = sorted(methods, key=lambda m: (m == 'lws', all_methods().index(m)))
-    return [Experiment(m, methods_lib.DISPLAY_NAMES[m], m) for m in order]
+    for m in methods:
+      base = registry.get(m).builds_on
+      if base and base not in methods:
+        methods = (base,) + methods
+    order = registry.names()
+    methods = sorted(methods, key=lambda m: (bool(registry.get(m).builds_on), order.index(m)))
+    return [Experiment(m, registry.get(m).display_name, m) for m in methods]
   if preset == 'missing_ratio':
-    return [Experiment(f'{m}_r{r}', f'{methods_lib.DISPLAY_NAMES[m]} r={r}', m,
+    return [Experiment(f'{m}_r{r}', f'{registry.get(m).display_name} r={r}', m,
                        (('data.missing_ratio', r),))
-            for m in methods for r in (0.0, 0.3, 0.4, 0.5)]
-  if preset == 'modules':
-    return [Experiment('comic', 'COMIC', 'comic'),
-            Experiment('comic_no_rlc', '-RLC', 'comic', (('comic.lambda_c', 0.0),)),
-            Experiment('comic_no_mfm', '-MFM', 'comic', (('comic.mfm.enabled', False),)),
-            Experiment('comic_no_htb', '-HTB', 'comic', (('comic.htb.enabled', False),))]
-  if preset == 'mfm_factors':
-    return [Experiment('comic_mfm_pn', 'P-N only', 'comic',
-                       (('comic.mfm.w_pos', 0.0), ('comic.mfm.w_neg', 0.0))),
-            Experiment('comic_mfm_ht', 'H-T only', 'comic',
-                       (('comic.mfm.gamma_pn_pos', 0.0), ('comic.mfm.gamma_pn_neg', 0.0))),
-            Experiment('comic', 'P-N + H-T', 'comic')]
-  raise ValueError(preset)
+            for m in methods for r in MISSING_RATIOS]
+  out = []
+  for m in methods:
+    for row in registry.get(m).studies.get(preset, ()):
+      out.append(Experiment(f'{m}_{row.suffix}' if row.suffix else m, row.label, m,
+                            row.overrides))
+  if not out:
+    raise UserError(f'--preset={preset}: none of the methods {", ".join(methods)} defines it')
+  return out
 
 
 def run_config(base, experiment: Experiment, seed: int, workdir: str):
@@ -103,9 +103,9 @@ def run_config(base, experiment: Experiment, seed: int, workdir: str):
   config.seed = seed
   config.progress_bar = False
   config.update_from_flattened_dict(dict(experiment.overrides))
-  if experiment.method == 'lws':
-    config.baselines.lws.stage1_workdir = os.path.join(workdir, 'bce', f'seed{seed}')
-    config.num_epochs = config.baselines.lws.epochs
+  spec = experiment.spec
+  if spec.benchmark_config is not None:
+    spec.benchmark_config(config, os.path.join(workdir, spec.builds_on, f'seed{seed}'))
   config.lock()
   return config
 
@@ -169,32 +169,27 @@ def fmt(ms: tuple[float, float]) -> str:
 
 def table_rows(workdir: str, preset: str, exps: list[Experiment], seeds: int):
   """(header, rows) where each row is a list of cells; numbers as (mean, std)."""
+  from comic_jax.methods import registry
   if preset == 'main':
     keys = ('many', 'medium', 'few', 'total')
     header = ['category', 'method', 'end-to-end', 'many', 'medium', 'few', 'total', 'seeds']
     rows = []
-    by_method = {e.method: e for e in exps}
-    for category, ms in CATEGORIES:
-      for m in ms:
-        if m not in by_method:
-          continue
-        res = collect(workdir, by_method[m], seeds)
-        names = COMIC_ROWS if m == 'comic' else (by_method[m].label,)
-        for name in names:
-          if name not in res:
-            continue
+    order = registry.names()
+    for e in sorted(exps, key=lambda e: order.index(e.method)):
+      spec = e.spec
+      res = collect(workdir, e, seeds)
+      for name in spec.models:
+        if name in res:
           cells = [mean_std([r[k] for r in res[name]]) for k in keys]
-          rows.append([category, name, '-' if m in NOT_END_TO_END else '✓', *cells,
+          rows.append([spec.category, name, '✓' if spec.end_to_end else '-', *cells,
                        len(res[name])])
     return header, rows
-  keys = {'missing_ratio': ('total', 'many', 'medium', 'few'),
-          'modules': ('total', 'average', 'recall'),
-          'mfm_factors': ('total', 'many', 'medium', 'few')}[preset]
+  keys = STUDY_COLUMNS[preset]
   header = ['setting', *keys, 'seeds']
   rows = []
   for e in exps:
     res = collect(workdir, e, seeds)
-    name = 'COMIC' if e.method == 'comic' else e.label.split(' r=')[0]
+    name = e.spec.primary_model
     if name in res:
       rows.append([e.label, *[mean_std([r[k] for r in res[name]]) for k in keys],
                    len(res[name])])
@@ -227,22 +222,21 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
   logging.set_verbosity(logging.WARNING)
-  from comic_jax import methods as methods_lib
   from comic_jax import plots
-  from comic_jax.errors import UserError
+  from comic_jax.methods import registry
 
   default = 'all' if FLAGS.preset == 'main' else 'comic'
   names = (FLAGS.methods or default).split(',')
-  methods = all_methods() if names == ['all'] else tuple(n.strip() for n in names)
-  bad = [m for m in methods if m not in methods_lib.METHODS]
+  methods = registry.names() if names == ['all'] else tuple(n.strip() for n in names)
+  bad = [m for m in methods if m not in registry.names()]
   if bad:
-    cli.fail(f'unknown method(s) {", ".join(bad)}; choose from {", ".join(methods_lib.METHODS)}')
+    cli.fail(f'unknown method(s) {", ".join(bad)}; choose from {", ".join(registry.names())}')
   if FLAGS.seeds < 1:
     cli.fail('--seeds must be >= 1')
-  exps = experiments(FLAGS.preset, methods)
-  runs = [(e, s) for e in exps for s in range(FLAGS.seeds)]
   start = time.time()
   try:
+    exps = experiments(FLAGS.preset, methods)
+    runs = [(e, s) for e in exps for s in range(FLAGS.seeds)]
     os.makedirs(FLAGS.workdir, exist_ok=True)
     run_all(FLAGS.config, runs, FLAGS.workdir)
   except UserError as e:
@@ -251,8 +245,10 @@ def main(argv):
   written = write_tables(FLAGS.workdir, FLAGS.preset, header, rows)
   if FLAGS.preset == 'main':
     plot_methods = [m for m in FLAGS.plot_methods.split(',') if m in methods]
-    written += plots.benchmark_plots(FLAGS.workdir, [e for e in exps if e.method in plot_methods],
-                                     FLAGS.seeds, run_dir)
+    written += plots.benchmark_plots(
+        FLAGS.workdir, [(e.spec.primary_model, [run_dir(FLAGS.workdir, e, s)
+                                                for s in range(FLAGS.seeds)])
+                        for e in exps if e.method in plot_methods])
   with open(written[0]) as f:
     print(f.read())
   print(f'wall time {time.time() - start:.0f}s; wrote ' + ', '.join(written))

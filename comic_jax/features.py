@@ -18,19 +18,8 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 import numpy as np
 
 from comic_jax.data import augment, pipeline
-from comic_jax.data.synthetic import PLTData
+from comic_jax.data.types import PLTData
 from comic_jax.models import backbones, networks, pretrained
-
-
-def head_config(config):
-  """The config the heads train with: the backbone replaced by the identity on features."""
-  out = config.copy_and_resolve_references()
-  out.unlock()
-  out.model.backbone = 'mlp'
-  out.model.mlp_widths = ()
-  out.model.feature_cache = False
-  out.lock()
-  return out
 
 
 def cache_features(config, data: PLTData, workdir: str, mesh, log=print) -> PLTData:
@@ -44,7 +33,9 @@ def cache_features(config, data: PLTData, workdir: str, mesh, log=print) -> PLTD
       return dataclasses.replace(data, x_train=z['train'], x_test=z['test'])
   start = time.time()
   backbone = backbones.create_backbone(config.model)
-  example = networks.normalize_images(jnp.asarray(np.asarray(data.x_train[:1])))
+  mean, std = backbones.normalization(config.model)
+  normalize = lambda x: networks.normalize_images(x, mean, std)
+  example = normalize(jnp.asarray(np.asarray(data.x_train[:1])))
   variables = pretrained.load_into(
       config.model, backbone.init(jax.random.key(config.seed), example, train=False))
   replicated, sharded = NamedSharding(mesh, P()), NamedSharding(mesh, P('data'))
@@ -54,11 +45,11 @@ def cache_features(config, data: PLTData, workdir: str, mesh, log=print) -> PLTD
   def embed_view(variables, images, view, batch_index):
     rng = jax.random.fold_in(jax.random.fold_in(key, view), batch_index)
     x = augment.augment_images(images, rng, config.augment, config.data.image_size)
-    return {'f': backbone.apply(variables, networks.normalize_images(x), train=False)}
+    return {'f': backbone.apply(variables, normalize(x), train=False)}
 
   @jax.jit
   def embed_test(variables, images):
-    return {'f': backbone.apply(variables, networks.normalize_images(images), train=False)}
+    return {'f': backbone.apply(variables, normalize(images), train=False)}
 
   variables = jax.device_put(variables, replicated)
   views = []

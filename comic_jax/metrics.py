@@ -1,4 +1,4 @@
-"""Evaluation metrics for PLT-MLC (BASELINES.md, "Metrics"); NumPy, on the host.
+"""Evaluation metrics for PLT-MLC (docs/baselines.md, "Metrics"); NumPy, on the host.
 
 - Per-class average precision, equal to scikit-learn's `average_precision_score` (tied scores
   form one threshold, as there); classes without a test positive get NaN and are left out of
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from comic_jax.data.plt import GROUP_NAMES
+from comic_jax.data.longtail import GROUP_NAMES
 
 METRIC_KEYS = ('total', 'many', 'medium', 'few', 'average', 'precision', 'recall', 'f1')
 

@@ -99,29 +99,35 @@ def class_distribution(per_class: dict, path: str) -> str:
   return path
 
 
-def benchmark_plots(workdir: str, experiments, seeds: int, run_dir) -> list[str]:
-  """The three pictures of a benchmark; returns the paths written."""
+def benchmark_plots(workdir: str, runs: list[tuple[str, list[str]]]) -> list[str]:
+  """The three pictures of a benchmark; returns the paths written.
+
+  runs: (model to draw, [run directory of each seed]) per method. The RLC picture shows the
+  first seed's run whose metrics log has RLC diagnostics.
+  """
   written = []
-  runs: dict[str, list[dict]] = {}
-  comic_metrics = None
-  for e in experiments:
-    for seed in range(seeds):
-      d = run_dir(workdir, e, seed)
+  per_model: dict[str, list[dict]] = {}
+  rlc_metrics = None
+  for model, directories in runs:
+    for d in directories:
       path = os.path.join(d, 'per_class_ap.json')
       if not os.path.exists(path):
         continue
       per_class = _read_json(path)
-      for model in per_class['ap']:
-        if e.method != 'comic' or model == 'COMIC':
-          runs.setdefault(model, []).append(per_class)
-      if e.method == 'comic' and seed == 0:
-        comic_metrics = os.path.join(d, 'metrics.jsonl')
-  if runs:
-    written.append(per_class_ap(runs, os.path.join(workdir, 'per_class_ap.png')))
-    written.append(class_distribution(next(iter(runs.values()))[0],
+      if model in per_class['ap']:
+        per_model.setdefault(model, []).append(per_class)
+    log = os.path.join(directories[0], 'metrics.jsonl') if directories else ''
+    if rlc_metrics is None and os.path.exists(log) and _has_rlc(log):
+      rlc_metrics = log
+  if per_model:
+    written.append(per_class_ap(per_model, os.path.join(workdir, 'per_class_ap.png')))
+    written.append(class_distribution(next(iter(per_model.values()))[0],
                                       os.path.join(workdir, 'class_distribution.png')))
-  if comic_metrics and os.path.exists(comic_metrics):
-    out = rlc_corrections(comic_metrics, os.path.join(workdir, 'rlc_corrections.png'))
-    if out:
-      written.append(out)
+  if rlc_metrics:
+    written.append(rlc_corrections(rlc_metrics, os.path.join(workdir, 'rlc_corrections.png')))
   return written
+
+
+def _has_rlc(metrics_path: str) -> bool:
+  with open(metrics_path) as f:
+    return any('rlc' in json.loads(l) for l in f if l.strip())

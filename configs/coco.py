@@ -1,4 +1,4 @@
-"""PLT-COCO with the paper's recipe (METHOD.md "Training recipe"; the authors' configs).
+"""PLT-COCO with the paper's recipe (docs/method.md "Training recipe"; the authors' configs).
 
     python -m comic_jax.main --config=configs/coco.py --workdir=runs/coco
 

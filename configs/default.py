@@ -69,7 +69,7 @@ def get_config() -> ml_collections.ConfigDict:
   model.projection_dim = 128            # d: linear projection of the backbone features (0: none)
   model.backbone_trainable = True       # False: frozen backbone (the authors' code)
   model.official_log_softmax_features = False  # authors' code: log-softmax after the projection
-  model.classifier = 'auto'             # 'linear' | 'cosine' (multi-head cosine, METHOD.md) |
+  model.classifier = 'auto'             # 'linear' | 'cosine' (multi-head cosine, docs/method.md) |
                                         # 'auto': cosine for COMIC, linear for the baselines
   model.cosine = cosine = ml_collections.ConfigDict()
   cosine.scale = 16.0                   # rho
@@ -78,7 +78,7 @@ def get_config() -> ml_collections.ConfigDict:
   model.dtype = 'float32'               # compute dtype: 'float32' | 'bfloat16' (GPU / TPU)
 
   # ---------------------------------------------------------------------------- COMIC
-  # METHOD.md, equation by equation. Ablations: -RLC: comic.lambda_c=0; -MFM: comic.mfm.enabled=
+  # docs/method.md, equation by equation. Ablations: -RLC: comic.lambda_c=0; -MFM: comic.mfm.enabled=
   # False; -HTB: comic.htb.enabled=False; MFM "P-N only": w_pos=w_neg=0; "H-T only":
   # gamma_pn_pos=gamma_pn_neg=0.
   config.comic = comic = ml_collections.ConfigDict()
@@ -116,7 +116,7 @@ def get_config() -> ml_collections.ConfigDict:
   htb.official_energy_signs = False     # authors' code: head -1, tail +2
 
   # ---------------------------------------------------------------------------- baselines
-  # BASELINES.md; defaults are each original's training defaults (DB: its COCO values).
+  # docs/baselines.md; defaults are each original's training defaults (DB: its COCO values).
   config.baselines = bl = ml_collections.ConfigDict()
   bl.focal = ml_collections.ConfigDict(dict(gamma=2.0, alpha=0.25))
   bl.asl = ml_collections.ConfigDict(dict(gamma_pos=0.0, gamma_neg=4.0, margin=0.05))

@@ -29,7 +29,7 @@ def test_each_branch_is_trained_by_its_own_terms_only(tmp_path):
   method, state = run.method, run.state
   assert set(state.params) == {'head', 'tail', 'balanced', 'attention'}
   step = method.warmup_steps + 1                 # RLC active
-  batch = train.host_to_global(train.train_batch(run.data, run.samplers, step), run.sharded)
+  batch = train.host_to_global(run.batch(step), run.sharded)
   rng = jax.random.key(0)
   owners = {'head': {'head'}, 'tail': {'tail'}, 'balanced': {'balanced', 'attention'}}
   for term, owned in owners.items():
@@ -49,14 +49,15 @@ def test_comic_state_holds_energies_and_rlc_counters(tmp_path):
   assert set(ms['energy']) == {'head', 'tail'}
   assert ms['energy']['head'].trace.shape == (run.config.model.projection_dim,)
   assert set(ms['rlc']) == {'head', 'tail', 'balanced'}
-  assert run.method.samplers == {'': 'uniform', 'tail_': 'class_reversed'}
+  assert {k: s.sampler for k, s in run.method.streams.items()} == {'main': 'uniform',
+                                                                  'tail': 'class_reversed'}
 
 
 def test_ablations_change_the_model(tmp_path):
   no_htb = train.Run(comic_config(**{'comic.htb.enabled': False}), str(tmp_path / 'a'))
   assert set(no_htb.state.params) == {'balanced'}
   assert no_htb.method.report_names == ('COMIC',)
-  assert no_htb.method.samplers == {'': 'uniform'}
+  assert {k: s.sampler for k, s in no_htb.method.streams.items()} == {'main': 'uniform'}
   assert 'energy' not in no_htb.state.method_state
   no_rlc = train.Run(comic_config(**{'comic.lambda_c': 0.0}), str(tmp_path / 'b'))
   assert not no_rlc.method.use_rlc

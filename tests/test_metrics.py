@@ -3,7 +3,7 @@ import pytest
 from sklearn.metrics import average_precision_score
 
 from comic_jax import metrics
-from comic_jax.data.plt import FEW, MANY, MEDIUM
+from comic_jax.data.longtail import FEW, MANY, MEDIUM
 
 
 @pytest.mark.parametrize('seed', range(5))

@@ -8,7 +8,7 @@ from conftest import tiny_config
 
 
 def numpy_cosine_logits(f, w, scale, eta, groups):
-  """METHOD.md's multi-head cosine classifier written out with loops."""
+  """docs/method.md's multi-head cosine classifier written out with loops."""
   b, d = f.shape
   c = w.shape[0]
   k = d // groups
@@ -83,8 +83,8 @@ def test_multilabel_net_outputs_and_image_normalisation():
   assert set(v['params']) == {'backbone', 'projection', 'classifier'}
   # uint8 input is standardised with the ImageNet mean / std; float input is taken as is.
   x = networks.normalize_images(images)
-  ref = (np.asarray(images) / 255.0 - np.array(networks.IMAGENET_MEAN)) / np.array(
-      networks.IMAGENET_STD)
+  ref = (np.asarray(images) / 255.0 - np.array(backbones.IMAGENET_MEAN)) / np.array(
+      backbones.IMAGENET_STD)
   np.testing.assert_allclose(x, ref, rtol=1e-5, atol=1e-6)
   np.testing.assert_allclose(net.apply(v, x, train=False)['logits'], out['logits'], rtol=1e-5,
                              atol=1e-5)

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from comic_jax.data import plt, sources, synthetic
+from comic_jax.data import longtail, sources, synthetic
 
 
 @pytest.fixture(scope='module')
@@ -20,8 +20,8 @@ def test_shapes_and_types(data):
 
 
 def test_training_counts_follow_the_pareto_curve(data):
-  stats = plt.class_statistics(data.y_train_full)
-  ref = plt.pareto_reference_counts(data.num_classes, 600, 4, 6.0)
+  stats = longtail.class_statistics(data.y_train_full)
+  ref = longtail.pareto_reference_counts(data.num_classes, 600, 4, 6.0)
   np.testing.assert_array_equal(np.sort(stats.counts)[::-1], ref)
   assert stats.counts.max() / stats.counts.min() >= 50
   sizes = stats.group_sizes()
@@ -49,7 +49,7 @@ def test_labels_cooccur_within_scene_contexts(data):
   np.fill_diagonal(same, False)
   cross = ~same
   np.fill_diagonal(cross, False)
-  p = plt.conditional_cooccurrence(data.y_test)
+  p = longtail.conditional_cooccurrence(data.y_test)
   assert p[same].mean() > 3 * p[cross].mean()
   assert all(len(m) == 6 for m, _ in contexts)
   assert set(np.concatenate([m for m, _ in contexts])) == set(range(data.num_classes))

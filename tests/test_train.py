@@ -8,7 +8,7 @@ import numpy as np
 import optax
 import pytest
 
-from comic_jax import metrics, train
+from comic_jax import metrics, optim, train
 from comic_jax.data import sources
 from comic_jax.errors import UserError
 from conftest import ROOT, tiny_config
@@ -30,7 +30,7 @@ def test_sharded_step_on_4_devices_equals_1_device(tmp_path):
     assert run.mesh.size == n
     state = run.state
     for step in range(3):
-      batch = train.host_to_global(train.train_batch(run.data, run.samplers, step), run.sharded)
+      batch = train.host_to_global(run.batch(step), run.sharded)
       state, m = run.train_step(state, batch)
     assert state.params['backbone']['conv0']['kernel'].sharding.is_fully_replicated
     params[n] = jax.device_get((state.params, state.batch_stats))
@@ -105,18 +105,18 @@ def test_schedules_and_module_learning_rates():
   optim = tiny_config().optim
   optim.learning_rate, optim.warmup_epochs = 1.0, 1
   optim.schedule, optim.step_epochs, optim.step_factor = 'step', (3, 5), 0.1
-  sched = train.create_learning_rate_schedule(optim, steps_per_epoch=10, num_epochs=6)
+  sched = optim.create_learning_rate_schedule(optim, steps_per_epoch=10, num_epochs=6)
   np.testing.assert_allclose([sched(s) for s in (0, 5, 10, 29, 30, 49, 50)],
                              [0, 0.5, 1, 1, 0.1, 0.1, 0.01], rtol=1e-6)
   optim.schedule, optim.warmup_epochs = 'cosine', 0
-  sched = train.create_learning_rate_schedule(optim, steps_per_epoch=10, num_epochs=2)
+  sched = optim.create_learning_rate_schedule(optim, steps_per_epoch=10, num_epochs=2)
   np.testing.assert_allclose([sched(0), sched(10), sched(20)], [1, 0.5, 0], atol=1e-6)
 
   config = tiny_config(**{'optim.optimizer': 'sgd', 'optim.momentum': 0.0,
                           'optim.weight_decay': 0.0, 'optim.schedule': 'constant',
                           'optim.learning_rate': 0.1, 'optim.lr_scale.backbone': 0.0,
                           'optim.lr_scale.classifier': 0.5})
-  tx = train.create_optimizer(config, steps_per_epoch=10)
+  tx = optim.create_optimizer(config, steps_per_epoch=10)
   params = {'backbone': {'w': np.ones(2)}, 'classifier': {'w': np.ones(2)},
             'attention': {'w': np.ones(2)}}
   updates, _ = tx.update(jax.tree.map(np.ones_like, params), tx.init(params), params)
@@ -129,7 +129,7 @@ def test_decoupled_weight_decay_applies_to_kernels_only():
   config = tiny_config(**{'optim.optimizer': 'sgd', 'optim.momentum': 0.0,
                           'optim.weight_decay': 0.1, 'optim.schedule': 'constant',
                           'optim.learning_rate': 1.0})
-  tx = train.create_optimizer(config, steps_per_epoch=1)
+  tx = optim.create_optimizer(config, steps_per_epoch=1)
   params = {'projection': {'kernel': 2 * np.ones((2, 2)), 'bias': 2 * np.ones(2)}}
   zero = jax.tree.map(np.zeros_like, params)
   updates, _ = tx.update(zero, tx.init(params), params)

@@ -395,9 +395,21 @@ def rand_augment(images: jnp.ndarray, rng: jax.Array, *, num_ops: int = 2, magni
   return jax.lax.fori_loop(0, num_ops, one_op, images)
 
 
-def augment_images(images, rng, augment_config, image_size: int, tail: bool = False):
+KINDS = ('shift', 'resized_crop', 'none')
+
+
+def validate_config(augment_config) -> None:
+  """Checks config.augment."""
+  a = augment_config
+  require(a.kind in KINDS, f'config.augment.kind={a.kind!r} is not one of: {", ".join(KINDS)}')
+  require(a.max_shift >= 0, f'config.augment.max_shift={a.max_shift!r} must be >= 0')
+
+
+def augment_images(images, rng, augment_config, image_size: int,
+                   with_rand_augment: bool = False):
   """The configured on-device augmentation of one batch of NHWC images (feature vectors pass
-  through). The tail batch also gets RandAugment if `augment.rand_augment_tail`."""
+  through). A stream that asks for it (`with_rand_augment`, COMIC's tail batch) also gets RandAugment
+  when `augment.rand_augment_tail` is on."""
   a = augment_config
   if images.ndim != 4 or a.kind == 'none':
     return images
@@ -407,7 +419,7 @@ def augment_images(images, rng, augment_config, image_size: int, tail: bool = Fa
     images = random_resized_crop(
         images, rng, out_size=image_size, scale=tuple(a.crop_scale),
         ratio=tuple(a.crop_ratio), max_rotation=a.max_rotation, flip=a.flip)
-  if tail and a.rand_augment_tail:
+  if with_rand_augment and a.rand_augment_tail:
     images = rand_augment(images, jax.random.fold_in(rng, 1), num_ops=a.rand_augment_ops,
-                          magnitude=a.rand_augment_magnitude)
+                                magnitude=a.rand_augment_magnitude)
   return images

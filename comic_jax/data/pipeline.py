@@ -15,9 +15,10 @@ from jax.sharding import NamedSharding
 import numpy as np
 
 
-def host_to_global(batch: dict[str, np.ndarray], sharding: NamedSharding) -> dict[str, jax.Array]:
-  """Global arrays from this process's slice of each global batch (rows split by process)."""
-  return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in batch.items()}
+def host_to_global(batch, sharding: NamedSharding):
+  """Global arrays from this process's slice of each global batch (rows split by process); any
+  nesting of dicts."""
+  return jax.tree.map(lambda v: jax.make_array_from_process_local_data(sharding, v), batch)
 
 
 def process_rows(global_size: int) -> slice:
@@ -26,24 +27,28 @@ def process_rows(global_size: int) -> slice:
   return slice(jax.process_index() * per, (jax.process_index() + 1) * per)
 
 
-def train_batch(data, method_samplers: dict, step: int, seed: int = 0) -> dict[str, np.ndarray]:
-  """This process's rows of the global batch of `step` for every sampler of the method.
+def train_batch(data, stream_samplers: dict, streams: dict, step: int,
+                seed: int = 0) -> dict[str, dict[str, np.ndarray]]:
+  """This process's rows of the global batch of `step`, per stream of the method:
+  {stream: {'image', 'label' (observed), 'label_full' (diagnostics only)}}.
 
-  Cached backbone features (N, views, D) give each row one view, drawn from (seed, step).
+  Cached backbone features (N, views, D) give each row one view, drawn from (seed, step and the
+  stream's `rng_index`).
   """
   batch = {}
-  for prefix, sampler in method_samplers.items():
+  for name, sampler in stream_samplers.items():
     idx = sampler.indices(step)
     rows = process_rows(len(idx))
     x = data.x_train
     if x.ndim == 3:
-      views = np.random.default_rng([seed, 5, step, len(prefix)]).integers(x.shape[1],
-                                                                           size=len(idx))
-      batch[prefix + 'image'] = np.asarray(x[idx[rows], views[rows]])
+      views = np.random.default_rng([seed, 5, step, streams[name].rng_index]).integers(
+          x.shape[1], size=len(idx))
+      image = np.asarray(x[idx[rows], views[rows]])
     else:
-      batch[prefix + 'image'] = np.asarray(x[idx[rows]])
-    batch[prefix + 'label'] = data.y_train[idx[rows]].astype(np.float32)
-    batch[prefix + 'label_full'] = data.y_train_full[idx[rows]].astype(np.float32)
+      image = np.asarray(x[idx[rows]])
+    batch[name] = {'image': image,
+                   'label': data.y_train[idx[rows]].astype(np.float32),
+                   'label_full': data.y_train_full[idx[rows]].astype(np.float32)}
   return batch
 
 

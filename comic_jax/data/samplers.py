@@ -37,7 +37,7 @@ def _class_members(labels: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
 
 
 class ClassReversedSampler:
-  """COMIC's tail sampler (METHOD.md "HTB"): each sample picks class c with probability
+  """COMIC's tail sampler (docs/method.md "HTB"): each sample picks class c with probability
   proportional to max_j n_j / n_c, then a uniformly random image labelled c.
 
   Counts are of the labels the sampler is given (the observed ones); classes without a positive
@@ -64,7 +64,7 @@ class ClassReversedSampler:
 
 
 class ClassAwareSampler:
-  """Class-aware sampling of the Distribution-Balanced loss (BASELINES.md, DB / LWS): classes are
+  """Class-aware sampling of the Distribution-Balanced loss (docs/baselines.md, DB / LWS): classes are
   visited round-robin in a shuffled order (reshuffled every cycle); each visit takes
   `per_class` images of the class from its own shuffled stream of images (reshuffled whenever it
   runs out). Every class with a positive is drawn equally often. Pure in (seed, step).
@@ -103,12 +103,14 @@ class ClassAwareSampler:
     return self.classes_and_indices(step)[1]
 
 
+SAMPLERS = {'uniform': lambda labels, batch_size, seed: UniformSampler(len(labels), batch_size,
+                                                                       seed),
+            'class_reversed': ClassReversedSampler,
+            'class_aware': ClassAwareSampler}
+
+
 def create_sampler(kind: str, labels: np.ndarray, batch_size: int, seed: int):
-  """A sampler by name: 'uniform' | 'class_reversed' | 'class_aware'."""
-  if kind == 'uniform':
-    return UniformSampler(len(labels), batch_size, seed)
-  if kind == 'class_reversed':
-    return ClassReversedSampler(labels, batch_size, seed)
-  if kind == 'class_aware':
-    return ClassAwareSampler(labels, batch_size, seed)
-  raise ValueError(f'unknown sampler {kind!r}')
+  """A sampler by name (a key of SAMPLERS) over `labels`, the observed training labels."""
+  if kind not in SAMPLERS:
+    raise ValueError(f'unknown sampler {kind!r}; choose one of {", ".join(SAMPLERS)}')
+  return SAMPLERS[kind](labels, batch_size, seed)

@@ -14,9 +14,9 @@ import os
 import numpy as np
 import tqdm
 
-from comic_jax.data import images, own_data, plt, splits, synthetic
+from comic_jax.data import images, longtail, own_data, splits, synthetic
 from comic_jax.data.own_data import Pool
-from comic_jax.data.synthetic import PLTData
+from comic_jax.data.types import PLTData
 from comic_jax.errors import UserError, require
 
 SOURCES = ('synthetic', 'voc', 'coco', 'npz', 'folder')
@@ -26,14 +26,28 @@ LONGTAIL = ('published', 'pareto', 'json', 'as_is')
 _plt_synth = functools.lru_cache(maxsize=4)(synthetic.make_plt_synth)
 
 
+def validate_config(data_config) -> None:
+  """Checks config.data."""
+  dc = data_config
+  require(dc.name in SOURCES, f'config.data.name={dc.name!r} is not one of: {", ".join(SOURCES)}')
+  require(dc.longtail in LONGTAIL,
+          f'config.data.longtail={dc.longtail!r} is not one of: {", ".join(LONGTAIL)}')
+  require(dc.partial in ('simulate', 'as_is'),
+          f"config.data.partial={dc.partial!r} is not one of: simulate, as_is")
+  require(dc.group_counts in ('full', 'observed'),
+          f"config.data.group_counts={dc.group_counts!r} is not one of: full, observed")
+  require(0.0 <= dc.missing_ratio < 1.0,
+          f'config.data.missing_ratio={dc.missing_ratio!r} must be in [0, 1)')
+  require(0 < dc.few_threshold < dc.many_threshold,
+          f'config.data.few_threshold={dc.few_threshold!r} must be > 0 and below '
+          f'config.data.many_threshold={dc.many_threshold!r}')
+  require(dc.image_size > 0, f'config.data.image_size={dc.image_size!r} must be > 0')
+
+
 def load_dataset(data_config) -> PLTData:
   """The data set named by `data_config.name`."""
   dc = data_config
-  require(dc.name in SOURCES, f'config.data.name={dc.name!r} is not one of {", ".join(SOURCES)}')
-  require(dc.longtail in LONGTAIL,
-          f'config.data.longtail={dc.longtail!r} is not one of {", ".join(LONGTAIL)}')
-  require(dc.partial in ('simulate', 'as_is'),
-          f"config.data.partial={dc.partial!r} is not one of simulate, as_is")
+  validate_config(dc)
   if dc.name == 'synthetic':
     return _plt_synth(
         seed=dc.seed, image_size=dc.image_size, missing_ratio=dc.missing_ratio,
@@ -62,9 +76,9 @@ def longtail_indices(dc, dataset: str, pool: Pool, cache: str):
     return np.arange(len(pool.keys)), None
   if dc.longtail == 'pareto':
     c = pool.labels.shape[1]
-    targets = plt.pareto_reference_counts(c, dc.pareto.max_count, dc.pareto.min_count,
+    targets = longtail.pareto_reference_counts(c, dc.pareto.max_count, dc.pareto.min_count,
                                           dc.pareto.shape)
-    return plt.greedy_longtail_subsample(pool.labels, targets, seed=dc.seed), None
+    return longtail.greedy_longtail_subsample(pool.labels, targets, seed=dc.seed), None
   position = {k: i for i, k in enumerate(pool.keys)}
   if dc.longtail == 'published':
     require(dataset in splits.PUBLISHED_ID_LISTS,
@@ -100,7 +114,7 @@ def make_plt(dc, name: str, class_names: tuple[str, ...], train: Pool, test: Poo
     observed = train.observed[idx]
   if observed is None:
     observed = (full if dc.partial == 'as_is'
-                else plt.drop_positives(full, dc.missing_ratio, seed=dc.seed + 1))
+                else longtail.drop_positives(full, dc.missing_ratio, seed=dc.seed + 1))
   absent = [class_names[c] for c in np.flatnonzero(full.sum(0) == 0)]
   require(not absent, f'{len(absent)} classes have no positive in the training set '
           f'({", ".join(absent[:5])}); remove them from the labels')
@@ -144,5 +158,5 @@ def image_loader(encoded, keys, tag: str, dc, cache: str):
 def training_groups(data: PLTData, data_config) -> np.ndarray:
   """Many / medium / few of each class from the full (default) or observed training counts."""
   y = data.y_train_full if data_config.group_counts == 'full' else data.y_train
-  return plt.class_groups(np.asarray(y).sum(0), data_config.many_threshold,
+  return longtail.class_groups(np.asarray(y).sum(0), data_config.many_threshold,
                           data_config.few_threshold)

@@ -11,7 +11,7 @@ Label co-occurrence. Six fixed scene contexts, each a weighted set of six classe
 one or two contexts). An image picks a context, then 1-4 objects, each from the context with
 probability 0.9 (by the context's weights) and uniformly otherwise.
 
-The PLT-MLC split, built exactly as the benchmark builds PLT-COCO (`comic_jax.data.plt`):
+The PLT-MLC split, built exactly as the benchmark builds PLT-COCO (`comic_jax.data.longtail`):
 - a source pool of label sets is drawn (labels are cheap; only chosen images are rendered);
 - the training set is greedily subsampled from it to follow the Pareto reference curve
   (b=6, max 600, min 4: the shape DB used for COCO-MLT, scaled to 24 classes);
@@ -24,12 +24,12 @@ The design was fixed before any method was run on it and must not be retuned to 
 """
 from __future__ import annotations
 
-import dataclasses
 import itertools
 
 import numpy as np
 
-from comic_jax.data import plt
+from comic_jax.data import longtail
+from comic_jax.data.types import PLTData
 
 COLOURS = ('red', 'green', 'blue')
 TEXTURES = ('solid', 'striped')
@@ -44,33 +44,6 @@ _WORLD_SEED = 2023                      # fixes the scene contexts; never the da
 _NUM_CONTEXTS = 6
 _CONTEXT_SIZE = 6
 _CONTEXT_WEIGHTS = np.array([1.0, 0.8, 0.65, 0.5, 0.4, 0.3])
-
-
-@dataclasses.dataclass
-class PLTData:
-  """A PLT-MLC data set held in memory.
-
-  Images are uint8 (N, H, W, 3) (or float feature vectors for feature sources). `y_train` holds the
-  observed (partial) labels the methods train on; `y_train_full` the full labels, for diagnostics
-  (correction accuracy, class groups) only.
-  """
-  name: str
-  class_names: tuple[str, ...]
-  x_train: np.ndarray
-  y_train: np.ndarray
-  y_train_full: np.ndarray
-  x_test: np.ndarray
-  y_test: np.ndarray
-
-  def __post_init__(self):
-    for field in dataclasses.fields(self):  # shared between runs in one process: read-only
-      value = getattr(self, field.name)
-      if isinstance(value, np.ndarray):
-        value.setflags(write=False)
-
-  @property
-  def num_classes(self) -> int:
-    return len(self.class_names)
 
 
 def scene_contexts() -> list[tuple[np.ndarray, np.ndarray]]:
@@ -230,11 +203,11 @@ def make_plt_synth(*, seed: int = 0, image_size: int = 32, missing_ratio: float 
   rng = np.random.default_rng([seed, 0])
   pool = sample_scenes(pool_size, rng)
   pool_labels = scenes_to_labels(pool)
-  targets = plt.pareto_reference_counts(NUM_CLASSES, max_count, min_count, pareto_shape)
-  chosen = plt.greedy_longtail_subsample(pool_labels, targets, seed=seed)
+  targets = longtail.pareto_reference_counts(NUM_CLASSES, max_count, min_count, pareto_shape)
+  chosen = longtail.greedy_longtail_subsample(pool_labels, targets, seed=seed)
   train_scenes = [pool[i] for i in chosen]
   y_train_full = pool_labels[chosen]
-  y_train = plt.drop_positives(y_train_full, missing_ratio, seed=seed + 1)
+  y_train = longtail.drop_positives(y_train_full, missing_ratio, seed=seed + 1)
 
   test_rng = np.random.default_rng([seed, 1])
   test_scenes = sample_scenes(num_test, test_rng)

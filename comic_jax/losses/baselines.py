@@ -1,4 +1,4 @@
-"""Multi-label losses of the baselines (BASELINES.md, "Losses and heads").
+"""Multi-label losses of the baselines (docs/baselines.md, "Losses and heads").
 
 Every loss takes (B, C) logits z and (B, C) observed 0/1 labels y, computes per-element losses and
 reduces them with `reduce_loss`: sum over classes, mean over samples. The originals disagree (ASL,
@@ -19,7 +19,7 @@ from comic_jax.losses.mfm import mfm_loss
 
 
 # DB-Focal's focusing factor is fixed by its authors' config (ResampleLoss focal=dict(gamma=2,
-# balance_param=2.0)); BASELINES.md names the numbers, not knobs.
+# balance_param=2.0)); docs/baselines.md names the numbers, not knobs.
 _DB_FOCAL_GAMMA = 2.0
 _DB_FOCAL_BALANCE = 2.0
 
@@ -143,7 +143,7 @@ def pseudo_label(logits: jnp.ndarray, labels: jnp.ndarray, *, threshold: float =
   counts as positive, recomputed each batch. The pseudo-targets are constants for the gradient.
 
   `active` (a Python or traced bool) switches pseudo-labelling on; the training loop passes
-  False during the warm-up (BASELINES.md: one warm-up epoch), where the loss is plain BCE.
+  False during the warm-up (docs/baselines.md: one warm-up epoch), where the loss is plain BCE.
   """
   z = logits.astype(jnp.float32)
   y = labels.astype(jnp.float32)
@@ -201,6 +201,3 @@ def naive_prior(observed_labels) -> np.ndarray:
   return (y > 0).mean(axis=0)
 
 
-# Losses callable as loss(logits, labels) with their training defaults. DB and P-ASL need class
-# counts / a prior and are built by the caller.
-LOSSES = {'bce': bce, 'focal': focal, 'asl': asl, 'hill': hill, 'pseudo_label': pseudo_label}

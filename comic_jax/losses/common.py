@@ -1,4 +1,4 @@
-"""What every loss shares: one reduction rule (BASELINES.md, "Reduction")."""
+"""What every loss shares: one reduction rule (docs/baselines.md, "Reduction")."""
 import jax.numpy as jnp
 
 

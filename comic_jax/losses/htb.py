@@ -1,4 +1,4 @@
-"""HTB, the head-tail balancer (METHOD.md "Energy e_t", "Energy-adjusted logits", "HTB")."""
+"""HTB, the head-tail balancer (docs/method.md "Energy e_t", "Energy-adjusted logits", "HTB")."""
 from __future__ import annotations
 
 import jax
@@ -30,7 +30,7 @@ def energy_adjusted_logits(logits: jnp.ndarray, features: jnp.ndarray, weights: 
                            num_groups: int) -> jnp.ndarray:
   """zhat[c] = z[c] + factor * (rho / N_g) * sum_k cos(f_k, e_k) <w_{c,k}, ehat_k> / (||w_{c,k}|| + eta)
 
-  with ehat = e / ||e|| split into the N_g groups (METHOD.md "Energy-adjusted logits"); factor is
+  with ehat = e / ||e|| split into the N_g groups (docs/method.md "Energy-adjusted logits"); factor is
   s_x * a_x (+a_h for the head model, -a_t for the tail model). A zero energy changes nothing.
 
   Args:

@@ -1,4 +1,4 @@
-"""MFM, the multi-focal modifier (METHOD.md "MFM: multi-focal modifier loss").
+"""MFM, the multi-focal modifier (docs/method.md "MFM: multi-focal modifier loss").
 
 Pure functions: the per-class focusing exponents from class counts, and the MFM loss. With
 zero exponents, no probability shift and no class weight, the MFM loss is exactly BCE (the
@@ -17,7 +17,7 @@ _EPS = 1e-8  # clamp inside logs, as ASL does
 
 
 def head_tail_factor(counts: jnp.ndarray, exponent: float = 1.0 / 3.0) -> jnp.ndarray:
-  """g_ht[c] = (1 - ln D_c) ** exponent, D_c = n_c / max_j n_j (METHOD.md, MFM).
+  """g_ht[c] = (1 - ln D_c) ** exponent, D_c = n_c / max_j n_j (docs/method.md, MFM).
 
   1 for the largest class, growing toward the tail. A class with no (observed) positive is
   counted as having one, so its factor stays finite.
@@ -28,7 +28,7 @@ def head_tail_factor(counts: jnp.ndarray, exponent: float = 1.0 / 3.0) -> jnp.nd
 
 def focal_exponents(counts: jnp.ndarray, *, gamma_pn_pos: float, gamma_pn_neg: float,
                     w_pos: float, w_neg: float, exponent: float = 1.0 / 3.0):
-  """(gamma+, gamma-) per class: gamma± = gamma_pn± + w± * g_ht (METHOD.md, MFM)."""
+  """(gamma+, gamma-) per class: gamma± = gamma_pn± + w± * g_ht (docs/method.md, MFM)."""
   g = head_tail_factor(counts, exponent)
   return gamma_pn_pos + w_pos * g, gamma_pn_neg + w_neg * g
 
@@ -36,7 +36,7 @@ def focal_exponents(counts: jnp.ndarray, *, gamma_pn_pos: float, gamma_pn_neg: f
 def mfm_loss(logits: jnp.ndarray, targets: jnp.ndarray, gamma_pos: jnp.ndarray,
              gamma_neg: jnp.ndarray, *, margin: float = 0.05,
              class_weight: jnp.ndarray | None = None, reduce: bool = True) -> jnp.ndarray:
-  """The MFM loss (METHOD.md, MFM), summed over classes and averaged over samples.
+  """The MFM loss (docs/method.md, MFM), summed over classes and averaged over samples.
 
       y=1:  l+ = -(1 - p) ** gamma+[c] * log(p)
       y=0:  l- = -(p_m) ** gamma-[c] * log(1 - p_m),   p_m = max(p - margin, 0)

@@ -1,4 +1,4 @@
-"""RLC, the reflective label corrector (METHOD.md "RLC: reflective label corrector").
+"""RLC, the reflective label corrector (docs/method.md "RLC: reflective label corrector").
 
 Pure functions over an explicit state (kept in the train state and checkpointed):
 

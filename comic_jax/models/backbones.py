@@ -2,15 +2,18 @@
 inputs that are feature vectors.
 
 A backbone maps a normalised NHWC float image batch to (B, D) features and takes `train` (batch
-statistics on/off).
+statistics on/off). `BACKBONES` is the registry: a new backbone is one entry there (its module,
+its input normalisation, whether ImageNet weights exist for it; see docs/architecture.md).
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+import dataclasses
+from typing import Any, Callable, Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
 
+from comic_jax.errors import require
 from comic_jax.models import resnet
 
 
@@ -53,18 +56,68 @@ class MLP(nn.Module):
     return x.astype(jnp.float32)
 
 
-_RESNETS = {'resnet18': resnet.ResNet18, 'resnet34': resnet.ResNet34,
-            'resnet50': resnet.ResNet50, 'resnet101': resnet.ResNet101}
-BACKBONES = ('small_cnn', 'mlp') + tuple(_RESNETS)
+class Identity(nn.Module):
+  """No layers: the inputs are already backbone features (frozen-backbone mode reads them from
+  the feature cache, `model.feature_cache`)."""
+
+  @nn.compact
+  def __call__(self, x, train: bool = True):
+    del train
+    return x.astype(jnp.float32)
+
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclasses.dataclass(frozen=True)
+class BackboneSpec:
+  """A backbone by name: how to build it from config.model and how its uint8 inputs are
+  normalised ((x / 255 - mean) / std per channel)."""
+  create: Callable[[Any, Any], nn.Module]      # (model_config, dtype) -> module
+  mean: tuple = IMAGENET_MEAN
+  std: tuple = IMAGENET_STD
+  pretrained: bool = False                     # has ImageNet weights (model.pretrained)
+
+
+BACKBONES: dict[str, BackboneSpec] = {
+    'small_cnn': BackboneSpec(lambda m, dtype: SmallCNN(widths=tuple(m.small_cnn_widths),
+                                                        dtype=dtype)),
+    'mlp': BackboneSpec(lambda m, dtype: MLP(widths=tuple(m.mlp_widths), dtype=dtype)),
+}
+for _name, _cls in (('resnet18', resnet.ResNet18), ('resnet34', resnet.ResNet34),
+                    ('resnet50', resnet.ResNet50), ('resnet101', resnet.ResNet101)):
+  BACKBONES[_name] = BackboneSpec(lambda m, dtype, _cls=_cls: _cls(dtype=dtype), pretrained=True)
+
+
+def validate_config(model_config) -> None:
+  """Checks config.model."""
+  m = model_config
+  require(m.backbone in BACKBONES,
+          f'config.model.backbone={m.backbone!r} is not one of: {", ".join(BACKBONES)}')
+  require(m.dtype in ('float32', 'bfloat16'),
+          f"config.model.dtype={m.dtype!r} is not one of: float32, bfloat16")
+  require(m.classifier in ('auto', 'linear', 'cosine'),
+          f"config.model.classifier={m.classifier!r} is not one of: auto, linear, cosine")
+  require(m.projection_dim >= 0, f'config.model.projection_dim={m.projection_dim!r} must be >= 0')
+  require(m.cosine.num_groups > 0,
+          f'config.model.cosine.num_groups={m.cosine.num_groups!r} must be > 0')
+  require(not m.feature_cache or not m.backbone_trainable,
+          'config.model.feature_cache=True caches frozen backbone features: set '
+          'config.model.backbone_trainable=False too')
+  require(not m.pretrained or BACKBONES[m.backbone].pretrained,
+          f'config.model.pretrained needs a backbone with ImageNet weights, not {m.backbone!r}')
 
 
 def create_backbone(model_config, name: str = 'backbone') -> nn.Module:
   """The backbone named by `model_config.backbone`."""
-  dtype = jnp.dtype(model_config.dtype)
-  if model_config.backbone == 'small_cnn':
-    return SmallCNN(widths=tuple(model_config.small_cnn_widths), dtype=dtype, name=name)
-  if model_config.backbone == 'mlp':
-    return MLP(widths=tuple(model_config.mlp_widths), dtype=dtype, name=name)
-  if model_config.backbone in _RESNETS:
-    return _RESNETS[model_config.backbone](dtype=dtype, name=name)
-  raise ValueError(f'unknown backbone {model_config.backbone!r}; choose one of {BACKBONES}')
+  require(model_config.backbone in BACKBONES, f'config.model.backbone={model_config.backbone!r} '
+          f'is not one of: {", ".join(BACKBONES)}')
+  module = BACKBONES[model_config.backbone].create(model_config, jnp.dtype(model_config.dtype))
+  return module.clone(name=name)
+
+
+def normalization(model_config) -> tuple[tuple, tuple]:
+  """(mean, std) of the backbone's input normalisation."""
+  spec = BACKBONES[model_config.backbone]
+  return spec.mean, spec.std

@@ -1,4 +1,4 @@
-"""ML-GCN's classifier (BASELINES.md, ML-GCN): class weights produced by a two-layer graph
+"""ML-GCN's classifier (docs/baselines.md, ML-GCN): class weights produced by a two-layer graph
 convolutional network over a fixed label graph."""
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Classifier heads: the multi-head cosine classifier of METHOD.md and a plain linear one."""
+"""Classifier heads: the multi-head cosine classifier of docs/method.md and a plain linear one."""
 from __future__ import annotations
 
 from typing import Any
@@ -10,7 +10,7 @@ _TINY = 1e-12  # guards ||f|| = 0; far below any real feature norm
 
 
 def split_groups(x: jnp.ndarray, num_groups: int) -> jnp.ndarray:
-  """(..., d) -> (..., num_groups, d / num_groups): the N_g equal groups of METHOD.md."""
+  """(..., d) -> (..., num_groups, d / num_groups): the N_g equal groups of docs/method.md."""
   d = x.shape[-1]
   if d % num_groups:
     raise ValueError(f'feature dim {d} is not divisible by num_groups={num_groups}')
@@ -19,7 +19,7 @@ def split_groups(x: jnp.ndarray, num_groups: int) -> jnp.ndarray:
 
 def cosine_logits(features: jnp.ndarray, weights: jnp.ndarray, *, scale: float, eta: float,
                   num_groups: int) -> jnp.ndarray:
-  """Multi-head cosine ("causal norm") logits, METHOD.md "Classifier":
+  """Multi-head cosine ("causal norm") logits, docs/method.md "Classifier":
 
       z[c] = (rho / N_g) * sum_k <w_{c,k}, f_k> / ((||w_{c,k}|| + eta) * ||f_k||)
 

@@ -1,4 +1,4 @@
-"""Whole networks: backbone -> projection to d -> classifier (one "branch" of METHOD.md)."""
+"""Whole networks: backbone -> projection to d -> classifier (one "branch" of docs/method.md)."""
 from __future__ import annotations
 
 from typing import Any
@@ -9,14 +9,25 @@ import jax.numpy as jnp
 
 from comic_jax.models import backbones, heads
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+# Learning-rate groups (config.optim.lr_scale): the attribute names that MultiLabelNet and
+# ComicNet (models/comic_branches.py) give their sub-modules, and 'other' for everything else.
+PARAM_GROUPS = ('backbone', 'projection', 'classifier', 'attention', 'other')
 
 
-def normalize_images(images: jnp.ndarray) -> jnp.ndarray:
-  """uint8 RGB in [0, 255] -> float32 standardised with the ImageNet mean / std."""
+def param_groups(params):
+  """A tree like `params` holding each parameter's group: the innermost of PARAM_GROUPS on its
+  path, else 'other'."""
+  def group(path, _):
+    names = [getattr(k, 'key', getattr(k, 'name', str(k))) for k in path]
+    return next((n for n in reversed(names) if n in PARAM_GROUPS), 'other')
+  return jax.tree_util.tree_map_with_path(group, params)
+
+
+def normalize_images(images: jnp.ndarray, mean=backbones.IMAGENET_MEAN,
+                     std=backbones.IMAGENET_STD) -> jnp.ndarray:
+  """uint8 RGB in [0, 255] -> float32 standardised per channel: (x / 255 - mean) / std."""
   x = images.astype(jnp.float32) / 255.0
-  return (x - jnp.asarray(IMAGENET_MEAN)) / jnp.asarray(IMAGENET_STD)
+  return (x - jnp.asarray(mean)) / jnp.asarray(std)
 
 
 class MultiLabelNet(nn.Module):
@@ -31,13 +42,16 @@ class MultiLabelNet(nn.Module):
   backbone_trainable: bool = True       # False: backbone in inference mode, no gradient
   log_softmax_features: bool = False    # the authors' code: f = log_softmax(projection(x))
   dtype: Any = jnp.float32
+  mean: tuple = backbones.IMAGENET_MEAN  # the backbone's input normalisation of uint8 images
+  std: tuple = backbones.IMAGENET_STD
 
   def setup(self):
     if self.projection_dim:
       self.projection = nn.Dense(self.projection_dim, dtype=self.dtype)
 
   def embed(self, images, train: bool = True):
-    x = normalize_images(images) if jnp.issubdtype(images.dtype, jnp.integer) else images
+    x = (normalize_images(images, self.mean, self.std)
+         if jnp.issubdtype(images.dtype, jnp.integer) else images)
     if self.backbone_trainable:
       f = self.backbone(x, train=train)
     else:
@@ -57,7 +71,7 @@ class MultiLabelNet(nn.Module):
 
 
 def create_classifier(model_config, num_classes: int, kind: str) -> nn.Module:
-  """'cosine' (METHOD.md's multi-head cosine classifier) or 'linear'."""
+  """'cosine' (docs/method.md's multi-head cosine classifier) or 'linear'."""
   if kind == 'cosine':
     cos = model_config.cosine
     return heads.CosineClassifier(num_classes, cos.scale, cos.eta, cos.num_groups)
@@ -68,11 +82,18 @@ def create_classifier(model_config, num_classes: int, kind: str) -> nn.Module:
 
 def create_network(model_config, num_classes: int, classifier,
                    name: str | None = None) -> MultiLabelNet:
-  """A branch from `config.model`; `classifier` is a kind ('linear' | 'cosine') or a module."""
+  """A branch from `config.model`; `classifier` is a kind ('linear' | 'cosine') or a module.
+
+  In frozen-backbone mode with the feature cache (`model.feature_cache`) the inputs are the
+  cached backbone features, so the branch's backbone is the identity.
+  """
   if isinstance(classifier, str):
     classifier = create_classifier(model_config, num_classes, classifier)
+  mean, std = backbones.normalization(model_config)
   return MultiLabelNet(
-      backbone=backbones.create_backbone(model_config),
+      backbone=(backbones.Identity(name='backbone') if model_config.feature_cache
+                else backbones.create_backbone(model_config)),
+      mean=tuple(mean), std=tuple(std),
       classifier=classifier,
       projection_dim=model_config.projection_dim,
       backbone_trainable=model_config.backbone_trainable,

@@ -1,4 +1,4 @@
-"""COMIC as a method of the harness: one train step over three branches (METHOD.md).
+"""COMIC as a method of the harness: one train step over three branches (docs/method.md).
 
 Per step (U: a batch drawn uniformly over images, R: a class-reversed batch):
 
@@ -21,28 +21,32 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from comic_jax.errors import require
 from comic_jax.losses import htb, mfm, rlc
-from comic_jax.models import comic as comic_models
-from comic_jax.models import networks
+from comic_jax.methods import registry
+from comic_jax.methods.registry import MethodSpec, StreamSpec, StudyRow
+from comic_jax.models import comic_branches, networks
 
 BRANCHES = ('head', 'tail', 'balanced')
 
 
-def create_comic_network(config, num_classes: int) -> comic_models.ComicNet:
-  classifier = 'cosine' if config.model.classifier == 'auto' else config.model.classifier
+def create_comic_network(config, num_classes: int) -> comic_branches.ComicNet:
+  classifier = registry.classifier_kind(config)
   branch = lambda: networks.create_network(config.model, num_classes, classifier)
   if not config.comic.htb.enabled:
-    return comic_models.ComicNet(balanced=branch())
-  attention = comic_models.AdditiveAttention(config.comic.htb.attention_dim,
-                                             config.comic.htb.attention_dropout)
-  return comic_models.ComicNet(balanced=branch(), head=branch(), tail=branch(),
-                               attention=attention, beta=config.comic.htb.beta)
+    return comic_branches.ComicNet(balanced=branch())
+  attention = comic_branches.AdditiveAttention(config.comic.htb.attention_dim,
+                                               config.comic.htb.attention_dropout)
+  return comic_branches.ComicNet(balanced=branch(), head=branch(), tail=branch(),
+                                 attention=attention, beta=config.comic.htb.beta)
 
 
 class Comic:
   """Correction (RLC), modification (MFM) and balance (HTB) over three branches."""
 
-  def __init__(self, config, observed_labels: np.ndarray, steps_per_epoch: int):
+  def __init__(self, config, observed_labels: np.ndarray, steps_per_epoch: int,
+               class_names=()):
+    del class_names
     cc = config.comic
     self.config, self.cc = config, cc
     self.num_classes = observed_labels.shape[1]
@@ -52,7 +56,9 @@ class Comic:
     self.use_rlc = cc.lambda_c > 0
     self.branches = BRANCHES if self.use_htb else ('balanced',)
     self.report_names = ('COMIC', 'Head Model', 'Tail Model') if self.use_htb else ('COMIC',)
-    self.samplers = {'': 'uniform', 'tail_': 'class_reversed'} if self.use_htb else {'': 'uniform'}
+    self.streams = dict(registry.MAIN)
+    if self.use_htb:   # the tail model's class-reversed batch R (RandAugment: augment config)
+      self.streams['tail'] = StreamSpec('class_reversed', rand_augment=True, rng_index=1)
     self.mfm = mfm.MFMSettings.from_config(cc.mfm)
     self.steps_per_epoch = steps_per_epoch
     self.warmup_steps = int(cc.rlc.warmup_epochs * steps_per_epoch)
@@ -67,11 +73,12 @@ class Comic:
   # ------------------------------------------------------------------ state
   def init(self, rng, batch):
     params_rng, dropout_rng = jax.random.split(rng)
-    variables = self.network.init({'params': params_rng, 'dropout': dropout_rng}, batch['image'],
+    images = batch['main']['image']
+    variables = self.network.init({'params': params_rng, 'dropout': dropout_rng}, images,
                                   train=False)
     method_state = {'rlc': {b: rlc.init_state(self.num_classes) for b in self.branches}}
     if self.use_htb:
-      out = self.network.apply(variables, batch['image'], train=False)
+      out = self.network.apply(variables, images, train=False)
       dim = out['head']['features'].shape[-1]
       energy = htb.energy_transform(self.cc.htb.energy_decay)
       method_state['energy'] = {b: energy.init(jnp.zeros((dim,), jnp.float32))
@@ -80,7 +87,7 @@ class Comic:
 
   # ------------------------------------------------------------------ pieces
   def adjusted_logits(self, params, branch: str, out: dict, energy_state) -> jnp.ndarray:
-    """zhat_x of a branch's output with its energy (METHOD.md "Energy-adjusted logits")."""
+    """zhat_x of a branch's output with its energy (docs/method.md "Energy-adjusted logits")."""
     return htb.energy_adjusted_logits(
         out['logits'], out['features'], params[branch]['classifier']['kernel'],
         energy_state.trace, factor=self.energy_factor[branch], **self.cosine)
@@ -116,7 +123,7 @@ class Comic:
     new_state = {'rlc': rlc_state}
     metrics, terms = {}, {}
     apply = self.network.apply
-    u_img, u_y, u_full = batch['image'], batch['label'], batch['label_full']
+    u_img, u_y, u_full = (batch['main'][k] for k in ('image', 'label', 'label_full'))
 
     def rlc_for(branch, logits, labels, full):
       loss, rlc_state[branch], n = self.rlc_term(rlc_state[branch], logits, labels, full, active,
@@ -140,7 +147,7 @@ class Comic:
         logits = zhat_h if cc.rlc.official_adjusted_logits else out_h['logits']
         terms['head'] += rlc_for('head', logits, u_y, u_full)
       # Tail branch on R (its training batch; its batch statistics come from R only) ...
-      r_img, r_y, r_full = batch['tail_image'], batch['tail_label'], batch['tail_label_full']
+      r_img, r_y, r_full = (batch['tail'][k] for k in ('image', 'label', 'label_full'))
       out_t, upd = apply({'params': params, 'batch_stats': batch_stats}, r_img, train=True,
                          method='tail_forward', mutable=['batch_stats'])
       batch_stats = upd['batch_stats']
@@ -199,3 +206,45 @@ class Comic:
       true = int(np.asarray(state['true_corrections']).sum())
       out[branch] = {'corrections': made, 'true': true, 'false': made - true}
     return {'rlc': out}
+
+
+# ------------------------------------------------------------------------------- registration
+
+def validate(config) -> None:
+  """Checks config.comic (docs/method.md)."""
+  cc = config.comic
+
+  def non_negative(name, value):
+    require(value >= 0, f'config.comic.{name}={value!r} must be >= 0')
+
+  for name in ('lambda_m', 'lambda_c', 'lambda_b'):
+    non_negative(name, cc[name])
+  for name in ('gamma_pn_pos', 'gamma_pn_neg', 'w_pos', 'w_neg', 'margin', 'exponent'):
+    non_negative(f'mfm.{name}', cc.mfm[name])
+  require(0.0 <= cc.rlc.tau <= 1.0, f'config.comic.rlc.tau={cc.rlc.tau!r} must be in [0, 1]')
+  require(cc.rlc.class_means in ('epoch', 'ema'),
+          f"config.comic.rlc.class_means={cc.rlc.class_means!r} is not one of: epoch, ema")
+  non_negative('rlc.warmup_epochs', cc.rlc.warmup_epochs)
+  non_negative('htb.alpha', cc.htb.alpha)
+  require(cc.htb.attention_dim > 0,
+          f'config.comic.htb.attention_dim={cc.htb.attention_dim!r} must be > 0')
+  require(0.0 <= cc.htb.energy_decay < 1.0,
+          f'config.comic.htb.energy_decay={cc.htb.energy_decay!r} must be in [0, 1)')
+
+
+# The paper's studies (docs/method.md "Ablations"): `--preset=modules` and `--preset=mfm_factors`.
+STUDIES = {
+    'modules': (StudyRow('', 'COMIC'),
+                StudyRow('no_rlc', '-RLC', (('comic.lambda_c', 0.0),)),
+                StudyRow('no_mfm', '-MFM', (('comic.mfm.enabled', False),)),
+                StudyRow('no_htb', '-HTB', (('comic.htb.enabled', False),))),
+    'mfm_factors': (StudyRow('mfm_pn', 'P-N only', (('comic.mfm.w_pos', 0.0),
+                                                     ('comic.mfm.w_neg', 0.0))),
+                    StudyRow('mfm_ht', 'H-T only', (('comic.mfm.gamma_pn_pos', 0.0),
+                                                     ('comic.mfm.gamma_pn_neg', 0.0))),
+                    StudyRow('', 'P-N + H-T')),
+}
+
+registry.register(MethodSpec(
+    'comic', 'COMIC', 'PLT-MLC', Comic, classifier='cosine',
+    table_models=('Head Model', 'Tail Model', 'COMIC'), validate=validate, studies=STUDIES))

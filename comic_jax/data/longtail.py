@@ -1,7 +1,7 @@
 """Building a PLT-MLC training set: long tail + partial labels (pure NumPy).
 
 The same functions build PLT-Synth, PLT-COCO and PLT-VOC, so the embedded data set is made by the
-procedure the benchmark uses on real data (BASELINES.md, "Benchmark protocol"):
+procedure the benchmark uses on real data (docs/baselines.md, "Benchmark protocol"):
 
 1. `pareto_reference_counts`: the target per-class positive counts, a Pareto curve.
 2. `cooccurrence_ranking`: which class gets which target (classes that co-occur most are ranked
@@ -136,7 +136,7 @@ def class_groups(counts: np.ndarray, many_threshold: int = 100,
 class ClassStatistics:
   """Per-class statistics of a label matrix."""
   counts: np.ndarray          # (C,) positives per class, n_c
-  distribution: np.ndarray    # (C,) n_c / max_j n_j, the D of METHOD.md
+  distribution: np.ndarray    # (C,) n_c / max_j n_j, the D of docs/method.md
   cooccurrence: np.ndarray    # (C, C) P(j | i)
   groups: np.ndarray          # (C,) MANY / MEDIUM / FEW
 

@@ -1,0 +1,89 @@
+"""The run's metric log: `metrics.jsonl` (one JSON line per evaluation) and TensorBoard event
+files in the workdir (`tensorboard --logdir runs/`).
+
+The event files are written with TensorBoard's own pure-Python writer. CLU's metric writers
+(what the Flax examples use) were not taken: importing them imports TensorFlow (5-10 s per
+process on a 2-core CPU), and TensorFlow is optional for this package (only TFDS's COCO builder
+needs it). The interface mirrors CLU's `MetricWriter`: `write_scalars(step, {name: value})`,
+`flush()`, `close()`.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+
+import numpy as np
+from flax import traverse_util
+
+
+def json_safe(x):
+  """NaN -> None (JSON null), NumPy scalars -> Python."""
+  if isinstance(x, dict):
+    return {k: json_safe(v) for k, v in x.items()}
+  if isinstance(x, (list, tuple)):
+    return [json_safe(v) for v in x]
+  if isinstance(x, (float, np.floating)):
+    return None if math.isnan(x) else float(x)
+  if isinstance(x, np.integer):
+    return int(x)
+  return x
+
+
+def scalars_of(line: dict) -> dict[str, float]:
+  """The numbers of a metrics.jsonl line as flat TensorBoard tags ('eval/COMIC/total', ...)."""
+  flat = traverse_util.flatten_dict(line, sep='/')
+  return {k: float(v) for k, v in flat.items()
+          if isinstance(v, (int, float, np.number)) and not isinstance(v, bool)
+          and k not in ('epoch', 'step') and v is not None and np.isfinite(v)}
+
+
+class TensorBoardWriter:
+  """Scalars to a TensorBoard event file in `logdir`."""
+
+  def __init__(self, logdir: str, start_step: int = 0):
+    from tensorboard.compat.proto import event_pb2
+    from tensorboard.summary.writer.event_file_writer import EventFileWriter
+    self._event_pb2 = event_pb2
+    self._writer = EventFileWriter(logdir)
+    # A resumed run redoes the steps after its checkpoint: TensorBoard drops the events of the
+    # earlier attempt past `start_step` when it reads this marker.
+    self._writer.add_event(event_pb2.Event(
+        wall_time=time.time(), step=start_step,
+        session_log=event_pb2.SessionLog(status=event_pb2.SessionLog.START)))
+
+  def write_scalars(self, step: int, scalars: dict[str, float]) -> None:
+    from tensorboard.compat.proto import summary_pb2
+    values = [summary_pb2.Summary.Value(tag=tag, simple_value=value)
+              for tag, value in scalars.items()]
+    self._writer.add_event(self._event_pb2.Event(
+        wall_time=time.time(), step=int(step), summary=summary_pb2.Summary(value=values)))
+
+  def flush(self) -> None:
+    self._writer.flush()
+
+  def close(self) -> None:
+    self._writer.close()
+
+
+class MetricsLog:
+  """metrics.jsonl plus TensorBoard scalars of the same numbers; a no-op off process 0."""
+
+  def __init__(self, workdir: str, *, start_step: int = 0, enabled: bool = True):
+    self.path = os.path.join(workdir, 'metrics.jsonl')
+    self.enabled = enabled
+    self.tensorboard = TensorBoardWriter(workdir, start_step) if enabled else None
+
+  def write(self, line: dict) -> None:
+    if not self.enabled:
+      return
+    line = json_safe(line)
+    with open(self.path, 'a') as f:
+      f.write(json.dumps(line) + '\n')
+    self.tensorboard.write_scalars(line['step'], scalars_of(line))
+    self.tensorboard.flush()
+
+  def close(self) -> None:
+    if self.enabled:
+      self.tensorboard.close()
