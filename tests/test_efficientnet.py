@@ -140,6 +140,30 @@ def test_imagenet_predictions_for_a_cat_and_a_coffee_cup():
   assert not cats & set(top5[1].tolist()) and not coffee & set(top5[0].tolist())
 
 
+def test_train_mode_pads_like_tensorflow_and_updates_batch_statistics():
+  """Fine-tuning Lite0: the stem's BatchNorm mean moves by 1 - momentum (0.01, PyTorch's
+  momentum 0.01) times the batch mean of the stem conv, computed here in NumPy with TF's 'SAME'
+  padding (an even-sized stride-2 input gets its one padding row/column at the bottom/right)."""
+  model = EFFICIENTNETS['efficientnet_lite0']()
+  x = np.random.RandomState(0).standard_normal((4, 32, 32, 3)).astype(np.float32)
+  variables = efficientnet.load_efficientnet_variables('efficientnet_lite0')  # (a random init
+  # would compile for a minute on a 2-core CPU)
+  features, updates = jax.jit(lambda v, x: model.apply(v, x, train=True,
+                                                       mutable=['batch_stats']))(variables, x)
+  assert features.shape == (4, 1280) and features.dtype == jnp.float32
+  kernel = np.asarray(variables['params']['stem_conv']['kernel'], np.float64)   # (3, 3, 3, 32)
+  padded = np.pad(x.astype(np.float64), ((0, 0), (0, 1), (0, 1), (0, 0)))
+  stem = sum(np.einsum('bhwc,co->bhwo', padded[:, dy:dy + 32:2, dx:dx + 32:2], kernel[dy, dx])
+             for dy in range(3) for dx in range(3))
+  assert stem.shape == (4, 16, 16, 32)
+  old = variables['batch_stats']['stem_bn']['mean']
+  np.testing.assert_allclose(updates['batch_stats']['stem_bn']['mean'],
+                             0.99 * old + 0.01 * stem.mean(axis=(0, 1, 2)), rtol=1e-5, atol=1e-6)
+  changed = jax.tree.map(lambda a, b: bool(np.any(np.asarray(a) != np.asarray(b))),
+                         variables['batch_stats'], updates['batch_stats'])
+  assert all(jax.tree.leaves(changed))
+
+
 def test_a_wrong_shape_or_another_variant_is_refused():
   state = pretrained.read_state_dict(efficientnet.efficientnet_weights_path('efficientnet_lite0'))
   bad = dict(state)

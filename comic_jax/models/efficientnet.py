@@ -31,6 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from comic_jax.errors import UserError, require
+from comic_jax.models import pretrained     # checkpoint readers; NumPy only
 
 STEM_CHANNELS = 32
 HEAD_CHANNELS = 1280
@@ -203,30 +204,18 @@ def efficientnet_layout(name: str, include_top: bool = False):
   return layout
 
 
-# torch leaf -> (flax collection, flax leaf, how to get the torch shape from the weight's shape)
-_LEAVES = {
-    'conv': (('weight', 'params', 'kernel', lambda s: s),),
-    'bn': (('weight', 'params', 'scale', lambda s: s), ('bias', 'params', 'bias', lambda s: s),
-           ('running_mean', 'batch_stats', 'mean', lambda s: s),
-           ('running_var', 'batch_stats', 'var', lambda s: s)),
-    'dense': (('weight', 'params', 'kernel', lambda s: s),
-              ('bias', 'params', 'bias', lambda s: s[:1])),
-}
-
-
 def _expected_keys(name: str, include_top: bool):
   """{torch key: (shape, collection, flax path)}"""
   expected = {}
   for module, flax_path, kind, shape in efficientnet_layout(name, include_top):
-    for leaf, collection, flax_leaf, leaf_shape in _LEAVES[kind]:
-      expected[f'{module}.{leaf}'] = (tuple(leaf_shape(shape)), collection,
-                                      flax_path + (flax_leaf,))
+    if kind == 'bn':
+      for leaf, collection, flax_leaf in pretrained._BN_MAP:
+        expected[f'{module}.{leaf}'] = (shape, collection, flax_path + (flax_leaf,))
+      continue
+    expected[f'{module}.weight'] = (shape, 'params', flax_path + ('kernel',))
+    if kind == 'dense':
+      expected[f'{module}.bias'] = (shape[:1], 'params', flax_path + ('bias',))
   return expected
-
-
-def _list(keys, n=4):
-  keys = sorted(keys)
-  return ', '.join(keys[:n]) + (f' and {len(keys) - n} more' if len(keys) > n else '')
 
 
 def efficientnet_variables_from_torch(state_dict: Mapping[str, Any], name: str,
@@ -245,10 +234,11 @@ def efficientnet_variables_from_torch(state_dict: Mapping[str, Any], name: str,
   ignored = lambda k: k.endswith('.num_batches_tracked') or (not include_top
                                                             and k.startswith('_fc.'))
   unexpected = [k for k in state_dict if k not in expected and not ignored(k)]
-  require(not unexpected, f'unexpected key(s) in the {name} state dict: {_list(unexpected)} '
-                          f'{hint}')
+  require(not unexpected, f'unexpected key(s) in the {name} state dict: '
+                          f'{pretrained._list(unexpected)} {hint}')
   missing = [k for k in expected if k not in state_dict]
-  require(not missing, f'missing key(s) in the {name} state dict: {_list(missing)} {hint}')
+  require(not missing, f'missing key(s) in the {name} state dict: {pretrained._list(missing)} '
+                       f'{hint}')
   variables: Dict[str, Dict[str, Any]] = {'params': {}, 'batch_stats': {}}
   for key, (shape, collection, flax_path) in expected.items():
     value = np.asarray(state_dict[key])
@@ -310,6 +300,5 @@ def load_efficientnet_variables(name: str, include_top: bool = False,
                                 path: Optional[str] = None):
   """Pretrained {'params', 'batch_stats'} for EFFICIENTNETS[name]: from `path` (a checkpoint
   with the packages' key names) or, by default, from the installed weights package."""
-  from comic_jax.models import pretrained          # its readers import only NumPy
   path = efficientnet_weights_path(name) if path is None else path
   return efficientnet_variables_from_torch(pretrained.read_state_dict(path), name, include_top)
