@@ -20,6 +20,7 @@ checking the weights; dropout before it is left out: it is a no-op at inference)
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import os
@@ -87,6 +88,13 @@ def lite_blocks(width: float, depth: float) -> List[BlockSpec]:
 _conv_init = nn.initializers.variance_scaling(2.0, 'fan_out', 'normal')
 
 
+def _batch_norm(train: bool, dtype):
+  """BatchNorm as the TF originals: eps 1e-3, running averages with momentum 0.99 (PyTorch's
+  momentum 0.01); batch statistics only when training."""
+  return functools.partial(nn.BatchNorm, use_running_average=not train, momentum=BN_MOMENTUM,
+                           epsilon=BN_EPSILON, dtype=dtype)
+
+
 class MBConv(nn.Module):
   """Inverted-residual block without squeeze-excitation (see BlockSpec)."""
   spec: BlockSpec
@@ -95,20 +103,19 @@ class MBConv(nn.Module):
   @nn.compact
   def __call__(self, x, train: bool):
     spec = self.spec
-    norm = lambda name: nn.BatchNorm(use_running_average=not train, momentum=BN_MOMENTUM,
-                                     epsilon=BN_EPSILON, dtype=self.dtype, name=name)
+    norm = _batch_norm(train, self.dtype)
     y = x
     if spec.expand != 1:
       y = nn.Conv(spec.hidden, (1, 1), use_bias=False, dtype=self.dtype, kernel_init=_conv_init,
                   name='expand_conv')(y)
-      y = nn.relu6(norm('expand_bn')(y))
+      y = nn.relu6(norm(name='expand_bn')(y))
     y = nn.Conv(spec.hidden, (spec.kernel, spec.kernel), (spec.stride, spec.stride),
                 padding='SAME', feature_group_count=spec.hidden, use_bias=False,
                 dtype=self.dtype, kernel_init=_conv_init, name='depthwise_conv')(y)
-    y = nn.relu6(norm('depthwise_bn')(y))
+    y = nn.relu6(norm(name='depthwise_bn')(y))
     y = nn.Conv(spec.out_channels, (1, 1), use_bias=False, dtype=self.dtype,
                 kernel_init=_conv_init, name='project_conv')(y)
-    y = norm('project_bn')(y)
+    y = norm(name='project_bn')(y)
     return x + y if spec.residual else y
 
 
@@ -135,16 +142,15 @@ class EfficientNetLite(nn.Module):
 
   @nn.compact
   def __call__(self, x, train: bool = True, include_top: bool = False):
-    norm = lambda name: nn.BatchNorm(use_running_average=not train, momentum=BN_MOMENTUM,
-                                     epsilon=BN_EPSILON, dtype=self.dtype, name=name)
+    norm = _batch_norm(train, self.dtype)
     x = nn.Conv(STEM_CHANNELS, (3, 3), (2, 2), padding='SAME', use_bias=False, dtype=self.dtype,
                 kernel_init=_conv_init, name='stem_conv')(x.astype(self.dtype))
-    x = nn.relu6(norm('stem_bn')(x))
+    x = nn.relu6(norm(name='stem_bn')(x))
     for i, spec in enumerate(self.blocks()):
       x = MBConv(spec, dtype=self.dtype, name=f'blocks_{i}')(x, train)
     x = nn.Conv(HEAD_CHANNELS, (1, 1), use_bias=False, dtype=self.dtype, kernel_init=_conv_init,
                 name='head_conv')(x)
-    x = nn.relu6(norm('head_bn')(x))
+    x = nn.relu6(norm(name='head_bn')(x))
     x = jnp.mean(x, axis=(1, 2))
     if include_top:
       x = nn.Dense(NUM_CLASSES, dtype=self.dtype, name='classifier')(x)
