@@ -10,6 +10,14 @@ def fail(message) -> None:
   sys.exit(2)
 
 
+def _bad_override(overrides: list[str], error: Exception) -> str:
+  """The override(s) whose path holds the field named in `error` (all of them if none does)."""
+  text = str(error.args[0] if error.args else error)
+  named = [o for o in overrides
+           if any(repr(part) in text or part == text for part in o[len('--config.'):].split('.'))]
+  return ', '.join(named or overrides)
+
+
 def parse_flags(argv):
   """absl's flag parsing (a `flags_parser` for `app.run`), with one-line errors."""
   overrides = [a.split('=')[0] for a in argv[1:] if a.startswith('--config.')]
@@ -20,6 +28,7 @@ def parse_flags(argv):
   except flags.Error as e:
     fail(e)
   except (KeyError, AttributeError) as e:
-    fail(f'{", ".join(overrides)}: no such config field ({e})')
+    fail(f'{_bad_override(overrides, e)}: no such config field; see the config file for the '
+         'field names')
   except (OSError, SyntaxError, ImportError) as e:
     fail(f'cannot load the config file: {str(e).strip().splitlines()[-1]}')

@@ -9,3 +9,16 @@ def require(condition: bool, message: str) -> None:
   """Raises UserError(message) unless `condition`."""
   if not condition:
     raise UserError(message)
+
+
+def warn(message: str) -> None:
+  """One `warning: ...` line on stderr (process 0 only): a documented but surprising case that
+  does not stop the run."""
+  import sys
+  try:
+    import jax
+    if jax.process_index() != 0:
+      return
+  except Exception:  # noqa: BLE001 - before JAX is usable, every process warns
+    pass
+  print('warning: ' + ' '.join(str(message).split()), file=sys.stderr, flush=True)

@@ -26,15 +26,13 @@ from flax.training import train_state
 import tqdm
 
 from comic_jax import checkpoint, features, methods, metrics
+from comic_jax import workdir as workdir_lib
 from comic_jax.data import augment, pipeline, plt, samplers, sources
 from comic_jax.data.pipeline import host_to_global, train_batch
 from comic_jax.errors import UserError, require
 from comic_jax.models import backbones, pretrained
 
 MODULE_GROUPS = ('backbone', 'projection', 'classifier', 'attention')
-# Fields that may differ when a run is resumed in the same workdir (they change no result).
-_RESUME_SAFE_FIELDS = ('progress_bar', 'num_devices', 'eval_batch_size', 'keep_checkpoints',
-                       'checkpoint_every_epochs', 'eval_every_epochs')
 
 
 class TrainState(train_state.TrainState):
@@ -55,6 +53,9 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     ok = value > 0 if strict else value >= 0
     require(ok, f'config.{name}={value!r} must be {"> 0" if strict else ">= 0"}')
 
+  for key, value in workdir_lib.flatten(config.to_dict()).items():   # inf warm-up, nan betas
+    require(not isinstance(value, float) or math.isfinite(value),
+            f'config.{key}={value!r} must be a finite number')
   choice('method', config.method, methods.METHODS)
   choice('data.group_counts', config.data.group_counts, ('full', 'observed'))
   require(0.0 <= config.data.missing_ratio < 1.0,
@@ -71,6 +72,9 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   choice('optim.optimizer', config.optim.optimizer, ('adam', 'sgd'))
   choice('optim.schedule', config.optim.schedule, ('constant', 'cosine', 'step'))
   positive('optim.learning_rate', config.optim.learning_rate)
+  for name in ('b1', 'b2'):
+    require(0.0 <= config.optim[name] < 1.0,
+            f'config.optim.{name}={config.optim[name]!r} must be in [0, 1)')
   positive('optim.weight_decay', config.optim.weight_decay, strict=False)
   positive('optim.warmup_epochs', config.optim.warmup_epochs, strict=False)
   for group in config.optim.lr_scale:
@@ -117,41 +121,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
             f'config.{name}={config[name]} is not divisible by the {n_dev} devices')
 
 
-def prepare_workdir(workdir: str, config: ml_collections.ConfigDict) -> None:
-  """Creates `workdir`, checks it is writable and that a run already trained there (it has a
-  checkpoint) used this config. A run that stopped before its first checkpoint (a bad data path,
-  say) does not bind the workdir."""
-  try:
-    os.makedirs(workdir, exist_ok=True)
-    probe = os.path.join(workdir, f'.write_test_{jax.process_index()}')
-    with open(probe, 'w') as f:
-      f.write('ok')
-    os.remove(probe)
-  except OSError as e:
-    raise UserError(f'workdir {workdir!r} is not writable: {e.strerror or e}') from None
-  saved_path = os.path.join(workdir, 'config.json')
-  current = _flatten(json.loads(config.to_json_best_effort()))
-  if os.path.exists(saved_path) and checkpoint.has_checkpoint(workdir):
-    with open(saved_path) as f:
-      saved = _flatten(json.load(f))
-    differ = sorted(k for k in set(saved) | set(current)
-                    if saved.get(k) != current.get(k) and k.split('.')[0] not in _RESUME_SAFE_FIELDS)
-    require(not differ, f'workdir {workdir!r} holds a run with another config '
-            f'({", ".join(differ[:5])} differ); use a new --workdir to start afresh')
-  if jax.process_index() == 0:
-    with open(saved_path, 'w') as f:
-      f.write(config.to_json_best_effort(indent=2, sort_keys=True))
-
-
-def _flatten(d: dict, prefix: str = '') -> dict:
-  out = {}
-  for k, v in d.items():
-    key = f'{prefix}{k}'
-    if isinstance(v, dict):
-      out.update(_flatten(v, key + '.'))
-    else:
-      out[key] = v
-  return out
+# The workdir checks (lock, config check, atomic config.json) live in comic_jax/workdir.py.
+prepare_workdir = workdir_lib.prepare_workdir
 
 
 # ------------------------------------------------------------------------------- optimizer
@@ -289,8 +260,7 @@ class Run:
     n_train = len(self.data.x_train)
     require(n_train >= config.batch_size, f'config.batch_size={config.batch_size} is larger '
             f'than the {n_train} training images')
-    require(np.asarray(self.data.x_train).ndim != 2 or config.model.backbone == 'mlp',
-            'the training inputs are feature vectors: use --config.model.backbone=mlp')
+    sources.check_model_inputs(self.data, config.model)
     # An epoch is one pass of the uniform sampler (the last partial batch skipped).
     self.steps_per_epoch = n_train // config.batch_size
     self.mesh = create_mesh(config.num_devices)
@@ -343,18 +313,16 @@ class Run:
   def write_results(self, results, per_class) -> None:
     if jax.process_index() != 0:
       return
-    with open(self.path('results.json'), 'w') as f:
-      json.dump(_json_safe(results), f, indent=2)
+    workdir_lib.write_json(self.path('results.json'), _json_safe(results), indent=2)
     full = self.data.y_train_full.sum(0)
     observed = self.data.y_train.sum(0)
-    with open(self.path('per_class_ap.json'), 'w') as f:
-      json.dump(_json_safe({
+    workdir_lib.write_json(self.path('per_class_ap.json'), _json_safe({
           'class_names': list(self.data.class_names),
           'train_count_full': full.tolist(),
           'train_count_observed': observed.tolist(),
           'test_count': self.data.y_test.sum(0).tolist(),
           'group': [plt.GROUP_NAMES[g] for g in self.groups],
-          'ap': {k: v.tolist() for k, v in per_class.items()}}), f, indent=2)
+          'ap': {k: v.tolist() for k, v in per_class.items()}}), indent=2)
 
 
 def _log(fmt: str, *args) -> None:
@@ -376,16 +344,6 @@ def _json_safe(x):
   return x
 
 
-def _rewrite_metrics_log(path: str, max_step: int) -> None:
-  """Keeps only the log lines up to `max_step` (lines after the restored checkpoint are redone)."""
-  if jax.process_index() != 0 or not os.path.exists(path):
-    return
-  with open(path) as f:
-    lines = [l for l in f if l.strip() and json.loads(l)['step'] <= max_step]
-  with open(path, 'w') as f:
-    f.writelines(lines)
-
-
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                        stop_after_epochs: int | None = None) -> TrainState:
   """Trains `config.method` on `config.data`, evaluating and checkpointing at epoch ends.
@@ -397,7 +355,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   run = Run(config, workdir)
   start_step = run.restore()
   log_path = run.path('metrics.jsonl')
-  _rewrite_metrics_log(log_path, start_step)
+  workdir_lib.rewrite_metrics_log(log_path, start_step)
   spe, total = run.steps_per_epoch, run.total_steps
   if start_step:
     _log('resumed from step %d (epoch %d)', start_step, start_step // spe)
@@ -411,7 +369,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   results = per_class = None
   epoch_metrics, epoch_start = [], time.time()
   train_time, train_images = 0.0, 0
+  guard = workdir_lib.PreemptionGuard(run.manager)   # SIGTERM / SIGINT: save, stop
   for step in range(start_step, total):
+    if guard.should_stop(step):
+      if step > 0 and step != run.manager.latest_step():
+        checkpoint.save(run.manager, step, run.state)
+      checkpoint.wait(run.manager)
+      guard.stop(step)                        # raises workdir.Preempted
     batch = host_to_global(train_batch(run.data, run.samplers, step, config.seed), run.sharded)
     run.state, step_metrics = run.train_step(run.state, batch)
     epoch_metrics.append(step_metrics)
@@ -445,11 +409,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       checkpoint.save(run.manager, step + 1, run.state)
     epoch_metrics, epoch_start = [], time.time()
     if stop_after_epochs is not None and epoch >= stop_after_epochs and not last:
-      run.manager.wait_until_finished()
+      checkpoint.wait(run.manager)
       bar.close()
+      guard.close()
       return run.state
   bar.close()
-  run.manager.wait_until_finished()
+  guard.close()
+  checkpoint.wait(run.manager)
   if results is None:  # nothing left to train: the run had finished; evaluate its final state
     results, per_class = run.evaluate()
   run.write_results(results, per_class)
@@ -463,6 +429,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
 
 def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Evaluates the latest checkpoint in `workdir`; writes results.json and prints the table."""
+  workdir_lib.require_checkpoint(workdir)   # before Run creates anything there
   run = Run(config, workdir)
   step = run.restore()
   require(step > 0, f'workdir {workdir!r} has no checkpoint to evaluate; train first')
