@@ -1,4 +1,5 @@
 """User-facing errors: the CLI prints them as one line, never as a stack trace."""
+import sys
 
 
 class UserError(Exception):
@@ -13,12 +14,7 @@ def require(condition: bool, message: str) -> None:
 
 def warn(message: str) -> None:
   """One `warning: ...` line on stderr (process 0 only): a documented but surprising case that
-  does not stop the run."""
-  import sys
-  try:
-    import jax
-    if jax.process_index() != 0:
-      return
-  except Exception:  # noqa: BLE001 - before JAX is usable, every process warns
-    pass
-  print('warning: ' + ' '.join(str(message).split()), file=sys.stderr, flush=True)
+  does not stop the run (a class without test positives, a damaged checkpoint skipped)."""
+  import jax  # here, so that importing this module stays free of JAX
+  if jax.process_index() == 0:
+    print('warning: ' + ' '.join(str(message).split()), file=sys.stderr, flush=True)

@@ -3,7 +3,8 @@ once per training image and augmentation view, and once per test image, then onl
 (projection, classifiers, attention) train, from the cache.
 
 `config.model.feature_cache=True` (with `backbone_trainable=False`): the cache is written to
-`<workdir>/feature_cache.npz` and reused when the run resumes. Training then sees, for each
+`<workdir>/feature_cache.npz` and reused when the run resumes (an unreadable or mismatched
+cache is computed again, with a warning). Training then sees, for each
 sampled image, one of its `model.feature_views` cached views (drawn from the seed and step).
 """
 from __future__ import annotations
@@ -11,6 +12,8 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
+import zipfile
+import zlib
 
 import jax
 import jax.numpy as jnp
@@ -19,6 +22,7 @@ import numpy as np
 
 from comic_jax.data import augment, pipeline
 from comic_jax.data.synthetic import PLTData
+from comic_jax.errors import warn
 from comic_jax.models import backbones, networks, pretrained
 
 
@@ -40,8 +44,15 @@ def cache_features(config, data: PLTData, workdir: str, mesh, log=print) -> PLTD
   """
   path = os.path.join(workdir, 'feature_cache.npz')
   if os.path.exists(path):
-    with np.load(path) as z:
-      return dataclasses.replace(data, x_train=z['train'], x_test=z['test'])
+    try:
+      with np.load(path) as z:
+        train, test = z['train'], z['test']
+      if len(train) == len(data.x_train) and len(test) == len(data.x_test):
+        return dataclasses.replace(data, x_train=train, x_test=test)
+      warn(f'{path} does not match the data set ({len(train)} / {len(test)} images, not '
+           f'{len(data.x_train)} / {len(data.x_test)}): computing the features again')
+    except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile, zlib.error) as e:
+      warn(f'{path} is unreadable ({" ".join(str(e).split())}): computing the features again')
   start = time.time()
   backbone = backbones.create_backbone(config.model)
   example = networks.normalize_images(jnp.asarray(np.asarray(data.x_train[:1])))

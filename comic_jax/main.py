@@ -44,7 +44,8 @@ def main(argv):
   # Imported here so `--help` and flag errors stay fast.
   from comic_jax import train
   from comic_jax.errors import UserError
-  from comic_jax.workdir import Preempted
+  from comic_jax.workdir import Interrupted, Preempted, raise_on_signals
+  raise_on_signals()   # a signal before or after the training steps: one line, no traceback
 
   # Orbax and JAX log every checkpoint step at INFO: keep the console to our progress and table.
   logging.set_verbosity(logging.WARNING)
@@ -55,11 +56,11 @@ def main(argv):
       train.evaluate(FLAGS.config, FLAGS.workdir)
   except UserError as e:
     cli.fail(e)
-  except Preempted as e:   # a checkpoint was saved: one line, exit 128 + signal number
+  except (Preempted, Interrupted) as e:   # one line, exit 128 + signal number
     print(str(e), file=sys.stderr)
     sys.exit(e.exit_code)
-  except KeyboardInterrupt:   # Ctrl-C before training started (or a second one)
-    print('interrupted; rerun the same command to resume from the last checkpoint',
+  except KeyboardInterrupt:   # a second Ctrl-C during the training steps
+    print('interrupted; rerun the same command to resume from the last saved checkpoint',
           file=sys.stderr)
     sys.exit(130)
 

@@ -9,7 +9,6 @@ metrics per reported model, percent), `per_class_ap.json`, and `checkpoints/`.
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 import time
@@ -401,8 +400,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       if hasattr(run.method, 'epoch_summary'):
         line.update(run.method.epoch_summary(jax.device_get(run.state.method_state)))
       if is_main:
-        with open(log_path, 'a') as f:
-          f.write(json.dumps(_json_safe(line)) + '\n')
+        workdir_lib.append_line(log_path, _json_safe(line))
       bar.write(f'epoch {epoch}: loss {summary["loss"]:.4f}  ' + '  '.join(
           f'{name} mAP {r["total"]:.2f}' for name, r in results.items()))
     if epoch % config.checkpoint_every_epochs == 0 or last:

@@ -56,10 +56,16 @@ def write_json(path: str, obj, **kwargs) -> None:
 
 
 def append_line(path: str, obj) -> None:
-  """Appends one JSON line. A crash mid-append leaves at most a partial last line, which
-  `read_metrics_log` drops."""
-  with open(path, 'a') as f:
-    f.write(json.dumps(obj) + '\n')
+  """Appends one JSON line by rewriting the file atomically (a log of one line per evaluation is
+  small), so a crash leaves the old log or the new one. `read_metrics_log` still drops a
+  partial last line, which older versions (plain appends) could leave."""
+  old = ''
+  if os.path.exists(path):
+    with open(path) as f:
+      old = f.read()
+    if old and not old.endswith('\n'):
+      old += '\n'
+  write_text(path, old + json.dumps(obj) + '\n')
 
 
 def read_metrics_log(path: str) -> list[dict]:
@@ -122,7 +128,8 @@ def acquire_lock(workdir: str) -> str:
   path = os.path.join(workdir, LOCK_NAME)
   if jax.process_index() != 0:
     return path
-  me = {'pid': os.getpid(), 'host': socket.gethostname(), 'since': time.strftime('%Y-%m-%d %H:%M:%S')}
+  me = {'pid': os.getpid(), 'host': socket.gethostname(),
+        'since': time.strftime('%Y-%m-%d %H:%M:%S')}
   for _ in range(3):
     try:
       fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
@@ -223,8 +230,8 @@ def _check_saved_config(workdir: str, config) -> None:
                       'cannot be checked; restore it, or use a new --workdir') from None
     differ = sorted(k for k in set(saved) | set(current)
                     if saved.get(k) != current.get(k) and k.split('.')[0] not in RESUME_SAFE_FIELDS)
-    require(not differ, f'workdir {workdir!r} holds a run with another config '
-            f'({", ".join(f"{k}: {saved.get(k)!r} there, {current.get(k)!r} now" for k in differ[:3])}'
+    shown = ', '.join(f'{k}: {saved.get(k)!r} there, {current.get(k)!r} now' for k in differ[:3])
+    require(not differ, f'workdir {workdir!r} holds a run with another config ({shown}'
             f'{", ..." if len(differ) > 3 else ""}); use a new --workdir to start afresh')
 
 
@@ -242,6 +249,29 @@ class Preempted(Exception):
   @property
   def exit_code(self) -> int:
     return PREEMPTED_EXIT_BASE + (self.signum or signal.SIGTERM)
+
+
+class Interrupted(Exception):
+  """A signal outside the training loop (data loading, compilation, the final evaluation): the
+  last saved checkpoint is where the rerun resumes."""
+
+  def __init__(self, signum: int):
+    self.signum = signum
+    super().__init__(f'stopped by {signal.Signals(signum).name} (no checkpoint of the current '
+                     'step); rerun the same command to resume from the last saved checkpoint')
+
+  @property
+  def exit_code(self) -> int:
+    return PREEMPTED_EXIT_BASE + self.signum
+
+
+def raise_on_signals() -> None:
+  """SIGTERM / SIGINT raise Interrupted (the CLI prints one line), until a PreemptionGuard takes
+  over for the training steps. Call it from the main thread, before anything slow."""
+  def handle(signum, frame):
+    raise Interrupted(signum)
+  for s in PreemptionGuard.SIGNALS:
+    signal.signal(s, handle)
 
 
 class PreemptionGuard:

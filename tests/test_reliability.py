@@ -486,3 +486,39 @@ def test_cli_sigterm_saves_a_checkpoint_and_says_so(tmp_path):
   assert step in [int(n) for n in os.listdir(ckpt) if n.isdigit()]
   assert not (workdir / 'lock').exists()
   assert all(l['step'] <= step for l in wd.read_metrics_log(str(workdir / 'metrics.jsonl')))
+
+
+def test_a_signal_outside_the_training_steps_ends_in_one_line():
+  previous = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+  try:
+    wd.raise_on_signals()
+    with pytest.raises(wd.Interrupted) as e:
+      os.kill(os.getpid(), signal.SIGTERM)
+      time.sleep(1)                         # the handler runs in the main thread, at once
+  finally:
+    for s, handler in previous.items():
+      signal.signal(s, handler)
+  assert e.value.exit_code == 143 and 'rerun the same command to resume' in str(e.value)
+
+
+def test_an_unreadable_feature_cache_is_computed_again(tmp_path, capsys):
+  from comic_jax import features
+  from comic_jax.data.synthetic import PLTData
+  rng = np.random.default_rng(0)
+  y = np.eye(4, dtype=np.int8)[np.arange(8) % 4]
+  data = PLTData(name='t', class_names=tuple('abcd'), y_train=y, y_train_full=y, y_test=y[:4],
+                 x_train=rng.normal(size=(8, 3)).astype(np.float32),
+                 x_test=rng.normal(size=(4, 3)).astype(np.float32))
+  config = tiny_config(**{'model.backbone_trainable': False, 'model.feature_cache': True,
+                          'model.backbone': 'mlp', 'model.mlp_widths': (5,),
+                          'augment.kind': 'none', 'model.feature_views': 1,
+                          'eval_batch_size': 4})
+  mesh = train.create_mesh(0)
+  first = features.cache_features(config, data, str(tmp_path), mesh, log=lambda *a: None)
+  path = tmp_path / 'feature_cache.npz'
+  path.write_bytes(path.read_bytes()[:100])                 # a crash mid-write
+  capsys.readouterr()
+  again = features.cache_features(config, data, str(tmp_path), mesh, log=lambda *a: None)
+  assert 'feature_cache.npz is unreadable' in capsys.readouterr().err
+  np.testing.assert_array_equal(first.x_train, again.x_train)
+  np.testing.assert_array_equal(first.x_test, again.x_test)
