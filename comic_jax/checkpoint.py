@@ -109,8 +109,16 @@ def load_variables(workdir: str) -> dict:
   if not os.path.isdir(path):
     raise FileNotFoundError(f'{workdir!r} has no checkpoints/ folder')
   with ocp.CheckpointManager(path) as manager:
-    step = manager.latest_step()
-    if step is None:
+    steps = sorted(manager.all_steps(), reverse=True)
+    if not steps:
       raise FileNotFoundError(f'{workdir!r} has no checkpoint')
-    restored = manager.restore(step, args=ocp.args.StandardRestore())
+    for step in steps:   # an unreadable step is skipped (read-only: another run's workdir)
+      try:
+        restored = manager.restore(step, args=ocp.args.StandardRestore())
+        break
+      except Exception as e:  # noqa: BLE001
+        warn(f'the checkpoint of step {step} in {path} is unreadable ({_one_line(e)}); '
+             'trying the previous one')
+    else:
+      raise UserError(f'no checkpoint in {path} can be read')
   return {'params': restored['params'], 'batch_stats': restored['batch_stats']}

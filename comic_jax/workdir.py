@@ -267,7 +267,14 @@ class Interrupted(Exception):
 
 def raise_on_signals() -> None:
   """SIGTERM / SIGINT raise Interrupted (the CLI prints one line), until a PreemptionGuard takes
-  over for the training steps. Call it from the main thread, before anything slow."""
+  over for the training steps. Call it from the main thread, before anything slow.
+
+  Not in a multi-process run: there JAX's preemption notifier owns SIGTERM (a Python handler
+  would replace it), and orbax's sync point stops every host at the same step.
+  """
+  if jax.process_count() > 1:
+    return
+
   def handle(signum, frame):
     raise Interrupted(signum)
   for s in PreemptionGuard.SIGNALS:
