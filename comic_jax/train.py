@@ -410,6 +410,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       checkpoint.wait(run.manager)
       bar.close()
       guard.close()
+      workdir_lib.release_lock(workdir)
       return run.state
   bar.close()
   guard.close()
@@ -422,6 +423,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       print(f'trained {train_images} images in {train_time:.1f}s '
             f'({train_images / train_time:.0f} img/s, first-step compile included)')
     print(metrics.format_table(results))
+  workdir_lib.release_lock(workdir)
   return run.state
 
 
@@ -436,4 +438,5 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   if jax.process_index() == 0:
     print(f'evaluated the checkpoint of step {step}')
     print(metrics.format_table(results))
+  workdir_lib.release_lock(workdir)
   return results

@@ -291,7 +291,7 @@ def trained(tmp_path_factory):
   np.savez(tmp / 'd.npz', **_arrays())
   config = _npz_config(tmp, tmp / 'd.npz')
   train.train_and_evaluate(config, str(tmp / 'run'))
-  wd.release_lock(str(tmp / 'run'))
+  assert not (tmp / 'run' / 'lock').exists()        # released when the run ends
 
   def copy(dest):
     shutil.copytree(tmp / 'run', dest)
@@ -354,11 +354,16 @@ def test_a_stale_lock_of_a_dead_process_is_taken_over(tmp_path, capsys):
   assert not (workdir / 'lock').exists()
 
 
-def test_eval_of_a_missing_workdir_creates_nothing(tmp_path):
+def test_eval_of_a_missing_or_empty_workdir_creates_nothing(tmp_path):
   with pytest.raises(UserError) as e:
     train.evaluate(tiny_config(), str(tmp_path / 'absent'))
   _one_line_error(e, 'does not exist; train first')
   assert not (tmp_path / 'absent').exists()
+  (tmp_path / 'empty').mkdir()
+  with pytest.raises(UserError) as e:
+    train.evaluate(tiny_config(), str(tmp_path / 'empty'))
+  _one_line_error(e, 'has no checkpoint to evaluate; train first')
+  assert os.listdir(tmp_path / 'empty') == []
 
 
 def test_metrics_log_with_a_partial_last_line_is_repaired(tmp_path, capsys):
