@@ -1,5 +1,7 @@
 """Command-line helpers shared by `main` and `benchmark`: a user's mistake on the command line
 ends with one line on stderr and exit status 2, never a stack trace."""
+import os
+import signal
 import sys
 
 from absl import flags
@@ -32,3 +34,26 @@ def parse_flags(argv):
          'field names')
   except (OSError, SyntaxError, ImportError) as e:
     fail(f'cannot load the config file: {str(e).strip().splitlines()[-1]}')
+
+
+def exit_on_signals() -> None:
+  """SIGTERM / SIGINT outside the training steps (imports, data loading, compilation, the final
+  evaluation, a second Ctrl-C) end the process at once with one line and status 128 + signal.
+
+  Nothing is lost by stopping there: every file of the workdir and the caches is written
+  through a temp file and a rename, and an unfinished checkpoint is ignored on resume. During
+  the training steps `workdir.PreemptionGuard` takes over and saves a checkpoint first. Not for
+  multi-process runs, where JAX's preemption notifier owns SIGTERM. A signal the parent
+  ignores (nohup, a background job) stays ignored.
+  """
+  def handle(signum, frame):
+    workdir = sys.modules.get('comic_jax.workdir')
+    if workdir is not None:
+      workdir.release_all_locks()
+    print(f'\nstopped by {signal.Signals(signum).name}; rerun the same command to resume from '
+          'the last saved checkpoint', file=sys.stderr, flush=True)
+    os._exit(128 + signum)
+
+  for s in (signal.SIGTERM, signal.SIGINT):
+    if signal.getsignal(s) is not signal.SIG_IGN:
+      signal.signal(s, handle)

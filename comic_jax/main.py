@@ -34,6 +34,8 @@ flags.mark_flags_as_required(['config', 'workdir'])
 
 
 def main(argv):
+  if not FLAGS.multihost:   # JAX's preemption notifier owns SIGTERM in multi-process runs
+    cli.exit_on_signals()   # a signal outside the training steps: one line, exit 128 + signal
   if len(argv) > 1:
     cli.fail(f'unexpected argument(s) {" ".join(argv[1:])}: give options as --name=value '
              '(see --help)')
@@ -44,8 +46,7 @@ def main(argv):
   # Imported here so `--help` and flag errors stay fast.
   from comic_jax import train
   from comic_jax.errors import UserError
-  from comic_jax.workdir import Interrupted, Preempted, raise_on_signals
-  raise_on_signals()   # a signal before or after the training steps: one line, no traceback
+  from comic_jax.workdir import Preempted
 
   # Orbax and JAX log every checkpoint step at INFO: keep the console to our progress and table.
   logging.set_verbosity(logging.WARNING)
@@ -56,13 +57,9 @@ def main(argv):
       train.evaluate(FLAGS.config, FLAGS.workdir)
   except UserError as e:
     cli.fail(e)
-  except (Preempted, Interrupted) as e:   # one line, exit 128 + signal number
+  except Preempted as e:   # a checkpoint was saved: one line, exit 128 + signal number
     print(str(e), file=sys.stderr)
     sys.exit(e.exit_code)
-  except KeyboardInterrupt:   # a second Ctrl-C during the training steps
-    print('interrupted; rerun the same command to resume from the last saved checkpoint',
-          file=sys.stderr)
-    sys.exit(130)
 
 
 if __name__ == '__main__':

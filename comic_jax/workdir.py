@@ -36,6 +36,7 @@ RESUME_SAFE_FIELDS = ('progress_bar', 'num_devices', 'eval_batch_size', 'keep_ch
 # Exit status of a run stopped by a signal after saving its checkpoint: the shell's convention
 # (128 + signal number: 143 for SIGTERM, 130 for SIGINT), so schedulers see "preempted".
 PREEMPTED_EXIT_BASE = 128
+_HELD: set[str] = set()   # workdirs whose lock this process holds
 
 
 # ------------------------------------------------------------------------------- atomic files
@@ -154,12 +155,20 @@ def acquire_lock(workdir: str) -> str:
     break
   else:
     raise UserError(f'cannot take the lock {path}: another run keeps taking it')
+  _HELD.add(workdir)
   atexit.register(release_lock, workdir)
   return path
 
 
+def release_all_locks() -> None:
+  """Releases every lock this process holds (the CLI's signal handler, before it exits)."""
+  for workdir in list(_HELD):
+    release_lock(workdir)
+
+
 def release_lock(workdir: str) -> None:
   """Removes `<workdir>/lock` if this process holds it."""
+  _HELD.discard(workdir)
   path = os.path.join(workdir, LOCK_NAME)
   owner = _read_lock(path)
   if owner and (owner.get('host'), owner.get('pid')) == (socket.gethostname(), os.getpid()):
@@ -251,41 +260,11 @@ class Preempted(Exception):
     return PREEMPTED_EXIT_BASE + (self.signum or signal.SIGTERM)
 
 
-class Interrupted(Exception):
-  """A signal outside the training loop (data loading, compilation, the final evaluation): the
-  last saved checkpoint is where the rerun resumes."""
-
-  def __init__(self, signum: int):
-    self.signum = signum
-    super().__init__(f'stopped by {signal.Signals(signum).name} (no checkpoint of the current '
-                     'step); rerun the same command to resume from the last saved checkpoint')
-
-  @property
-  def exit_code(self) -> int:
-    return PREEMPTED_EXIT_BASE + self.signum
-
-
-def raise_on_signals() -> None:
-  """SIGTERM / SIGINT raise Interrupted (the CLI prints one line), until a PreemptionGuard takes
-  over for the training steps. Call it from the main thread, before anything slow.
-
-  Not in a multi-process run: there JAX's preemption notifier owns SIGTERM (a Python handler
-  would replace it), and orbax's sync point stops every host at the same step.
-  """
-  if jax.process_count() > 1:
-    return
-
-  def handle(signum, frame):
-    raise Interrupted(signum)
-  for s in PreemptionGuard.SIGNALS:
-    signal.signal(s, handle)
-
-
 class PreemptionGuard:
   """Turns SIGTERM / SIGINT into a request to stop at the next step boundary.
 
-  The first signal sets a flag (polled by `should_stop`); a second one restores the default
-  handlers and re-raises, so a second Ctrl-C stops at once. In a multi-host run each host's
+  The first signal sets a flag (polled by `should_stop`); a second one restores the previous
+  handlers and re-raises, so a second Ctrl-C stops at once (the CLI's handler: one line, exit). In a multi-host run each host's
   flag is local, so the hosts agree through orbax's preemption sync point
   (`CheckpointManager.reached_preemption`, fed by JAX's preemption notifier) instead.
   Handlers are restored by `close()` (or when the guard is garbage-collected).
@@ -298,7 +277,8 @@ class PreemptionGuard:
     if jax.process_count() == 1:
       try:
         for s in self.SIGNALS:
-          previous[s] = signal.signal(s, self._handler())
+          if signal.getsignal(s) is not signal.SIG_IGN:   # ignored by the parent: stays so
+            previous[s] = signal.signal(s, self._handler())
       except ValueError:      # not the main thread: no handlers, no graceful stop
         pass
     self._finalizer = weakref.finalize(self, _restore_handlers, previous)

@@ -428,12 +428,17 @@ def test_ctrl_c_mid_epoch_saves_and_resumes_bit_identically(tmp_path, trained, m
     return real(batch, sharding)
   signal_at_step_5.calls = 0
   monkeypatch.setattr(train, 'host_to_global', signal_at_step_5)
+  # Python's own Ctrl-C handler, also when pytest runs in a background job (SIGINT ignored).
+  original = signal.signal(signal.SIGINT, signal.default_int_handler)
   previous = signal.getsignal(signal.SIGINT)
-  with pytest.raises(wd.Preempted) as e:
-    train.train_and_evaluate(config, resumed)
+  try:
+    with pytest.raises(wd.Preempted) as e:
+      train.train_and_evaluate(config, resumed)
+    assert signal.getsignal(signal.SIGINT) is previous         # handlers restored
+  finally:
+    signal.signal(signal.SIGINT, original)
   assert e.value.step == 6 and e.value.exit_code == 128 + signal.SIGINT
   assert str(e.value).startswith('stopped at step 6 (SIGINT), checkpoint saved; rerun')
-  assert signal.getsignal(signal.SIGINT) is previous           # handlers restored
   assert sorted(int(s) for s in os.listdir(os.path.join(resumed, 'checkpoints'))) == [4, 6]
   monkeypatch.setattr(train, 'host_to_global', real)
   train.train_and_evaluate(config, resumed)
@@ -493,19 +498,6 @@ def test_cli_sigterm_saves_a_checkpoint_and_says_so(tmp_path):
   assert all(l['step'] <= step for l in wd.read_metrics_log(str(workdir / 'metrics.jsonl')))
 
 
-def test_a_signal_outside_the_training_steps_ends_in_one_line():
-  previous = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
-  try:
-    wd.raise_on_signals()
-    with pytest.raises(wd.Interrupted) as e:
-      os.kill(os.getpid(), signal.SIGTERM)
-      time.sleep(1)                         # the handler runs in the main thread, at once
-  finally:
-    for s, handler in previous.items():
-      signal.signal(s, handler)
-  assert e.value.exit_code == 143 and 'rerun the same command to resume' in str(e.value)
-
-
 def test_an_unreadable_feature_cache_is_computed_again(tmp_path, capsys):
   from comic_jax import features
   from comic_jax.data.synthetic import PLTData
@@ -527,3 +519,21 @@ def test_an_unreadable_feature_cache_is_computed_again(tmp_path, capsys):
   assert 'feature_cache.npz is unreadable' in capsys.readouterr().err
   np.testing.assert_array_equal(first.x_train, again.x_train)
   np.testing.assert_array_equal(first.x_test, again.x_test)
+
+
+def test_cli_sigterm_before_the_training_steps_ends_in_one_line(tmp_path):
+  np.savez(tmp_path / 'd.npz', **_arrays())
+  workdir = tmp_path / 'w'
+  proc = subprocess.Popen(_cli_args(tmp_path, tmp_path / 'd.npz', workdir,
+                                    '--config.num_epochs=500'),
+                          cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  deadline = time.time() + 90
+  while time.time() < deadline and not (workdir / 'config.json').exists():
+    time.sleep(0.05)
+  proc.send_signal(signal.SIGTERM)      # data loading or compilation (rarely: the first steps)
+  _, err = proc.communicate(timeout=60)
+  assert proc.returncode == 128 + signal.SIGTERM, err
+  assert 'Traceback' not in err
+  last = err.strip().splitlines()[-1]
+  assert last.startswith('stopped ') and 'rerun the same command to resume' in last, err
+  assert not (workdir / 'lock').exists()                   # released before exiting
