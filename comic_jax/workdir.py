@@ -264,9 +264,9 @@ class PreemptionGuard:
   """Turns SIGTERM / SIGINT into a request to stop at the next step boundary.
 
   The first signal sets a flag (polled by `should_stop`); a second one restores the previous
-  handlers and re-raises, so a second Ctrl-C stops at once (the CLI's handler: one line, exit). In a multi-host run each host's
-  flag is local, so the hosts agree through orbax's preemption sync point
-  (`CheckpointManager.reached_preemption`, fed by JAX's preemption notifier) instead.
+  handlers and re-raises, so a second Ctrl-C stops at once (under the CLI: one line, exit). In
+  a multi-host run each host's flag is local, so the hosts agree through orbax's preemption
+  sync point (`CheckpointManager.reached_preemption`, fed by JAX's preemption notifier).
   Handlers are restored by `close()` (or when the guard is garbage-collected).
   """
   SIGNALS = (signal.SIGTERM, signal.SIGINT)
