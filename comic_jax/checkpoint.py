@@ -1,11 +1,20 @@
 """Checkpoints with orbax's CheckpointManager: the whole train state (parameters, batch
-statistics, optimizer state, method state such as COMIC's energies) at epoch boundaries."""
+statistics, optimizer state, method state such as COMIC's energies) at epoch boundaries, and
+at the step where a preempted run stops.
+
+A checkpoint that cannot be read (a crash or a full disk while it was written, a damaged file)
+is moved aside to `checkpoints/unreadable_<step>` with one warning line, and the run falls back
+to the previous one: nothing is deleted, and resuming from there ends with the same results.
+"""
 from __future__ import annotations
 
 import os
+import time
 
 import jax
 import orbax.checkpoint as ocp
+
+from comic_jax.errors import UserError, warn
 
 
 def create_manager(workdir: str, keep: int) -> ocp.CheckpointManager:
@@ -21,20 +30,76 @@ def has_checkpoint(workdir: str) -> bool:
   return os.path.isdir(path) and any(name.isdigit() for name in os.listdir(path))
 
 
+def _one_line(e: BaseException) -> str:
+  text = ' '.join(str(e).split()) or type(e).__name__
+  return text if len(text) < 200 else text[:200] + '...'
+
+
 def save(manager: ocp.CheckpointManager, step: int, state) -> None:
-  manager.save(step, args=ocp.args.StandardSave(state))
+  """Saves `state` as `step` (asynchronously). A checkpoint folder that cannot be written (read
+  only, disk full) ends the run with one line instead of a traceback per array."""
+  directory = str(manager.directory)
+  if jax.process_index() == 0:
+    probe = os.path.join(directory, f'.write_test_{os.getpid()}')
+    try:
+      with open(probe, 'w') as f:
+        f.write('ok')
+      os.remove(probe)
+    except OSError as e:
+      raise UserError(f'cannot write the checkpoint of step {step} to {directory}: '
+                      f'{e.strerror or e}; make it writable and rerun to resume from the last '
+                      'saved checkpoint') from None
+  try:
+    manager.save(step, args=ocp.args.StandardSave(state))
+  except Exception as e:  # noqa: BLE001 - orbax raises many kinds; the user needs one line
+    raise UserError(f'cannot write the checkpoint of step {step} to {directory}: '
+                    f'{_one_line(e)}; rerun to resume from the last saved checkpoint') from None
+
+
+def wait(manager: ocp.CheckpointManager) -> None:
+  """Waits for the asynchronous saves, turning a failed one into one line."""
+  try:
+    manager.wait_until_finished()
+  except Exception as e:  # noqa: BLE001
+    raise UserError(f'a checkpoint could not be written to {manager.directory}: '
+                    f'{_one_line(e)}; rerun to resume from the last saved checkpoint') from None
 
 
 def restore_latest(manager: ocp.CheckpointManager, state):
-  """(restored state, step) from the latest checkpoint, or (state, None) when there is none.
+  """(restored state, step) from the latest readable checkpoint, or (state, None) when there
+  is none.
 
-  `state` gives the structure, shapes, dtypes and shardings to restore into.
+  `state` gives the structure, shapes, dtypes and shardings to restore into. An unreadable step
+  is moved aside (see the module docstring) and the previous one is tried.
   """
-  step = manager.latest_step()
-  if step is None:
-    return state, None
   abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
-  return manager.restore(step, args=ocp.args.StandardRestore(abstract)), step
+  steps = sorted(manager.all_steps(), reverse=True)
+  for i, step in enumerate(steps):
+    try:
+      return manager.restore(step, args=ocp.args.StandardRestore(abstract)), step
+    except Exception as e:  # noqa: BLE001 - a damaged step raises whatever its reader hits
+      aside = _move_aside(manager, step)
+      previous = f'falling back to step {steps[i + 1]}' if i + 1 < len(steps) else \
+          'no earlier checkpoint: starting from scratch'
+      warn(f'the checkpoint of step {step} is unreadable ({_one_line(e)}); moved it to '
+           f'{aside}, {previous}')
+  if steps:
+    manager.reload()
+  return state, None
+
+
+def _move_aside(manager: ocp.CheckpointManager, step: int) -> str:
+  """Renames `checkpoints/<step>` to `checkpoints/unreadable_<step>[_<time>]` (orbax ignores
+  names that are not step numbers) so the step can be saved again; nothing is deleted."""
+  directory = str(manager.directory)
+  src = os.path.join(directory, str(step))
+  dest = os.path.join(directory, f'unreadable_{step}')
+  if os.path.exists(dest):
+    dest += time.strftime('_%Y%m%d%H%M%S')
+  if jax.process_index() == 0 and os.path.exists(src):
+    os.replace(src, dest)
+  manager.reload()
+  return dest
 
 
 def load_variables(workdir: str) -> dict:
@@ -44,8 +109,16 @@ def load_variables(workdir: str) -> dict:
   if not os.path.isdir(path):
     raise FileNotFoundError(f'{workdir!r} has no checkpoints/ folder')
   with ocp.CheckpointManager(path) as manager:
-    step = manager.latest_step()
-    if step is None:
+    steps = sorted(manager.all_steps(), reverse=True)
+    if not steps:
       raise FileNotFoundError(f'{workdir!r} has no checkpoint')
-    restored = manager.restore(step, args=ocp.args.StandardRestore())
+    for step in steps:   # an unreadable step is skipped (read-only: another run's workdir)
+      try:
+        restored = manager.restore(step, args=ocp.args.StandardRestore())
+        break
+      except Exception as e:  # noqa: BLE001
+        warn(f'the checkpoint of step {step} in {path} is unreadable ({_one_line(e)}); '
+             'trying the previous one')
+    else:
+      raise UserError(f'no checkpoint in {path} can be read')
   return {'params': restored['params'], 'batch_stats': restored['batch_stats']}

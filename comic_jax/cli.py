@@ -1,5 +1,7 @@
 """Command-line helpers shared by `main` and `benchmark`: a user's mistake on the command line
 ends with one line on stderr and exit status 2, never a stack trace."""
+import os
+import signal
 import sys
 
 from absl import flags
@@ -8,6 +10,14 @@ from absl import flags
 def fail(message) -> None:
   print('error: ' + ' '.join(str(message).split()), file=sys.stderr)
   sys.exit(2)
+
+
+def _bad_override(overrides: list[str], error: Exception) -> str:
+  """The override(s) whose path holds the field named in `error` (all of them if none does)."""
+  text = str(error.args[0] if error.args else error)
+  named = [o for o in overrides
+           if any(repr(part) in text or part == text for part in o[len('--config.'):].split('.'))]
+  return ', '.join(named or overrides)
 
 
 def parse_flags(argv):
@@ -20,6 +30,30 @@ def parse_flags(argv):
   except flags.Error as e:
     fail(e)
   except (KeyError, AttributeError) as e:
-    fail(f'{", ".join(overrides)}: no such config field ({e})')
+    fail(f'{_bad_override(overrides, e)}: no such config field; see the config file for the '
+         'field names')
   except (OSError, SyntaxError, ImportError) as e:
     fail(f'cannot load the config file: {str(e).strip().splitlines()[-1]}')
+
+
+def exit_on_signals() -> None:
+  """SIGTERM / SIGINT outside the training steps (imports, data loading, compilation, the final
+  evaluation, a second Ctrl-C) end the process at once with one line and status 128 + signal.
+
+  Nothing is lost by stopping there: every file of the workdir and the caches is written
+  through a temp file and a rename, and an unfinished checkpoint is ignored on resume. During
+  the training steps `workdir.PreemptionGuard` takes over and saves a checkpoint first. Not for
+  multi-process runs, where JAX's preemption notifier owns SIGTERM. A signal the parent
+  ignores (nohup, a background job) stays ignored.
+  """
+  def handle(signum, frame):
+    workdir = sys.modules.get('comic_jax.workdir')
+    if workdir is not None:
+      workdir.release_all_locks()
+    print(f'\nstopped by {signal.Signals(signum).name}; rerun the same command to resume from '
+          'the last saved checkpoint', file=sys.stderr, flush=True)
+    os._exit(128 + signum)
+
+  for s in (signal.SIGTERM, signal.SIGINT):
+    if signal.getsignal(s) is not signal.SIG_IGN:
+      signal.signal(s, handle)

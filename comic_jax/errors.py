@@ -1,4 +1,5 @@
 """User-facing errors: the CLI prints them as one line, never as a stack trace."""
+import sys
 
 
 class UserError(Exception):
@@ -9,3 +10,11 @@ def require(condition: bool, message: str) -> None:
   """Raises UserError(message) unless `condition`."""
   if not condition:
     raise UserError(message)
+
+
+def warn(message: str) -> None:
+  """One `warning: ...` line on stderr (process 0 only): a documented but surprising case that
+  does not stop the run (a class without test positives, a damaged checkpoint skipped)."""
+  import jax  # here, so that importing this module stays free of JAX
+  if jax.process_index() == 0:
+    print('warning: ' + ' '.join(str(message).split()), file=sys.stderr, flush=True)

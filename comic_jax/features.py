@@ -14,6 +14,8 @@ import hashlib
 import json
 import os
 import time
+import zipfile
+import zlib
 
 import jax
 import jax.numpy as jnp
@@ -23,6 +25,7 @@ import tqdm
 
 from comic_jax.data import augment, pipeline
 from comic_jax.data.types import PLTData
+from comic_jax.errors import warn
 from comic_jax.models import backbones, networks, pretrained
 
 
@@ -59,8 +62,14 @@ def cache_features(config, data: PLTData, workdir: str, mesh, log=print) -> PLTD
   path = cache_path(config)
   fields = _eval_fields(data)
   if os.path.exists(path):
-    with np.load(path) as z:
-      return dataclasses.replace(data, x_train=z['x_train'], **{f: z[f] for f in fields})
+    try:
+      with np.load(path) as z:
+        arrays = {f: z[f] for f in ['x_train'] + fields}
+      if all(len(arrays[f]) == len(getattr(data, f)) for f in arrays):
+        return dataclasses.replace(data, **arrays)
+      warn(f'{path} does not match the data set: computing the features again')
+    except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile, zlib.error) as e:
+      warn(f'{path} is unreadable ({" ".join(str(e).split())}): computing the features again')
   start = time.time()
   backbone = backbones.create_backbone(config.model)
   mean, std = backbones.normalization(config.model)

@@ -34,8 +34,11 @@ flags.mark_flags_as_required(['config', 'workdir'])
 
 
 def main(argv):
+  if not FLAGS.multihost:   # JAX's preemption notifier owns SIGTERM in multi-process runs
+    cli.exit_on_signals()   # a signal outside the training steps: one line, exit 128 + signal
   if len(argv) > 1:
-    raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
+    cli.fail(f'unexpected argument(s) {" ".join(argv[1:])}: give options as --name=value '
+             '(see --help)')
   if FLAGS.multihost:  # must come before any other JAX call
     import jax
     jax.distributed.initialize(coordinator_address=FLAGS.coordinator_address,
@@ -43,6 +46,7 @@ def main(argv):
   # Imported here so `--help` and flag errors stay fast.
   from comic_jax import train
   from comic_jax.errors import UserError
+  from comic_jax.workdir import Preempted
 
   # Orbax and JAX log every checkpoint step at INFO: keep the console to our progress and table.
   logging.set_verbosity(logging.WARNING)
@@ -53,6 +57,9 @@ def main(argv):
       train.evaluate(FLAGS.config, FLAGS.workdir)
   except UserError as e:
     cli.fail(e)
+  except Preempted as e:   # a checkpoint was saved: one line, exit 128 + signal number
+    print(str(e), file=sys.stderr)
+    sys.exit(e.exit_code)
 
 
 if __name__ == '__main__':

@@ -9,12 +9,11 @@ metrics per reported model, percent), `per_class_ap.json`, and `checkpoints/`.
 """
 from __future__ import annotations
 
-import json
+import math
 import os
 import time
 from typing import Any, Callable
 
-from flax import traverse_util
 import jax
 import jax.numpy as jnp
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
@@ -25,16 +24,12 @@ from flax.training import train_state
 import tqdm
 
 from comic_jax import checkpoint, features, metrics, optim, writers
+from comic_jax import workdir as workdir_lib
 from comic_jax.data import augment, longtail, pipeline, samplers, sources
 from comic_jax.data.pipeline import host_to_global, train_batch
 from comic_jax.errors import UserError, require
 from comic_jax.methods import registry
 from comic_jax.models import backbones, pretrained
-
-# Fields that may differ when a run is resumed in the same workdir (they change no result).
-_RESUME_SAFE_FIELDS = ('progress_bar', 'num_devices', 'eval_batch_size', 'keep_checkpoints',
-                       'checkpoint_every_epochs', 'eval_every_epochs')
-
 
 class TrainState(train_state.TrainState):
   """Parameters, optimizer state and step, plus BatchNorm statistics and the method's own state
@@ -49,6 +44,9 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   """Raises UserError naming the first bad field. Each factory checks its own section (the
   method's spec, the data sources, the backbones, the optimizer, the augmentation); the loop's
   own fields are checked here."""
+  for key, value in workdir_lib.flatten(config.to_dict()).items():   # inf warm-up, nan betas
+    require(not isinstance(value, float) or math.isfinite(value),
+            f'config.{key}={value!r} must be a finite number')
   spec = registry.get(config.method)
   if spec.validate is not None:
     spec.validate(config)
@@ -70,30 +68,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
             f'config.{name}={config[name]} is not divisible by the {n_dev} devices')
 
 
-def prepare_workdir(workdir: str, config: ml_collections.ConfigDict) -> None:
-  """Creates `workdir`, checks it is writable and that a run already trained there (it has a
-  checkpoint) used this config. A run that stopped before its first checkpoint (a bad data path,
-  say) does not bind the workdir."""
-  try:
-    os.makedirs(workdir, exist_ok=True)
-    probe = os.path.join(workdir, f'.write_test_{jax.process_index()}')
-    with open(probe, 'w') as f:
-      f.write('ok')
-    os.remove(probe)
-  except OSError as e:
-    raise UserError(f'workdir {workdir!r} is not writable: {e.strerror or e}') from None
-  saved_path = os.path.join(workdir, 'config.json')
-  current = traverse_util.flatten_dict(json.loads(config.to_json_best_effort()), sep='.')
-  if os.path.exists(saved_path) and checkpoint.has_checkpoint(workdir):
-    with open(saved_path) as f:
-      saved = traverse_util.flatten_dict(json.load(f), sep='.')
-    differ = sorted(k for k in set(saved) | set(current)
-                    if saved.get(k) != current.get(k) and k.split('.')[0] not in _RESUME_SAFE_FIELDS)
-    require(not differ, f'workdir {workdir!r} holds a run with another config '
-            f'({", ".join(differ[:5])} differ); use a new --workdir to start afresh')
-  if jax.process_index() == 0:
-    with open(saved_path, 'w') as f:
-      f.write(config.to_json_best_effort(indent=2, sort_keys=True))
+# The workdir checks (lock, config check, atomic config.json) live in comic_jax/workdir.py.
+prepare_workdir = workdir_lib.prepare_workdir
 
 
 # ------------------------------------------------------------------------------- mesh and data
@@ -180,8 +156,7 @@ class Run:
     n_train = len(self.data.x_train)
     require(n_train >= config.batch_size, f'config.batch_size={config.batch_size} is larger '
             f'than the {n_train} training images')
-    require(np.asarray(self.data.x_train).ndim != 2 or config.model.backbone == 'mlp',
-            'the training inputs are feature vectors: use --config.model.backbone=mlp')
+    sources.check_model_inputs(self.data, config.model)
     # An epoch is one pass of the uniform sampler (the last partial batch skipped).
     self.steps_per_epoch = n_train // config.batch_size
     self.mesh = create_mesh(config.num_devices)
@@ -237,34 +212,22 @@ class Run:
   def write_results(self, results, per_class) -> None:
     if jax.process_index() != 0:
       return
-    with open(self.path('results.json'), 'w') as f:
-      json.dump(writers.json_safe(results), f, indent=2)
+    workdir_lib.write_json(self.path('results.json'), writers.json_safe(results), indent=2)
     full = self.data.y_train_full.sum(0)
     observed = self.data.y_train.sum(0)
-    with open(self.path('per_class_ap.json'), 'w') as f:
-      json.dump(writers.json_safe({
+    workdir_lib.write_json(self.path('per_class_ap.json'), writers.json_safe({
           'class_names': list(self.data.class_names),
           'train_count_full': full.tolist(),
           'train_count_observed': observed.tolist(),
           'test_count': self.data.y_test.sum(0).tolist(),
           'group': [longtail.GROUP_NAMES[g] for g in self.groups],
-          'ap': {k: v.tolist() for k, v in per_class.items()}}), f, indent=2)
+          'ap': {k: v.tolist() for k, v in per_class.items()}}), indent=2)
 
 
 def _log(fmt: str, *args) -> None:
   """A progress message, printed by process 0 only."""
   if jax.process_index() == 0:
     tqdm.tqdm.write(fmt % args)
-
-
-def _rewrite_metrics_log(path: str, max_step: int) -> None:
-  """Keeps only the log lines up to `max_step` (lines after the restored checkpoint are redone)."""
-  if jax.process_index() != 0 or not os.path.exists(path):
-    return
-  with open(path) as f:
-    lines = [l for l in f if l.strip() and json.loads(l)['step'] <= max_step]
-  with open(path, 'w') as f:
-    f.writelines(lines)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
@@ -277,7 +240,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   """
   run = Run(config, workdir)
   start_step = run.restore()
-  _rewrite_metrics_log(run.path('metrics.jsonl'), start_step)
+  workdir_lib.rewrite_metrics_log(run.path('metrics.jsonl'), start_step)
   spe, total = run.steps_per_epoch, run.total_steps
   if start_step:
     _log('resumed from step %d (epoch %d)', start_step, start_step // spe)
@@ -292,7 +255,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   results = per_class = None
   epoch_metrics, epoch_start = [], time.time()
   train_time, train_images = 0.0, 0
+  guard = workdir_lib.PreemptionGuard(run.manager)   # SIGTERM / SIGINT: save, stop
   for step in range(start_step, total):
+    if guard.should_stop(step):
+      if step > 0 and step != run.manager.latest_step():
+        checkpoint.save(run.manager, step, run.state)
+      checkpoint.wait(run.manager)
+      log.close()
+      guard.stop(step)                        # raises workdir.Preempted
     batch = host_to_global(run.batch(step), run.sharded)
     run.state, step_metrics = run.train_step(run.state, batch)
     epoch_metrics.append(step_metrics)
@@ -324,13 +294,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       checkpoint.save(run.manager, step + 1, run.state)
     epoch_metrics, epoch_start = [], time.time()
     if stop_after_epochs is not None and epoch >= stop_after_epochs and not last:
-      run.manager.wait_until_finished()
+      checkpoint.wait(run.manager)
       bar.close()
       log.close()
+      guard.close()
+      workdir_lib.release_lock(workdir)
       return run.state
   bar.close()
   log.close()
-  run.manager.wait_until_finished()
+  guard.close()
+  checkpoint.wait(run.manager)
   if results is None:  # nothing left to train: the run had finished; evaluate its final state
     results, per_class = run.evaluate()
   run.write_results(results, per_class)
@@ -339,11 +312,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       print(f'trained {train_images} images in {train_time:.1f}s '
             f'({train_images / train_time:.0f} img/s, first-step compile included)')
     print(metrics.format_table(results))
+  workdir_lib.release_lock(workdir)
   return run.state
 
 
 def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Evaluates the latest checkpoint in `workdir`; writes results.json and prints the table."""
+  workdir_lib.require_checkpoint(workdir)   # before Run creates anything there
   run = Run(config, workdir)
   step = run.restore()
   require(step > 0, f'workdir {workdir!r} has no checkpoint to evaluate; train first')
@@ -352,4 +327,5 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   if jax.process_index() == 0:
     print(f'evaluated the checkpoint of step {step}')
     print(metrics.format_table(results))
+  workdir_lib.release_lock(workdir)
   return results

@@ -9,7 +9,6 @@ needs it). The interface mirrors CLU's `MetricWriter`: `write_scalars(step, {nam
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 import time
@@ -79,8 +78,8 @@ class MetricsLog:
     if not self.enabled:
       return
     line = json_safe(line)
-    with open(self.path, 'a') as f:
-      f.write(json.dumps(line) + '\n')
+    from comic_jax import workdir as workdir_lib   # (it imports this module's neighbours)
+    workdir_lib.append_line(self.path, line)
     self.tensorboard.write_scalars(line['step'], scalars_of(line))
     self.tensorboard.flush()
 

@@ -1,9 +1,12 @@
 """Your own data: arrays in an .npz, or an image folder with JSON / CSV labels.
 
 - `npz`: `x_train, y_train, x_test, y_test` (+ optional `y_train_full`, `class_names`). `x` is
-  either uint8 images (N, H, W, 3) or feature vectors (N, D) (train those with
+  either images (N, H, W, 3) or feature vectors (N, D) (train those with
   `--config.model.backbone=mlp`: a user with precomputed embeddings trains in seconds). With
   `y_train_full`, `y_train` are the observed (partial) labels and `y_train_full` the full ones.
+  Images are uint8 (0-255); float images in [0, 1] are scaled to uint8 (the augmentation and the
+  backbones expect 0-255); other ranges, channels-first images, NaN / inf values and empty sets
+  are refused with the array and row named.
 - `folder`: images under `data.path`, labels in `data.train_labels` / `data.test_labels`
   (JSON {"relative/path.jpg": [0/1, ...]} or CSV with a header `filename,class1,class2,...`).
 """
@@ -11,6 +14,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import zipfile
+import zlib
 from typing import Callable
 
 import numpy as np
@@ -30,6 +35,9 @@ class Pool:
 
 def _binary(name: str, y: np.ndarray, path: str) -> np.ndarray:
   require(y.ndim == 2, f'{path!r}: {name} must be 2-D (N, C), it has shape {y.shape}')
+  require(y.shape[1] > 0, f'{path!r}: {name} has 0 classes (shape {y.shape}): give one column '
+          'per class')
+  require(len(y) > 0, f'{path!r}: {name} has no rows: the {name.split("_")[1]} set is empty')
   require(np.isin(y, (0, 1)).all(), f'{path!r}: {name} must hold only 0 and 1')
   return y.astype(np.int8)
 
@@ -39,9 +47,16 @@ def npz_pools(data_config) -> tuple[tuple[str, ...], Pool, Pool]:
   require(bool(path), 'config.data.path must name the .npz file')
   require(os.path.exists(path), f'data file {path!r} does not exist')
   try:
-    z = dict(np.load(path, allow_pickle=False))
-  except (ValueError, OSError) as e:
-    raise UserError(f'cannot read {path!r} as an .npz of arrays: {e}') from None
+    with np.load(path, allow_pickle=False) as npz:
+      z = dict(npz)
+  except (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as e:
+    # Pickled arrays (ValueError), a truncated or bit-flipped file (BadZipFile, EOFError, a
+    # CRC or zlib error): one line, not a traceback.
+    text = ' '.join(str(e).split()) or type(e).__name__
+    raise UserError(f'cannot read {path!r} as an .npz of arrays ({text}); a truncated or '
+                    'damaged file must be written again') from None
+  except AttributeError:  # np.load of a non-archive returned an array
+    raise UserError(f'{path!r} is not an .npz archive (np.savez)') from None
   missing = [k for k in ('x_train', 'y_train', 'x_test', 'y_test') if k not in z]
   require(not missing, f'{path!r} lacks the arrays {", ".join(missing)}')
   y_train = _binary('y_train', z['y_train'], path)
@@ -52,6 +67,8 @@ def npz_pools(data_config) -> tuple[tuple[str, ...], Pool, Pool]:
     require(len(x) == len(y), f'{path!r}: x_{split} has {len(x)} rows, y_{split} {len(y)}')
     require(x.ndim in (2, 4), f'{path!r}: x_{split} must be images (N, H, W, 3) or features '
             f'(N, D), not shape {x.shape}')
+  z['x_train'] = _inputs('x_train', z['x_train'], path)
+  z['x_test'] = _inputs('x_test', z['x_test'], path)
   require(z['x_train'].shape[1:] == z['x_test'].shape[1:],
           f'{path!r}: x_train rows {z["x_train"].shape[1:]} differ from x_test rows '
           f'{z["x_test"].shape[1:]}')
@@ -73,6 +90,29 @@ def npz_pools(data_config) -> tuple[tuple[str, ...], Pool, Pool]:
   return names, train, test
 
 
+def _inputs(name: str, x: np.ndarray, path: str) -> np.ndarray:
+  """Checked model inputs: finite numbers; images channels-last, as uint8."""
+  require(x.dtype.kind in 'uif', f'{path!r}: {name} has dtype {x.dtype}, expected numbers')
+  if x.dtype.kind == 'f' and len(x):
+    bad = ~np.isfinite(x.reshape(len(x), -1)).all(axis=1)
+    require(not bad.any(), f'{path!r}: {name} holds NaN or inf in {int(bad.sum())} row(s) '
+            f'(first: row {int(np.argmax(bad))}); remove or fix them')
+  if x.ndim != 4 or not len(x):
+    return x
+  require(x.shape[-1] == 3, f'{path!r}: {name} images have shape {x.shape[1:]}; expected '
+          f'channels-last (H, W, 3)' + (': use np.transpose(x, (0, 2, 3, 1))'
+                                        if x.shape[1] == 3 else ''))
+  if x.dtype == np.uint8:
+    return x
+  lo, hi = float(x.min()), float(x.max())
+  if x.dtype.kind == 'f' and lo >= 0.0 and hi <= 1.0:
+    return np.round(x * 255.0).astype(np.uint8)       # [0, 1] floats -> 0-255
+  require(lo >= 0 and hi <= 255 and (x.dtype.kind != 'f' or bool(np.all(x == np.round(x)))),
+          f'{path!r}: {name} images have dtype {x.dtype} with values in [{lo:g}, {hi:g}]; '
+          'save uint8 images (0-255) or floats in [0, 1]')
+  return x.astype(np.uint8)
+
+
 def folder_pools(data_config, image_loader) -> tuple[tuple[str, ...], Pool, Pool]:
   """Pools of an image folder; `image_loader(paths, tag)` makes the load function."""
   root = data_config.path
@@ -85,6 +125,12 @@ def folder_pools(data_config, image_loader) -> tuple[tuple[str, ...], Pool, Pool
   require(test_labels.shape[1] == labels.shape[1],
           f'the label files disagree on the number of classes ({labels.shape[1]} vs '
           f'{test_labels.shape[1]})')
+  if names is not None and test_names is not None and list(names) != list(test_names):
+    order = ' (the same classes in another order)' if sorted(names) == sorted(test_names) else ''
+    raise UserError(f'the class columns of {data_config.test_labels!r} ({", ".join(test_names[:5])}'
+                    f'{", ..." if len(test_names) > 5 else ""}) differ from those of '
+                    f'{data_config.train_labels!r} ({", ".join(names[:5])}'
+                    f'{", ..." if len(names) > 5 else ""}){order}: use the same header')
   names = names or test_names or tuple(data_config.class_names) or tuple(
       f'class_{i}' for i in range(labels.shape[1]))
   require(len(names) == labels.shape[1], f'{len(names)} class names for {labels.shape[1]} classes')

@@ -4,6 +4,10 @@ Every source (PLT-Synth, VOC and COCO through TFDS, your own .npz or image folde
 the same PLT construction: choose the long-tailed training set (`data.longtail`), hide positives
 (`data.partial`, `data.missing_ratio`), check that every class has a training positive, and
 decode the images that are used (cached on disk, so the next run starts at once).
+
+The decoded-image cache of an image folder is keyed by the paths AND the size and modification
+time of every file (one `stat` per image on each run, no decoding), so replacing or damaging an
+image invalidates the cache and the image is decoded (and checked) again.
 """
 from __future__ import annotations
 
@@ -17,7 +21,7 @@ import tqdm
 from comic_jax.data import images, longtail, own_data, splits, synthetic
 from comic_jax.data.own_data import Pool
 from comic_jax.data.types import PLTData
-from comic_jax.errors import UserError, require
+from comic_jax.errors import UserError, require, warn
 
 SOURCES = ('synthetic', 'voc', 'coco', 'npz', 'folder')
 LONGTAIL = ('published', 'pareto', 'json', 'as_is')
@@ -65,7 +69,8 @@ def load_dataset(data_config) -> PLTData:
   elif dc.name == 'npz':
     names, train_pool, test_pool = own_data.npz_pools(dc)
   else:
-    folder_loader = lambda paths, tag: image_loader(lambda i: paths[i], paths, tag, dc, cache)
+    folder_loader = lambda paths, tag: image_loader(lambda i: paths[i], paths, tag, dc, cache,
+                                                    fingerprint=file_fingerprint)
     names, train_pool, test_pool = own_data.folder_pools(dc, folder_loader)
   return make_plt(dc, dc.name, tuple(names), train_pool, test_pool, cache)
 
@@ -118,19 +123,56 @@ def make_plt(dc, name: str, class_names: tuple[str, ...], train: Pool, test: Poo
   absent = [class_names[c] for c in np.flatnonzero(full.sum(0) == 0)]
   require(not absent, f'{len(absent)} classes have no positive in the training set '
           f'({", ".join(absent[:5])}); remove them from the labels')
+  require(len(test.keys) > 0, f'the {name} test set is empty: metrics need test images')
   x_train = train.load(idx, 'train')
   x_test = test.load(np.arange(len(test.keys)), 'test')
+  warn_about_labels(class_names, np.asarray(observed), test.labels)
   return PLTData(name=f'plt_{name}', class_names=class_names, x_train=x_train,
                  y_train=np.asarray(observed, np.int8), y_train_full=full, x_test=x_test,
                  y_test=test.labels.astype(np.int8))
 
 
-def image_loader(encoded, keys, tag: str, dc, cache: str):
+def warn_about_labels(class_names, y_observed: np.ndarray, y_test: np.ndarray) -> None:
+  """Warnings for documented but surprising label counts: classes whose training positives are
+  all hidden (they train on negatives only) and classes without a test positive (left out of
+  mAP, whose mean is over the other classes)."""
+  def names(mask):
+    picked = [class_names[c] for c in np.flatnonzero(mask)]
+    return f'{len(picked)} class(es) ({", ".join(picked[:5])}{", ..." if len(picked) > 5 else ""})'
+  unobserved = np.asarray(y_observed).sum(0) == 0
+  if unobserved.any():
+    warn(f'{names(unobserved)} have no observed training positive (all hidden): they train on '
+         'negatives only')
+  untested = np.asarray(y_test).sum(0) == 0
+  if untested.any():
+    warn(f'{names(untested)} have no test positive: they are left out of mAP')
+
+
+def check_model_inputs(data: PLTData, model_config) -> None:
+  """Feature vectors need the 'mlp' backbone, images a convolutional one."""
+  ndim = np.asarray(data.x_train[:1]).ndim
+  require(ndim != 2 or model_config.backbone == 'mlp',
+          'the training inputs are feature vectors: use --config.model.backbone=mlp')
+  require(ndim == 2 or model_config.backbone != 'mlp',
+          f'the training inputs are images {tuple(np.shape(data.x_train)[1:])}, but '
+          'config.model.backbone=mlp takes feature vectors (N, D): use a convolutional backbone '
+          '(small_cnn, resnet18, ...)')
+
+
+def file_fingerprint(path: str) -> str:
+  """What the image cache checks of a file on every run: size and modification time."""
+  st = os.stat(path)
+  return f'{st.st_size}:{st.st_mtime_ns}'
+
+
+def image_loader(encoded, keys, tag: str, dc, cache: str, fingerprint=None):
   """load(indices, mode): decoded images of a split, stored on disk after the first decode.
 
   mode 'train': the whole image resized to store_size x store_size (augmentation crops from it);
   mode 'test': shorter side resized to eval_resize, centre crop of image_size.
-  `encoded(i)` gives record i's encoded image (bytes, a path, or an array).
+  `encoded(i)` gives record i's encoded image (bytes, a path, or an array). `fingerprint(key)`,
+  when given, is part of the cache key (files: size and mtime), so a changed file is decoded
+  again; without it the keys alone name the content (TFDS records are versioned).
   """
   def load(indices: np.ndarray, mode: str) -> np.ndarray:
     if mode == 'train':
@@ -140,10 +182,20 @@ def image_loader(encoded, keys, tag: str, dc, cache: str):
       fn = lambda i: images.eval_transform(images.decode_image(encoded(i), keys[i]),
                                            dc.eval_resize, dc.image_size)
       size = f'r{dc.eval_resize}c{dc.image_size}'
-    digest = hashlib.sha256('\n'.join(keys[i] for i in indices).encode()).hexdigest()[:16]
+    h = hashlib.sha256()
+    for i in indices:
+      h.update(keys[i].encode() + b'\n')
+      if fingerprint is not None:
+        h.update(fingerprint(keys[i]).encode() + b'\n')
+    digest = h.hexdigest()[:16]
     path = os.path.join(cache, f'{tag}_{mode}_{size}_{len(indices)}_{digest}.npy')
     if os.path.exists(path):
-      return np.load(path, mmap_mode='r')
+      try:
+        cached = np.load(path, mmap_mode='r')
+        if cached.shape[0] == len(indices):
+          return cached
+      except (ValueError, OSError, EOFError) as e:
+        warn(f'the image cache {path} is unreadable ({e}): decoding the images again')
     bar = tqdm.tqdm(total=len(indices), desc=f'decoding {tag} ({mode})', unit='img',
                     dynamic_ncols=True, leave=False)
     out = images.map_images(fn, list(indices), dc.num_threads or os.cpu_count() or 1,

@@ -78,7 +78,10 @@ def parse_id_list(path: str) -> list[str]:
 
 def _check_rows(path: str, rows: dict[str, list], num_classes: int | None) -> np.ndarray:
   require(rows, f'{path!r} holds no labels')
-  width = num_classes if num_classes is not None else len(next(iter(rows.values())))
+  first = next(iter(rows.values()))
+  width = num_classes if num_classes is not None else (
+      len(first) if isinstance(first, (list, tuple)) else 0)
+  require(width > 0, f'{path!r}: the labels have 0 classes; give one 0/1 entry per class')
   for name, row in rows.items():
     require(isinstance(row, (list, tuple)) and len(row) == width,
             f'{path!r}: the labels of {name!r} have {len(row) if isinstance(row, (list, tuple)) else "no"} '
@@ -90,10 +93,17 @@ def _check_rows(path: str, rows: dict[str, list], num_classes: int | None) -> np
 def read_label_json(path: str, num_classes: int | None = None) -> tuple[list[str], np.ndarray]:
   """(file names, (N, C) 0/1 labels) from {"file.jpg": [0/1, ...], ...}."""
   require(os.path.exists(path), f'label file {path!r} does not exist')
+  def unique_keys(pairs):
+    seen = {}
+    for key, value in pairs:
+      require(key not in seen, f'{path!r} lists {key!r} twice; keep one entry per image')
+      seen[key] = value
+    return seen
+
   try:
     with open(path, encoding='utf-8') as f:
-      rows = json.load(f)
-  except json.JSONDecodeError as e:
+      rows = json.load(f, object_pairs_hook=unique_keys)
+  except (json.JSONDecodeError, UnicodeDecodeError) as e:
     raise UserError(f'{path!r} is not valid JSON: {e}') from None
   require(isinstance(rows, dict), f'{path!r} must hold an object {{"file.jpg": [0/1, ...]}}')
   return list(rows), _check_rows(path, rows, num_classes)
@@ -107,17 +117,28 @@ def read_label_csv(path: str) -> tuple[list[str], np.ndarray, list[str]]:
     header = next(reader, None)
     require(header is not None and len(header) >= 2,
             f'{path!r} needs a header row: filename,class1,class2,...')
-    rows = {}
+    # A file without a header would silently lose its first image and name the classes "0",
+    # "1": a header made only of 0 / 1 entries is a label row.
+    require(not all(v.strip() in ('0', '1') for v in header[1:]),
+            f'{path!r} line 1 ({",".join(header[:4])}{",..." if len(header) > 4 else ""}) is a '
+            'label row, not a header: add a header row filename,class1,class2,...')
+    names = [h.strip() for h in header[1:]]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    require(not repeated, f'{path!r}: the header names the class(es) {", ".join(repeated)} twice')
+    rows, first_line = {}, {}
     for line_no, row in enumerate(reader, start=2):
       if not row:
         continue
       require(len(row) == len(header), f'{path!r} line {line_no}: {len(row)} fields, '
               f'expected {len(header)}')
+      require(row[0] not in rows, f'{path!r} line {line_no}: {row[0]!r} is listed again (first '
+              f'on line {first_line.get(row[0])}); keep one row per image')
+      first_line[row[0]] = line_no
       try:
         rows[row[0]] = [int(v) for v in row[1:]]
       except ValueError:
         raise UserError(f'{path!r} line {line_no}: labels must be 0 or 1') from None
-  return list(rows), _check_rows(path, rows, len(header) - 1), header[1:]
+  return list(rows), _check_rows(path, rows, len(header) - 1), names
 
 
 def read_labels(path: str, num_classes: int | None = None):
