@@ -154,7 +154,7 @@ def test_reader_errors_name_the_file(tmp_path):
     pretrained.read_state_dict(str(garbage))
   cut = tmp_path / 'cut.safetensors'
   cut.write_bytes(open(fixture('tiny_state_dict.safetensors'), 'rb').read()[:-5])
-  with pytest.raises(UserError, match="cut.safetensors: safetensors entry '.*' has bad data"):
+  with pytest.raises(UserError, match="cut.safetensors: not a readable safetensors file"):
     pretrained.read_state_dict(str(cut))
 
 

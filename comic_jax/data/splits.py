@@ -9,13 +9,12 @@
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import os
-import urllib.request
 
 import numpy as np
 
+from comic_jax.download import fetch, sha256_of  # noqa: F401  (part of this module's API)
 from comic_jax.errors import UserError, require
 
 DB_COMMIT = '14460d0acda6a3e77a8a6a5999b9746243cb1535'
@@ -32,32 +31,6 @@ def cache_dir(configured: str = '') -> str:
   path = os.path.expanduser(configured or os.path.join('~', '.cache', 'comic_jax'))
   os.makedirs(path, exist_ok=True)
   return path
-
-
-def sha256_of(path: str) -> str:
-  h = hashlib.sha256()
-  with open(path, 'rb') as f:
-    for chunk in iter(lambda: f.read(1 << 20), b''):
-      h.update(chunk)
-  return h.hexdigest()
-
-
-def fetch(url: str, dest: str, sha256: str) -> str:
-  """`dest`, downloaded from `url` unless a file with the right sha256 is already there."""
-  if os.path.exists(dest) and sha256_of(dest) == sha256:
-    return dest
-  tmp = dest + '.part'
-  try:
-    with urllib.request.urlopen(url, timeout=60) as response, open(tmp, 'wb') as f:
-      f.write(response.read())
-  except OSError as e:
-    raise UserError(f'cannot download {url} ({e}); download it by hand to {dest}') from None
-  got = sha256_of(tmp)
-  if got != sha256:
-    os.remove(tmp)
-    raise UserError(f'{url} has sha256 {got}, expected {sha256}: refusing to use it')
-  os.replace(tmp, dest)
-  return dest
 
 
 def published_ids(dataset: str, directory: str) -> list[str]:

@@ -21,7 +21,6 @@ checking the weights; dropout before it is left out: it is a no-op at inference)
 from __future__ import annotations
 
 import functools
-import hashlib
 import math
 import os
 import re
@@ -270,11 +269,8 @@ def weights_package(name: str) -> str:
 
 
 def _sha256_prefix_ok(path: str, prefix: str) -> bool:
-  digest = hashlib.sha256()
-  with open(path, 'rb') as f:
-    for chunk in iter(lambda: f.read(1 << 20), b''):
-      digest.update(chunk)
-  return digest.hexdigest().startswith(prefix)
+  from comic_jax.download import sha256_of
+  return sha256_of(path).startswith(prefix)
 
 
 def efficientnet_weights_path(name: str) -> str:

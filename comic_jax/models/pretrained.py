@@ -20,13 +20,10 @@ can use `random_torchvision_state_dict` from a torch-only virtualenv.
 from __future__ import annotations
 
 import collections
-import hashlib
 import io
-import json
 import os
 import pickle
 import re
-import shutil
 import struct
 import zipfile
 from collections.abc import Mapping
@@ -45,11 +42,6 @@ _TORCH_STORAGES = {
     'DoubleStorage': '<f8', 'FloatStorage': '<f4', 'HalfStorage': '<f2',
     'BFloat16Storage': 'bfloat16', 'LongStorage': '<i8', 'IntStorage': '<i4',
     'ShortStorage': '<i2', 'CharStorage': 'i1', 'ByteStorage': 'u1', 'BoolStorage': '?',
-}
-_SAFETENSORS_DTYPES = {
-    'F64': '<f8', 'F32': '<f4', 'F16': '<f2', 'BF16': 'bfloat16', 'I64': '<i8', 'I32': '<i4',
-    'I16': '<i2', 'I8': 'i1', 'U64': '<u8', 'U32': '<u4', 'U16': '<u2', 'U8': 'u1', 'BOOL': '?',
-    'F8_E4M3': 'float8_e4m3fn', 'F8_E5M2': 'float8_e5m2',
 }
 _LEGACY_MAGIC = 0x1950a86a20f9469cfc6c       # torch.serialization.MAGIC_NUMBER (pre-1.6 files)
 _LEGACY_PROTOCOL = 1001
@@ -282,37 +274,13 @@ def _load_torch_legacy(path: str):
 
 
 def _load_safetensors(path: str) -> Dict[str, np.ndarray]:
-  size = os.path.getsize(path)
-  with open(path, 'rb') as f:
-    head = f.read(8)
-    require(len(head) == 8, f'{path} is not a safetensors file (too short)')
-    n = struct.unpack('<Q', head)[0]
-    require(n <= min(size - 8, 100_000_000), f'{path} is not a safetensors file (bad header size)')
-    try:
-      header = json.loads(f.read(n))
-    except ValueError as e:
-      raise UserError(f'{path} is not a safetensors file (bad JSON header: {e})') from None
-  require(isinstance(header, dict), f'{path} is not a safetensors file (header is not a dict)')
-  raw = np.memmap(path, np.uint8, mode='r') if size > 8 + n else np.zeros(8 + n, np.uint8)
-  data_size = size - 8 - n
-  out = {}
-  for key, info in header.items():
-    if key == '__metadata__':
-      continue
-    try:
-      dtype = _np_dtype(_SAFETENSORS_DTYPES[info['dtype']])
-      shape = tuple(int(s) for s in info['shape'])
-      begin, end = (int(o) for o in info['data_offsets'])
-    except (KeyError, TypeError, ValueError):
-      raise UserError(f'{path}: unsupported or malformed safetensors entry {key!r}: '
-                      f'{info!r:.100}') from None
-    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-    require(0 <= begin <= end <= data_size and end - begin == nbytes,
-            f'{path}: safetensors entry {key!r} has bad data offsets')
-    out[key] = raw[8 + n + begin:8 + n + end].view(dtype).reshape(shape).astype(
-        dtype.newbyteorder('='))
-  del raw
-  return out
+  """A .safetensors file with the safetensors library (bfloat16 / float8 through ml_dtypes)."""
+  import safetensors.numpy
+  try:
+    return dict(safetensors.numpy.load_file(path))
+  except Exception as e:  # safetensors' Rust errors have no Python base class to name
+    raise UserError(f'{path}: not a readable safetensors file ({" ".join(str(e).split())})'
+                    ) from None
 
 
 def _load_npz(path: str) -> Dict[str, np.ndarray]:
@@ -677,53 +645,14 @@ def sha256_prefix(filename: str) -> str:
   return match.group(1)
 
 
-def check_sha256_prefix(path: str, prefix: Optional[str] = None) -> str:
-  """Checks that sha256(file) starts with `prefix` (by default the fragment in its name);
-  deletes the file and raises UserError if not. Returns the full hex digest."""
-  prefix = sha256_prefix(path) if prefix is None else prefix
-  digest = hashlib.sha256()
-  with open(path, 'rb') as f:
-    for chunk in iter(lambda: f.read(1 << 20), b''):
-      digest.update(chunk)
-  hexdigest = digest.hexdigest()
-  if not hexdigest.startswith(prefix):
-    os.remove(path)
-    raise UserError(f'{path} is corrupt or incomplete (sha256 {hexdigest[:16]}... does not start '
-                    f'with {prefix}); deleted it, download it again')
-  return hexdigest
-
-
 def fetch_torchvision_weights(arch: Union[int, str], cache_dir: Optional[str] = None,
                               weights: str = 'IMAGENET1K_V1', timeout: float = 60.0) -> str:
   """The path of torchvision's `arch` weights in `cache_dir` (default ~/.cache/comic_jax),
   downloaded on first use and checked against the sha256 prefix in the file name."""
-  import urllib.error
-  import urllib.request
-  import http.client
+  from comic_jax import download
   url = torchvision_url(arch, weights)
-  cache_dir = os.path.expanduser(cache_dir or DEFAULT_CACHE_DIR)
-  dest = os.path.join(cache_dir, url.rsplit('/', 1)[-1])
-  prefix = sha256_prefix(dest)
-  if os.path.isfile(dest):
-    try:
-      check_sha256_prefix(dest, prefix)
-      return dest
-    except UserError:
-      pass                                  # deleted: download it again
+  dest = os.path.join(os.path.expanduser(cache_dir or DEFAULT_CACHE_DIR), url.rsplit('/', 1)[-1])
   try:
-    os.makedirs(cache_dir, exist_ok=True)
-  except OSError as e:
-    raise UserError(f'cannot create the weights cache {cache_dir}: {e.strerror}') from None
-  partial = dest + '.partial'
-  try:
-    with urllib.request.urlopen(url, timeout=timeout) as response, open(partial, 'wb') as f:
-      shutil.copyfileobj(response, f, 1 << 20)
-  except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as e:
-    if os.path.exists(partial):
-      os.remove(partial)
-    reason = getattr(e, 'reason', None) or e
-    raise UserError(f'could not download {url} ({reason}); download it by hand (e.g. curl -L -o '
-                    f'{dest} {url}) and pass the file path instead') from None
-  check_sha256_prefix(partial, prefix)
-  os.replace(partial, dest)
-  return dest
+    return download.fetch(url, dest, sha256_prefix(dest), timeout=timeout)
+  except UserError as e:
+    raise UserError(f'{e}, and pass the file path instead') from None
