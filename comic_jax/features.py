@@ -2,8 +2,9 @@
 once per training image and augmentation view, and once per test image, then only the heads
 (projection, classifiers, attention) train, from the cache.
 
-`config.model.feature_cache=True` (with `backbone_trainable=False`): the cache is written to
-`<data.cache_dir>/features/<digest>.npz` (`cache_path`) and shared by every run that computes
+`config.model.feature_cache=True` (with `backbone_trainable=False`): each array's features are
+written to `<data.cache_dir>/features/<digest>.npy` (`cache_path`: the digest of the images, the
+backbone and, for training views, the augmentation) and shared by every run that would compute
 the same features (other seeds and methods, resumed runs). Training then sees, for each
 sampled image, one of its `model.feature_views` cached views (drawn from the seed and step).
 """
@@ -14,8 +15,6 @@ import hashlib
 import json
 import os
 import time
-import zipfile
-import zlib
 
 import jax
 import jax.numpy as jnp
@@ -29,47 +28,65 @@ from comic_jax.errors import warn
 from comic_jax.models import backbones, networks, pretrained
 
 
-def cache_path(config) -> str:
-  """Where the features of this data set, backbone, weights and augmentation are cached:
-  `<data.cache_dir>/features/<digest>.npz`, shared by every run (seed, method) that would
-  compute the same features."""
+def cache_path(config, images: np.ndarray, views: int = 0) -> str:
+  """Where the features of one image array are cached: `<data.cache_dir>/features/<digest>.npy`,
+  the digest of the images' bytes, the backbone and its weights, and for training views
+  (`views` > 0) the augmentation, the number of views and the data seed that draws them. Any run
+  that would compute the same features (other methods, seeds, label settings) shares the file,
+  and a change of the images themselves changes the key."""
   from comic_jax.data import splits
-  key = json.dumps({'data': config.data.to_dict(), 'augment': config.augment.to_dict(),
-                    'backbone': backbones.backbone_name(config.model),
-                    'pretrained': config.model.pretrained, 'dtype': config.model.dtype,
-                    'widths': [list(config.model.small_cnn_widths),
-                               list(config.model.mlp_widths)],
-                    'views': config.model.feature_views, 'version': 2},
-                   sort_keys=True, default=str)
-  digest = hashlib.sha256(key.encode()).hexdigest()[:20]
-  return os.path.join(splits.cache_dir(config.data.cache_dir), 'features', f'{digest}.npz')
+  content = hashlib.sha256()
+  content.update(str((images.shape, images.dtype.str)).encode())
+  content.update(np.ascontiguousarray(images).data)
+  key = {'images': content.hexdigest(), 'backbone': backbones.backbone_name(config.model),
+         'pretrained': config.model.pretrained, 'dtype': config.model.dtype,
+         'widths': [list(config.model.small_cnn_widths), list(config.model.mlp_widths)],
+         'version': 3}
+  if views:
+    key.update(views=views, augment=config.augment.to_dict(), seed=config.data.seed,
+               image_size=config.data.image_size)
+  digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()
+  return os.path.join(splits.cache_dir(config.data.cache_dir), 'features', f'{digest[:24]}.npy')
 
 
-def _eval_fields(data: PLTData) -> list[str]:
-  """The image arrays besides the training set (test, and validation when there is one)."""
-  return [f for f in ('x_test', 'x_val') if getattr(data, f, None) is not None]
+def _load(path: str, rows: int):
+  """The cached array at `path`, or None when it is missing or unreadable (with a warning)."""
+  if not os.path.exists(path):
+    return None
+  try:
+    out = np.load(path, allow_pickle=False)
+    if len(out) == rows:
+      return out
+    warn(f'{path} does not match the data set: computing the features again')
+  except (OSError, EOFError, ValueError) as e:
+    warn(f'{path} is unreadable ({" ".join(str(e).split())}): computing the features again')
+  return None
+
+
+def _save(path: str, array: np.ndarray) -> None:
+  if jax.process_index() == 0:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    np.save(path + '.part.npy', array)
+    os.replace(path + '.part.npy', path)
 
 
 def cache_features(config, data: PLTData, workdir: str, mesh, log=print) -> PLTData:
   """`data` with x_train = (N, views, D) and the test (and validation) images = (N, D) backbone
-  features.
+  features, each read from the shared cache (`cache_path`) or computed and stored there.
 
   Views are augmented like training batches, with keys from the data seed (not the training
-  seed), so every training seed shares the cache; the backbone carries
-  `config.model.pretrained`. `workdir` is unused: the cache is shared (`cache_path`).
+  seed), so every training seed shares them; the backbone carries `config.model.pretrained`.
+  `workdir` is unused: the cache is shared.
   """
   del workdir
-  path = cache_path(config)
-  fields = _eval_fields(data)
-  if os.path.exists(path):
-    try:
-      with np.load(path) as z:
-        arrays = {f: z[f] for f in ['x_train'] + fields}
-      if all(len(arrays[f]) == len(getattr(data, f)) for f in arrays):
-        return dataclasses.replace(data, **arrays)
-      warn(f'{path} does not match the data set: computing the features again')
-    except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile, zlib.error) as e:
-      warn(f'{path} is unreadable ({" ".join(str(e).split())}): computing the features again')
+  views = config.model.feature_views
+  jobs = {f: (getattr(data, f), views if f == 'x_train' else 0)
+          for f in ('x_train', 'x_test', 'x_val') if getattr(data, f, None) is not None}
+  paths = {f: cache_path(config, np.asarray(x), v) for f, (x, v) in jobs.items()}
+  arrays = {f: _load(paths[f], len(jobs[f][0])) for f in jobs}
+  todo = [f for f in jobs if arrays[f] is None]
+  if not todo:
+    return dataclasses.replace(data, **arrays)
   start = time.time()
   backbone = backbones.create_backbone(config.model)
   mean, std = backbones.normalization(config.model)
@@ -91,8 +108,7 @@ def cache_features(config, data: PLTData, workdir: str, mesh, log=print) -> PLTD
     return {'f': backbone.apply(variables, normalize(images), train=False)}
 
   variables = jax.device_put(variables, replicated)
-  n_images = len(data.x_train) * config.model.feature_views + sum(
-      len(getattr(data, f)) for f in fields)
+  n_images = sum(len(jobs[f][0]) * max(jobs[f][1], 1) for f in todo)
   bar = tqdm.tqdm(total=n_images, desc='feature cache', unit='img', dynamic_ncols=True,
                   leave=False, disable=jax.process_index() != 0)
 
@@ -101,19 +117,16 @@ def cache_features(config, data: PLTData, workdir: str, mesh, log=print) -> PLTD
     bar.update(len(images))
     return out.astype(np.float32)
 
-  views = [mapped(lambda v, x, b, view=view: embed_view(v, x, view, b), data.x_train)
-           for view in range(config.model.feature_views)]
-  arrays = {'x_train': np.stack(views, axis=1)}
-  for f in fields:
-    arrays[f] = mapped(lambda v, x, _: embed(v, x), getattr(data, f))
+  for f in todo:
+    images, n_views = jobs[f]
+    if n_views:
+      arrays[f] = np.stack([mapped(lambda v, x, b, view=view: embed_view(v, x, view, b), images)
+                            for view in range(n_views)], axis=1)
+    else:
+      arrays[f] = mapped(lambda v, x, _: embed(v, x), images)
+    _save(paths[f], arrays[f])
   bar.close()
-  if jax.process_index() == 0:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    np.savez(path + '.part.npz', **arrays)
-    os.replace(path + '.part.npz', path)
   seconds = time.time() - start
-  train = arrays['x_train']
-  log(f'feature cache: {train.shape[0]} train images x {train.shape[1]} views + '
-      f'{n_images - train.shape[0] * train.shape[1]} test/val images, {train.shape[2]}-d '
-      f'features, {n_images / seconds:.1f} img/s ({seconds:.1f}s) -> {path}')
+  log(f'feature cache: {", ".join(f"{f} {arrays[f].shape}" for f in todo)} computed, '
+      f'{n_images / seconds:.1f} img/s ({seconds:.1f}s), in {os.path.dirname(paths[todo[0]])}')
   return dataclasses.replace(data, **arrays)

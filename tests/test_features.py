@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from comic_jax import features, train
+from comic_jax.data import sources
 from comic_jax.models import pretrained
 from conftest import tiny_config
 
@@ -16,18 +17,21 @@ def test_frozen_backbone_features_are_cached_and_the_heads_train(tmp_path):
                                           'num_epochs': 2, 'data.cache_dir': str(tmp_path)})
   workdir = str(tmp_path / 'run')
   state = train.train_and_evaluate(config, workdir)
-  path = features.cache_path(config)
-  assert path.startswith(str(tmp_path / 'features'))
-  with np.load(path) as z:
-    assert z['x_train'].shape == (1387, 2, 128) and z['x_test'].shape == (2000, 128)
-    # Two views of the same image differ (augmentation), the features are not all equal.
-    assert not np.allclose(z['x_train'][:, 0], z['x_train'][:, 1])
-  # Another training seed and another method share the cache; another view count does not.
-  assert features.cache_path(tiny_config(**{'seed': 3, 'model.feature_cache': True,
-                                            'model.feature_views': 2, 'model.backbone_trainable':
-                                            False, 'data.cache_dir': str(tmp_path)})) == path
-  assert features.cache_path(tiny_config(**{'model.feature_views': 3,
-                                            'data.cache_dir': str(tmp_path)})) != path
+  data = sources.load_dataset(config.data)
+  train_path = features.cache_path(config, data.x_train, views=2)
+  test_path = features.cache_path(config, data.x_test)
+  assert train_path.startswith(str(tmp_path / 'features'))
+  train_views, test_features = np.load(train_path), np.load(test_path)
+  assert train_views.shape == (1387, 2, 128) and test_features.shape == (2000, 128)
+  # Two views of the same image differ (augmentation), the features are not all equal.
+  assert not np.allclose(train_views[:, 0], train_views[:, 1])
+  # Another training seed, method or missing ratio shares the cache; other views or other
+  # images do not.
+  other = tiny_config(**{'seed': 3, 'method': 'bce', 'data.missing_ratio': 0.3,
+                         'data.cache_dir': str(tmp_path)})
+  assert features.cache_path(other, data.x_train, views=2) == train_path
+  assert features.cache_path(other, data.x_train, views=3) != train_path
+  assert features.cache_path(other, data.x_train[1:], views=2) != train_path
   # The heads hold no backbone weights: the backbone is the identity on cached features.
   assert set(state.params['head']) == {'projection', 'classifier'}
   with open(os.path.join(workdir, 'results.json')) as f:

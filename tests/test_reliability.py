@@ -512,7 +512,7 @@ def test_an_unreadable_feature_cache_is_computed_again(tmp_path, capsys):
                           'eval_batch_size': 4, 'data.cache_dir': str(tmp_path)})
   mesh = train.create_mesh(0)
   first = features.cache_features(config, data, str(tmp_path), mesh, log=lambda *a: None)
-  path = features.cache_path(config)
+  path = features.cache_path(config, data.x_train, views=1)
   with open(path, 'rb') as f:
     head = f.read(100)
   with open(path, 'wb') as f:                               # a crash mid-write
