@@ -14,5 +14,5 @@ def benchmark():
 
 
 def predict():
-  from comic_jax import cli, predict as predictor
-  app.run(predictor.main, flags_parser=cli.parse_flags)
+  from comic_jax import predict as predictor
+  predictor.run_cli()
