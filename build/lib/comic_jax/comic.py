@@ -1,0 +1,201 @@
+"""COMIC as a method of the harness: one train step over three branches (METHOD.md).
+
+Per step (U: a batch drawn uniformly over images, R: a class-reversed batch):
+
+    head:     L_mfm(z_h; U)            + lambda_c * L_rlc(z_h; U)
+    tail:     L_mfm(z_t; R)            + lambda_c * L_rlc(z_t; R)
+    balanced: lambda_m * L_mfm(z_b; U) + lambda_c * L_rlc(z_b; U) + lambda_b * L_htb
+
+The stop-gradients inside the losses keep each branch trained by its own terms, so one
+`jax.grad` of the sum updates all three. Method state (checkpointed with the train state):
+the energies e_t of the head and tail branches as `optax.trace` states (the balanced branch's
+energy enters no equation, so none is kept) and one RLC state per branch (running class means,
+correction counters; see `losses/rlc.py`).
+
+Reported at test time: "COMIC" (the balanced model z_b), "Head Model" (zhat_h) and "Tail Model"
+(zhat_t).
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from comic_jax.losses import htb, mfm, rlc
+from comic_jax.models import comic as comic_models
+from comic_jax.models import networks
+
+BRANCHES = ('head', 'tail', 'balanced')
+
+
+def create_comic_network(config, num_classes: int) -> comic_models.ComicNet:
+  classifier = 'cosine' if config.model.classifier == 'auto' else config.model.classifier
+  branch = lambda: networks.create_network(config.model, num_classes, classifier)
+  if not config.comic.htb.enabled:
+    return comic_models.ComicNet(balanced=branch())
+  attention = comic_models.AdditiveAttention(config.comic.htb.attention_dim,
+                                             config.comic.htb.attention_dropout)
+  return comic_models.ComicNet(balanced=branch(), head=branch(), tail=branch(),
+                               attention=attention, beta=config.comic.htb.beta)
+
+
+class Comic:
+  """Correction (RLC), modification (MFM) and balance (HTB) over three branches."""
+
+  def __init__(self, config, observed_labels: np.ndarray, steps_per_epoch: int):
+    cc = config.comic
+    self.config, self.cc = config, cc
+    self.num_classes = observed_labels.shape[1]
+    self.counts = jnp.asarray(np.asarray(observed_labels).sum(0), jnp.float32)   # n_c
+    self.network = create_comic_network(config, self.num_classes)
+    self.use_htb = cc.htb.enabled
+    self.use_rlc = cc.lambda_c > 0
+    self.branches = BRANCHES if self.use_htb else ('balanced',)
+    self.report_names = ('COMIC', 'Head Model', 'Tail Model') if self.use_htb else ('COMIC',)
+    self.samplers = {'': 'uniform', 'tail_': 'class_reversed'} if self.use_htb else {'': 'uniform'}
+    self.mfm = mfm.MFMSettings.from_config(cc.mfm)
+    self.steps_per_epoch = steps_per_epoch
+    self.warmup_steps = int(cc.rlc.warmup_epochs * steps_per_epoch)
+    self.class_means = 'batch' if cc.rlc.official_batch_mean else cc.rlc.class_means
+    if cc.htb.official_energy_signs:
+      self.energy_factor = {'head': -cc.htb.a_head, 'tail': 2.0 * cc.htb.a_tail}
+    else:
+      self.energy_factor = {'head': +cc.htb.a_head, 'tail': -cc.htb.a_tail}
+    cos = config.model.cosine
+    self.cosine = dict(scale=cos.scale, eta=cos.eta, num_groups=cos.num_groups)
+
+  # ------------------------------------------------------------------ state
+  def init(self, rng, batch):
+    params_rng, dropout_rng = jax.random.split(rng)
+    variables = self.network.init({'params': params_rng, 'dropout': dropout_rng}, batch['image'],
+                                  train=False)
+    method_state = {'rlc': {b: rlc.init_state(self.num_classes) for b in self.branches}}
+    if self.use_htb:
+      out = self.network.apply(variables, batch['image'], train=False)
+      dim = out['head']['features'].shape[-1]
+      energy = htb.energy_transform(self.cc.htb.energy_decay)
+      method_state['energy'] = {b: energy.init(jnp.zeros((dim,), jnp.float32))
+                                for b in ('head', 'tail')}
+    return variables['params'], variables.get('batch_stats', {}), method_state
+
+  # ------------------------------------------------------------------ pieces
+  def adjusted_logits(self, params, branch: str, out: dict, energy_state) -> jnp.ndarray:
+    """zhat_x of a branch's output with its energy (METHOD.md "Energy-adjusted logits")."""
+    return htb.energy_adjusted_logits(
+        out['logits'], out['features'], params[branch]['classifier']['kernel'],
+        energy_state.trace, factor=self.energy_factor[branch], **self.cosine)
+
+  def mfm_loss(self, logits, labels):
+    return mfm.mfm_loss_from_counts(logits, labels, self.counts, self.mfm)
+
+  def rlc_term(self, state, logits, labels, labels_full, active, new_epoch):
+    """(L_rlc, new RLC state, corrections in the batch) for one branch on one batch."""
+    cr = self.cc.rlc
+    state = rlc.reset_epoch(state, new_epoch, keep_means=self.class_means == 'ema')
+    state, class_means = rlc.update_class_means(state, jax.nn.sigmoid(logits),
+                                                mode=self.class_means, ema_decay=cr.ema_decay)
+    yhat = rlc.correct_labels(jax.nn.sigmoid(logits), labels, class_means, tau=cr.tau,
+                              active=active)
+    state = rlc.count_corrections(state, yhat, labels_full)
+    loss = rlc.rlc_loss(logits, labels, yhat, self.counts + state['corrections'], self.mfm,
+                        margin=cr.margin, weight_exponent=cr.weight_exponent,
+                        positive_normalisation=cr.official_positive_normalisation)
+    return loss, state, yhat.sum()
+
+  # ------------------------------------------------------------------ the step's loss
+  def loss_terms(self, params, batch_stats, method_state, batch, rng, step):
+    """Each branch's own loss: ({'head', 'tail', 'balanced'}, (batch_stats, state, metrics)).
+
+    The stop-gradients make the gradient of a branch's term zero for every other branch's
+    parameters, so the gradient of the sum trains each branch by its own terms (tested).
+    """
+    cc = self.cc
+    new_epoch = step % self.steps_per_epoch == 0
+    active = step >= self.warmup_steps
+    rlc_state = dict(method_state['rlc'])
+    new_state = {'rlc': rlc_state}
+    metrics, terms = {}, {}
+    apply = self.network.apply
+    u_img, u_y, u_full = batch['image'], batch['label'], batch['label_full']
+
+    def rlc_for(branch, logits, labels, full):
+      loss, rlc_state[branch], n = self.rlc_term(rlc_state[branch], logits, labels, full, active,
+                                                 new_epoch)
+      metrics[f'{branch}_corrections'] = n
+      metrics[f'{branch}_rlc'] = loss
+      return cc.lambda_c * loss
+
+    context = None
+    if self.use_htb:
+      energy = dict(method_state['energy'])
+      new_state['energy'] = energy
+      # Head branch on U.
+      out_h, upd = apply({'params': params, 'batch_stats': batch_stats}, u_img, train=True,
+                         method='head_forward', mutable=['batch_stats'])
+      batch_stats = upd['batch_stats']
+      energy['head'] = htb.update_energy(energy['head'], out_h['features'], cc.htb.energy_decay)
+      zhat_h = self.adjusted_logits(params, 'head', out_h, energy['head'])
+      terms['head'] = metrics['head_mfm'] = self.mfm_loss(out_h['logits'], u_y)
+      if self.use_rlc:
+        logits = zhat_h if cc.rlc.official_adjusted_logits else out_h['logits']
+        terms['head'] += rlc_for('head', logits, u_y, u_full)
+      # Tail branch on R (its training batch; its batch statistics come from R only) ...
+      r_img, r_y, r_full = batch['tail_image'], batch['tail_label'], batch['tail_label_full']
+      out_t, upd = apply({'params': params, 'batch_stats': batch_stats}, r_img, train=True,
+                         method='tail_forward', mutable=['batch_stats'])
+      batch_stats = upd['batch_stats']
+      energy['tail'] = htb.update_energy(energy['tail'], out_t['features'], cc.htb.energy_decay)
+      terms['tail'] = metrics['tail_mfm'] = self.mfm_loss(out_t['logits'], r_y)
+      if self.use_rlc:
+        logits = (self.adjusted_logits(params, 'tail', out_t, energy['tail'])
+                  if cc.rlc.official_adjusted_logits else out_t['logits'])
+        terms['tail'] += rlc_for('tail', logits, r_y, r_full)
+      # ... and on U, as a constant for HTB.
+      out_tu, _ = apply({'params': params, 'batch_stats': batch_stats}, u_img, train=True,
+                        method='tail_forward', mutable=['batch_stats'])
+      out_tu = jax.lax.stop_gradient(out_tu)
+      zhat_tu = jax.lax.stop_gradient(self.adjusted_logits(params, 'tail', out_tu, energy['tail']))
+      context = jnp.stack([out_h['features'], out_tu['features']], axis=1)
+
+    # Balanced branch on U, fused with the head and tail features of the same images.
+    out_b, upd = apply({'params': params, 'batch_stats': batch_stats}, u_img, context,
+                       train=True, method='balanced_forward', mutable=['batch_stats'],
+                       rngs={'dropout': rng})
+    batch_stats = upd['batch_stats']
+    metrics['balanced_mfm'] = self.mfm_loss(out_b['logits'], u_y)
+    terms['balanced'] = cc.lambda_m * metrics['balanced_mfm']
+    if self.use_rlc:
+      terms['balanced'] += rlc_for('balanced', out_b['logits'], u_y, u_full)
+    if self.use_htb and cc.lambda_b > 0:
+      kappa_h, kappa_t = htb.htb_weights(self.mfm_loss(zhat_h, u_y), self.mfm_loss(zhat_tu, u_y),
+                                         cc.htb.alpha)
+      loss_htb = htb.htb_loss(zhat_h, zhat_tu, out_b['logits'], u_y, kappa_h, kappa_t)
+      terms['balanced'] += cc.lambda_b * loss_htb
+      metrics.update(htb=loss_htb, kappa_head=kappa_h)
+    return terms, (batch_stats, new_state, metrics)
+
+  def loss(self, params, batch_stats, method_state, batch, rng, step):
+    terms, (batch_stats, new_state, metrics) = self.loss_terms(
+        params, batch_stats, method_state, batch, rng, step)
+    total = sum(terms.values())
+    metrics['loss'] = total
+    return total, (batch_stats, new_state, metrics)
+
+  # ------------------------------------------------------------------ test time
+  def predict(self, params, batch_stats, method_state, images):
+    out = self.network.apply({'params': params, 'batch_stats': batch_stats}, images, train=False)
+    preds = {'COMIC': out['balanced']['logits']}
+    if self.use_htb:
+      for branch, name in (('head', 'Head Model'), ('tail', 'Tail Model')):
+        preds[name] = self.adjusted_logits(params, branch, out[branch],
+                                           method_state['energy'][branch])
+    return preds
+
+  def epoch_summary(self, method_state) -> dict:
+    """RLC corrections of the epoch per branch: made, true (a hidden label), false."""
+    out = {}
+    for branch, state in method_state['rlc'].items():
+      made = int(np.asarray(state['corrections']).sum())
+      true = int(np.asarray(state['true_corrections']).sum())
+      out[branch] = {'corrections': made, 'true': true, 'false': made - true}
+    return {'rlc': out}

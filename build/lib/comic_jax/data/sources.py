@@ -1,0 +1,148 @@
+"""Data sources: turn `config.data` into a `PLTData` held in memory.
+
+Every source (PLT-Synth, VOC and COCO through TFDS, your own .npz or image folder) goes through
+the same PLT construction: choose the long-tailed training set (`data.longtail`), hide positives
+(`data.partial`, `data.missing_ratio`), check that every class has a training positive, and
+decode the images that are used (cached on disk, so the next run starts at once).
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+
+import numpy as np
+import tqdm
+
+from comic_jax.data import images, own_data, plt, splits, synthetic
+from comic_jax.data.own_data import Pool
+from comic_jax.data.synthetic import PLTData
+from comic_jax.errors import UserError, require
+
+SOURCES = ('synthetic', 'voc', 'coco', 'npz', 'folder')
+LONGTAIL = ('published', 'pareto', 'json', 'as_is')
+
+# Runs in one process (tests, the benchmark runner) share the arrays; nothing writes to them.
+_plt_synth = functools.lru_cache(maxsize=4)(synthetic.make_plt_synth)
+
+
+def load_dataset(data_config) -> PLTData:
+  """The data set named by `data_config.name`."""
+  dc = data_config
+  require(dc.name in SOURCES, f'config.data.name={dc.name!r} is not one of {", ".join(SOURCES)}')
+  require(dc.longtail in LONGTAIL,
+          f'config.data.longtail={dc.longtail!r} is not one of {", ".join(LONGTAIL)}')
+  require(dc.partial in ('simulate', 'as_is'),
+          f"config.data.partial={dc.partial!r} is not one of simulate, as_is")
+  if dc.name == 'synthetic':
+    return _plt_synth(
+        seed=dc.seed, image_size=dc.image_size, missing_ratio=dc.missing_ratio,
+        pool_size=dc.synthetic.pool_size, pareto_shape=dc.pareto.shape,
+        max_count=dc.pareto.max_count, min_count=dc.pareto.min_count,
+        num_test=dc.synthetic.num_test, min_test_positives=dc.synthetic.min_test_positives)
+  cache = splits.cache_dir(dc.cache_dir)
+  if dc.name in ('voc', 'coco'):
+    from comic_jax.data import tfds_data
+    train, test = tfds_data.open_dataset(dc.name, dc, cache)
+    names = train.class_names
+    loader = lambda split, tag: image_loader(split.encoded_image, split.keys, tag, dc, cache)
+    train_pool = Pool(train.keys, train.labels, loader(train, f'{dc.name}_train'))
+    test_pool = Pool(test.keys, test.labels, loader(test, f'{dc.name}_test'))
+  elif dc.name == 'npz':
+    names, train_pool, test_pool = own_data.npz_pools(dc)
+  else:
+    folder_loader = lambda paths, tag: image_loader(lambda i: paths[i], paths, tag, dc, cache)
+    names, train_pool, test_pool = own_data.folder_pools(dc, folder_loader)
+  return make_plt(dc, dc.name, tuple(names), train_pool, test_pool, cache)
+
+
+def longtail_indices(dc, dataset: str, pool: Pool, cache: str):
+  """(indices of the long-tailed training set in the pool, observed labels or None)."""
+  if dc.longtail == 'as_is':
+    return np.arange(len(pool.keys)), None
+  if dc.longtail == 'pareto':
+    c = pool.labels.shape[1]
+    targets = plt.pareto_reference_counts(c, dc.pareto.max_count, dc.pareto.min_count,
+                                          dc.pareto.shape)
+    return plt.greedy_longtail_subsample(pool.labels, targets, seed=dc.seed), None
+  position = {k: i for i, k in enumerate(pool.keys)}
+  if dc.longtail == 'published':
+    require(dataset in splits.PUBLISHED_ID_LISTS,
+            f"config.data.longtail='published' exists for coco and voc, not {dataset!r}")
+    ids = splits.published_ids(dataset, cache)
+    missing = [i for i in ids if i not in position]
+    require(not missing, f'{len(missing)} of the {len(ids)} published {dataset} ids are not in the '
+            f'source (e.g. {missing[:3]}): is the TFDS data set complete?')
+    return np.array([position[i] for i in ids]), None
+  # 'json': the authors' PLT file {"file.jpg": [0/1, ...]}.
+  require(bool(dc.plt_json), "config.data.longtail='json' needs config.data.plt_json")
+  files, labels = splits.read_label_json(dc.plt_json, pool.labels.shape[1])
+  stems = [os.path.splitext(os.path.basename(f))[0] for f in files]
+  missing = [f for f, s in zip(files, stems) if s not in position]
+  require(not missing, f'{len(missing)} images of {dc.plt_json!r} are not in the source '
+          f'(e.g. {missing[:3]})')
+  idx = np.array([position[s] for s in stems])
+  if dc.plt_json_labels == 'partial':
+    return idx, labels
+  require(dc.plt_json_labels == 'full',
+          f"config.data.plt_json_labels={dc.plt_json_labels!r} is not one of full, partial")
+  pool.labels = pool.labels.copy()
+  pool.labels[idx] = labels
+  return idx, None
+
+
+def make_plt(dc, name: str, class_names: tuple[str, ...], train: Pool, test: Pool,
+             cache: str) -> PLTData:
+  """The PLT construction common to every source (see the module docstring)."""
+  idx, observed = longtail_indices(dc, name, train, cache)
+  full = train.labels[idx].astype(np.int8)
+  if observed is None and train.observed is not None:
+    observed = train.observed[idx]
+  if observed is None:
+    observed = (full if dc.partial == 'as_is'
+                else plt.drop_positives(full, dc.missing_ratio, seed=dc.seed + 1))
+  absent = [class_names[c] for c in np.flatnonzero(full.sum(0) == 0)]
+  require(not absent, f'{len(absent)} classes have no positive in the training set '
+          f'({", ".join(absent[:5])}); remove them from the labels')
+  x_train = train.load(idx, 'train')
+  x_test = test.load(np.arange(len(test.keys)), 'test')
+  return PLTData(name=f'plt_{name}', class_names=class_names, x_train=x_train,
+                 y_train=np.asarray(observed, np.int8), y_train_full=full, x_test=x_test,
+                 y_test=test.labels.astype(np.int8))
+
+
+def image_loader(encoded, keys, tag: str, dc, cache: str):
+  """load(indices, mode): decoded images of a split, stored on disk after the first decode.
+
+  mode 'train': the whole image resized to store_size x store_size (augmentation crops from it);
+  mode 'test': shorter side resized to eval_resize, centre crop of image_size.
+  `encoded(i)` gives record i's encoded image (bytes, a path, or an array).
+  """
+  def load(indices: np.ndarray, mode: str) -> np.ndarray:
+    if mode == 'train':
+      fn = lambda i: images.square_resize(images.decode_image(encoded(i), keys[i]), dc.store_size)
+      size = f'sq{dc.store_size}'
+    else:
+      fn = lambda i: images.eval_transform(images.decode_image(encoded(i), keys[i]),
+                                           dc.eval_resize, dc.image_size)
+      size = f'r{dc.eval_resize}c{dc.image_size}'
+    digest = hashlib.sha256('\n'.join(keys[i] for i in indices).encode()).hexdigest()[:16]
+    path = os.path.join(cache, f'{tag}_{mode}_{size}_{len(indices)}_{digest}.npy')
+    if os.path.exists(path):
+      return np.load(path, mmap_mode='r')
+    bar = tqdm.tqdm(total=len(indices), desc=f'decoding {tag} ({mode})', unit='img',
+                    dynamic_ncols=True, leave=False)
+    out = images.map_images(fn, list(indices), dc.num_threads or os.cpu_count() or 1,
+                            progress=lambda n=1: bar.update(n))
+    bar.close()
+    np.save(path + '.part.npy', out)
+    os.replace(path + '.part.npy', path)
+    return np.load(path, mmap_mode='r')
+  return load
+
+
+def training_groups(data: PLTData, data_config) -> np.ndarray:
+  """Many / medium / few of each class from the full (default) or observed training counts."""
+  y = data.y_train_full if data_config.group_counts == 'full' else data.y_train
+  return plt.class_groups(np.asarray(y).sum(0), data_config.many_threshold,
+                          data_config.few_threshold)

@@ -1,0 +1,128 @@
+"""Published long-tailed splits and label files: downloads with checksums, parsers.
+
+- DB's COCO-MLT and VOC-MLT image-id lists (BASELINES.md "Long tail" (a)), fetched at run time
+  from the Distribution-Balanced loss repository at a fixed commit and checked against sha256.
+  They are read as text (the COCO one is named .pkl but is plain text); nothing is unpickled.
+- The authors' released PLT JSON files: {"file.jpg": [0/1, ...]}.
+- Label files of your own data: JSON ({"file": [0/1, ...]}) or CSV (filename, class1, ...).
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+import urllib.request
+
+import numpy as np
+
+from comic_jax.errors import UserError, require
+
+DB_COMMIT = '14460d0acda6a3e77a8a6a5999b9746243cb1535'
+DB_RAW = f'https://raw.githubusercontent.com/wutong16/DistributionBalancedLoss/{DB_COMMIT}/appendix/'
+PUBLISHED_ID_LISTS = {
+    'coco': ('coco/longtail2017/img_id.pkl',
+             'f31e853d2c7b69512c62b65ff1db067a49b3ab86a62f685c7da86b7c3dd04768'),
+    'voc': ('VOCdevkit/longtail2012/img_id.txt',
+            '6e49185d5421236718f7393e952f5790e5c0cfeb1694892b1b971f59725d5ebc'),
+}
+
+
+def cache_dir(configured: str = '') -> str:
+  path = os.path.expanduser(configured or os.path.join('~', '.cache', 'comic_jax'))
+  os.makedirs(path, exist_ok=True)
+  return path
+
+
+def sha256_of(path: str) -> str:
+  h = hashlib.sha256()
+  with open(path, 'rb') as f:
+    for chunk in iter(lambda: f.read(1 << 20), b''):
+      h.update(chunk)
+  return h.hexdigest()
+
+
+def fetch(url: str, dest: str, sha256: str) -> str:
+  """`dest`, downloaded from `url` unless a file with the right sha256 is already there."""
+  if os.path.exists(dest) and sha256_of(dest) == sha256:
+    return dest
+  tmp = dest + '.part'
+  try:
+    with urllib.request.urlopen(url, timeout=60) as response, open(tmp, 'wb') as f:
+      f.write(response.read())
+  except OSError as e:
+    raise UserError(f'cannot download {url} ({e}); download it by hand to {dest}') from None
+  got = sha256_of(tmp)
+  if got != sha256:
+    os.remove(tmp)
+    raise UserError(f'{url} has sha256 {got}, expected {sha256}: refusing to use it')
+  os.replace(tmp, dest)
+  return dest
+
+
+def published_ids(dataset: str, directory: str) -> list[str]:
+  """DB's long-tailed image ids of 'coco' (2017 train ids) or 'voc' (2012 trainval names)."""
+  rel, sha = PUBLISHED_ID_LISTS[dataset]
+  dest = os.path.join(directory, f'{dataset}_mlt_{os.path.basename(rel)}')
+  path = fetch(DB_RAW + rel, dest, sha)
+  return parse_id_list(path)
+
+
+def parse_id_list(path: str) -> list[str]:
+  """One id per line (blank lines skipped); ids are kept as strings."""
+  with open(path, encoding='utf-8') as f:
+    ids = [line.strip() for line in f if line.strip()]
+  require(len(set(ids)) == len(ids), f'{path!r} lists an image id twice')
+  return ids
+
+
+def _check_rows(path: str, rows: dict[str, list], num_classes: int | None) -> np.ndarray:
+  require(rows, f'{path!r} holds no labels')
+  width = num_classes if num_classes is not None else len(next(iter(rows.values())))
+  for name, row in rows.items():
+    require(isinstance(row, (list, tuple)) and len(row) == width,
+            f'{path!r}: the labels of {name!r} have {len(row) if isinstance(row, (list, tuple)) else "no"} '
+            f'entries, expected {width}')
+    require(all(v in (0, 1) for v in row), f'{path!r}: the labels of {name!r} are not all 0 or 1')
+  return np.array(list(rows.values()), dtype=np.int8)
+
+
+def read_label_json(path: str, num_classes: int | None = None) -> tuple[list[str], np.ndarray]:
+  """(file names, (N, C) 0/1 labels) from {"file.jpg": [0/1, ...], ...}."""
+  require(os.path.exists(path), f'label file {path!r} does not exist')
+  try:
+    with open(path, encoding='utf-8') as f:
+      rows = json.load(f)
+  except json.JSONDecodeError as e:
+    raise UserError(f'{path!r} is not valid JSON: {e}') from None
+  require(isinstance(rows, dict), f'{path!r} must hold an object {{"file.jpg": [0/1, ...]}}')
+  return list(rows), _check_rows(path, rows, num_classes)
+
+
+def read_label_csv(path: str) -> tuple[list[str], np.ndarray, list[str]]:
+  """(file names, (N, C) labels, class names) from a CSV with a header: filename, class1, ..."""
+  require(os.path.exists(path), f'label file {path!r} does not exist')
+  with open(path, newline='', encoding='utf-8') as f:
+    reader = csv.reader(f)
+    header = next(reader, None)
+    require(header is not None and len(header) >= 2,
+            f'{path!r} needs a header row: filename,class1,class2,...')
+    rows = {}
+    for line_no, row in enumerate(reader, start=2):
+      if not row:
+        continue
+      require(len(row) == len(header), f'{path!r} line {line_no}: {len(row)} fields, '
+              f'expected {len(header)}')
+      try:
+        rows[row[0]] = [int(v) for v in row[1:]]
+      except ValueError:
+        raise UserError(f'{path!r} line {line_no}: labels must be 0 or 1') from None
+  return list(rows), _check_rows(path, rows, len(header) - 1), header[1:]
+
+
+def read_labels(path: str, num_classes: int | None = None):
+  """(file names, labels, class names or None) from a .json or .csv label file."""
+  if path.lower().endswith('.csv'):
+    return read_label_csv(path)
+  names, labels = read_label_json(path, num_classes)
+  return names, labels, None

@@ -1,0 +1,86 @@
+"""HTB, the head-tail balancer (METHOD.md "Energy e_t", "Energy-adjusted logits", "HTB")."""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from comic_jax.models.heads import split_groups
+
+_TINY = 1e-12
+
+
+def energy_transform(mu: float = 0.9) -> optax.GradientTransformation:
+  """e_t = mu * e_{t-1} + g_t is exactly optax.trace(decay=mu) applied to g_t."""
+  return optax.trace(decay=mu)
+
+
+def update_energy(energy_state, features: jnp.ndarray, mu: float = 0.9):
+  """Feeds g_t = batch mean of stop_gradient(features) to the trace; returns the new state.
+
+  The energy e_t itself is `new_state.trace`.
+  """
+  g = jnp.mean(jax.lax.stop_gradient(features).astype(jnp.float32), axis=0)
+  _, new_state = energy_transform(mu).update(g, energy_state)
+  return new_state
+
+
+def energy_adjusted_logits(logits: jnp.ndarray, features: jnp.ndarray, weights: jnp.ndarray,
+                           energy: jnp.ndarray, *, factor: float, scale: float, eta: float,
+                           num_groups: int) -> jnp.ndarray:
+  """zhat[c] = z[c] + factor * (rho / N_g) * sum_k cos(f_k, e_k) <w_{c,k}, ehat_k> / (||w_{c,k}|| + eta)
+
+  with ehat = e / ||e|| split into the N_g groups (METHOD.md "Energy-adjusted logits"); factor is
+  s_x * a_x (+a_h for the head model, -a_t for the tail model). A zero energy changes nothing.
+
+  Args:
+    logits: (B, C) z. features: (B, d) f. weights: (C, d) cosine-classifier weights.
+    energy: (d,) e_t.
+  """
+  e = energy.astype(jnp.float32)
+  e_hat = e / jnp.maximum(jnp.linalg.norm(e), _TINY)
+  f = split_groups(features.astype(jnp.float32), num_groups)               # (B, G, k)
+  e_g = split_groups(e_hat, num_groups)                                     # (G, k)
+  w = split_groups(weights.astype(jnp.float32), num_groups)                 # (C, G, k)
+  cos_fe = jnp.einsum('bgk,gk->bg', f, e_g) / (
+      jnp.maximum(jnp.linalg.norm(f, axis=-1), _TINY) *
+      jnp.maximum(jnp.linalg.norm(e_g, axis=-1), _TINY))                   # (B, G)
+  w_e = jnp.einsum('cgk,gk->cg', w, e_g) / (jnp.linalg.norm(w, axis=-1) + eta)   # (C, G)
+  return logits + factor * (scale / num_groups) * jnp.einsum('bg,cg->bc', cos_fe, w_e)
+
+
+def htb_weights(loss_head: jnp.ndarray, loss_tail: jnp.ndarray, alpha: float = 2.0):
+  """kappa_h = L_h^alpha / (L_h^alpha + L_t^alpha), kappa_t = 1 - kappa_h (no gradient).
+
+  The branch that fits the batch worse gets the larger weight.
+  """
+  lh = jax.lax.stop_gradient(loss_head) ** alpha
+  lt = jax.lax.stop_gradient(loss_tail) ** alpha
+  kappa_h = lh / jnp.maximum(lh + lt, _TINY)
+  return kappa_h, 1.0 - kappa_h
+
+
+def product_log_probs(teacher_logits: jnp.ndarray, student_logits: jnp.ndarray) -> jnp.ndarray:
+  """log q, q = softmax(stop_gradient(teacher)) * softmax(student), renormalised over classes."""
+  joint = (jax.nn.log_softmax(jax.lax.stop_gradient(teacher_logits).astype(jnp.float32)) +
+           jax.nn.log_softmax(student_logits.astype(jnp.float32)))
+  return jax.nn.log_softmax(joint)
+
+
+def htb_loss(adjusted_head: jnp.ndarray, adjusted_tail: jnp.ndarray,
+             balanced_logits: jnp.ndarray, labels: jnp.ndarray, kappa_h, kappa_t) -> jnp.ndarray:
+  """L_htb = kappa_h CE(q_h, ybar) + kappa_t CE(q_t, ybar), ybar = y / sum(y).
+
+  Samples with no observed positive are left out (mean over the others; 0 if there are none).
+  Only `balanced_logits` receives a gradient.
+  """
+  y = labels.astype(jnp.float32)
+  n_pos = y.sum(axis=-1)
+  has_pos = n_pos > 0
+  ybar = y / jnp.maximum(n_pos, 1.0)[:, None]
+
+  def ce(teacher):
+    per_sample = -(ybar * product_log_probs(teacher, balanced_logits)).sum(axis=-1)
+    return jnp.sum(jnp.where(has_pos, per_sample, 0.0)) / jnp.maximum(has_pos.sum(), 1)
+
+  return kappa_h * ce(adjusted_head) + kappa_t * ce(adjusted_tail)

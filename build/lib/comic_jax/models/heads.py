@@ -1,0 +1,63 @@
+"""Classifier heads: the multi-head cosine classifier of METHOD.md and a plain linear one."""
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+_TINY = 1e-12  # guards ||f|| = 0; far below any real feature norm
+
+
+def split_groups(x: jnp.ndarray, num_groups: int) -> jnp.ndarray:
+  """(..., d) -> (..., num_groups, d / num_groups): the N_g equal groups of METHOD.md."""
+  d = x.shape[-1]
+  if d % num_groups:
+    raise ValueError(f'feature dim {d} is not divisible by num_groups={num_groups}')
+  return x.reshape(x.shape[:-1] + (num_groups, d // num_groups))
+
+
+def cosine_logits(features: jnp.ndarray, weights: jnp.ndarray, *, scale: float, eta: float,
+                  num_groups: int) -> jnp.ndarray:
+  """Multi-head cosine ("causal norm") logits, METHOD.md "Classifier":
+
+      z[c] = (rho / N_g) * sum_k <w_{c,k}, f_k> / ((||w_{c,k}|| + eta) * ||f_k||)
+
+  Args:
+    features: (B, d) features f.
+    weights: (C, d) class weights w.
+    scale: rho. eta: the class-agnostic baseline energy. num_groups: N_g.
+  Returns:
+    (B, C) logits.
+  """
+  f = split_groups(features, num_groups)                         # (B, G, d/G)
+  w = split_groups(weights, num_groups)                          # (C, G, d/G)
+  f_unit = f / jnp.maximum(jnp.linalg.norm(f, axis=-1, keepdims=True), _TINY)
+  w_scaled = w / (jnp.linalg.norm(w, axis=-1, keepdims=True) + eta)
+  return (scale / num_groups) * jnp.einsum('bgd,cgd->bc', f_unit, w_scaled)
+
+
+class CosineClassifier(nn.Module):
+  """Learns the (C, d) class weights and returns `cosine_logits`."""
+  num_classes: int
+  scale: float = 16.0
+  eta: float = 1.0 / 32.0
+  num_groups: int = 1
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, features):
+    w = self.param('kernel', nn.initializers.normal(stddev=0.01),
+                   (self.num_classes, features.shape[-1]), jnp.float32)
+    return cosine_logits(features.astype(jnp.float32), w, scale=self.scale, eta=self.eta,
+                         num_groups=self.num_groups)
+
+
+class LinearClassifier(nn.Module):
+  """z = W f + b."""
+  num_classes: int
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, features):
+    return nn.Dense(self.num_classes, dtype=self.dtype, name='dense')(features).astype(jnp.float32)

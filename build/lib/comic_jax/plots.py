@@ -1,0 +1,216 @@
+"""Pictures of a benchmark (PNG, matplotlib): per-class AP against training frequency, RLC
+corrections per epoch, and the class distribution of the training set."""
+from __future__ import annotations
+
+import json
+import os
+
+import matplotlib
+
+matplotlib.use('Agg')  # files only, no display
+import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def _read_json(path):
+  with open(path) as f:
+    return json.load(f)
+
+
+def per_class_ap(runs: dict[str, list[dict]], path: str) -> str:
+  """Per-class AP (mean over seeds) of each model, classes ordered head -> tail by their full
+  training count, with the count on a log axis behind.
+
+  runs: {reported model name: [per_class_ap.json contents of each seed]}.
+  """
+  first = next(iter(runs.values()))[0]
+  counts = np.array(first['train_count_full'])
+  order = np.argsort(-counts, kind='stable')
+  fig, ax = plt.subplots(figsize=(max(8, 0.35 * len(counts)), 4.5))
+  ax2 = ax.twinx()
+  ax2.bar(np.arange(len(order)), counts[order], color='0.88', zorder=0)
+  ax2.set_yscale('log')
+  ax2.set_ylabel('training positives (full labels)')
+  ax.set_zorder(ax2.get_zorder() + 1)
+  ax.patch.set_visible(False)
+  for model, per_seed in runs.items():
+    ap = np.nanmean([[np.nan if v is None else v for v in s['ap'][model]] for s in per_seed], 0)
+    ax.plot(np.arange(len(order)), ap[order], marker='o', ms=3,
+            label=f'{model} (mAP {np.nanmean(ap):.1f})')
+  ax.set_xticks(np.arange(len(order)))
+  ax.set_xticklabels([first['class_names'][i] for i in order], rotation=90, fontsize=7)
+  ax.set_ylabel('test AP (%)')
+  ax.set_title('Per-class AP, classes from head (left) to tail (right)')
+  ax.legend(loc='upper right')
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+  return path
+
+
+def rlc_corrections(metrics_path: str, path: str) -> str | None:
+  """RLC corrections per epoch and branch, split into true (a hidden label) and false positives."""
+  lines = [json.loads(l) for l in open(metrics_path) if l.strip()]
+  lines = [l for l in lines if 'rlc' in l]
+  if not lines:
+    return None
+  branches = list(lines[0]['rlc'])
+  epochs = [l['epoch'] for l in lines]
+  fig, axes = plt.subplots(1, len(branches), figsize=(4.5 * len(branches), 3.5), sharey=True)
+  axes = np.atleast_1d(axes)
+  for ax, branch in zip(axes, branches):
+    true = [l['rlc'][branch]['true'] for l in lines]
+    false = [l['rlc'][branch]['false'] for l in lines]
+    ax.bar(epochs, true, color='tab:green', label='true positives (hidden labels)')
+    ax.bar(epochs, false, bottom=true, color='tab:red', label='false positives')
+    ax.set_title(f'{branch} branch')
+    ax.set_xlabel('epoch')
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+  axes[0].set_ylabel('corrections per epoch')
+  axes[0].legend(fontsize=8)
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+  return path
+
+
+def class_distribution(per_class: dict, path: str) -> str:
+  """Training positives per class (full and observed labels), head to tail, with the groups."""
+  full = np.array(per_class['train_count_full'])
+  observed = np.array(per_class['train_count_observed'])
+  order = np.argsort(-full, kind='stable')
+  colours = {'many': 'tab:blue', 'medium': 'tab:orange', 'few': 'tab:red'}
+  fig, ax = plt.subplots(figsize=(max(8, 0.35 * len(full)), 4))
+  x = np.arange(len(order))
+  ax.bar(x, full[order], color=[colours[per_class['group'][i]] for i in order], alpha=0.45,
+         label='full labels (bar colour: many / medium / few)')
+  ax.bar(x, observed[order], color=[colours[per_class['group'][i]] for i in order],
+         label='observed (partial) labels')
+  ax.set_yscale('log')
+  ax.set_xticks(x)
+  ax.set_xticklabels([per_class['class_names'][i] for i in order], rotation=90, fontsize=7)
+  ax.set_ylabel('training positives')
+  ax.set_title(f'Training set: max/min = {full.max() / max(full.min(), 1):.0f} (full labels)')
+  ax.legend()
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+  return path
+
+
+def benchmark_plots(workdir: str, experiments, seeds: int, run_dir) -> list[str]:
+  """The three pictures of a benchmark; returns the paths written."""
+  written = []
+  runs: dict[str, list[dict]] = {}
+  comic_metrics = None
+  for e in experiments:
+    for seed in range(seeds):
+      d = run_dir(workdir, e, seed)
+      path = os.path.join(d, 'per_class_ap.json')
+      if not os.path.exists(path):
+        continue
+      per_class = _read_json(path)
+      for model in per_class['ap']:
+        if e.method != 'comic' or model == 'COMIC':
+          runs.setdefault(model, []).append(per_class)
+      if e.method == 'comic' and seed == 0:
+        comic_metrics = os.path.join(d, 'metrics.jsonl')
+  if runs:
+    written.append(per_class_ap(runs, os.path.join(workdir, 'per_class_ap.png')))
+    written.append(class_distribution(next(iter(runs.values()))[0],
+                                      os.path.join(workdir, 'class_distribution.png')))
+  if comic_metrics and os.path.exists(comic_metrics):
+    out = rlc_corrections(comic_metrics, os.path.join(workdir, 'rlc_corrections.png'))
+    if out:
+      written.append(out)
+  return written
+
+
+# ------------------------------------------------------------------------------- one run
+
+def _is_loss_term(name: str) -> bool:
+  """Train metrics that are losses (COMIC also logs correction counts and kappa)."""
+  return not (name.endswith('_corrections') or name.startswith('kappa'))
+
+
+def curves(metrics_path: str, path: str) -> str | None:
+  """Loss terms (left) and mAP per reported model (right) per epoch, from metrics.jsonl: test
+  mAP solid, validation mAP dashed when the log has a 'val' entry."""
+  if not os.path.exists(metrics_path):
+    return None
+  lines = [json.loads(l) for l in open(metrics_path) if l.strip()]
+  if not lines:
+    return None
+  epochs = [l['epoch'] for l in lines]
+  fig, (ax_loss, ax_map) = plt.subplots(1, 2, figsize=(10, 3.8))
+  for name in [k for k in lines[0]['train'] if _is_loss_term(k)]:
+    ax_loss.plot(epochs, [l['train'].get(name, np.nan) for l in lines], marker='o', ms=3,
+                 lw=2.2 if name == 'loss' else 1.2, label=name)
+  ax_loss.set_title('training loss (mean over the epoch)')
+  for split, style in (('eval', '-'), ('val', '--')):
+    for i, model in enumerate(lines[0].get(split, {})):
+      values = [(l.get(split, {}).get(model) or {}).get('total') for l in lines]
+      ax_map.plot(epochs, [np.nan if v is None else v for v in values], style, marker='o', ms=3,
+                  color=f'C{i}', label=f'{model} ({"test" if split == "eval" else "validation"})')
+  ax_map.set_title('mAP (%)')
+  for ax in (ax_loss, ax_map):
+    ax.set_xlabel('epoch')
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+    ax.legend(fontsize=7)
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+  return path
+
+
+def examples(images: np.ndarray, probs: np.ndarray, true_labels: np.ndarray, class_names,
+             thresholds: np.ndarray, path: str, title: str = '') -> str:
+  """A row of test images with their predicted labels (green if true, red if not) and the true
+  labels the model missed (grey)."""
+  n = len(images)
+  fig, axes = plt.subplots(1, n, figsize=(2.3 * n, 3.2))
+  for ax, img, p, y in zip(np.atleast_1d(axes), images, probs, true_labels):
+    ax.imshow(img)
+    ax.set_axis_off()
+    predicted = set(np.flatnonzero(p >= thresholds))
+    truth = set(np.flatnonzero(y > 0))
+    rows = [(class_names[c], 'tab:green' if c in truth else 'tab:red') for c in sorted(predicted)]
+    rows += [(class_names[c], '0.55') for c in sorted(truth - predicted)]
+    for k, (text, colour) in enumerate(rows[:8]):
+      ax.text(0.0, -0.06 - 0.09 * k, text, transform=ax.transAxes, fontsize=7, color=colour,
+              va='top')
+  fig.suptitle(title or 'predicted (green: true, red: false) and missed (grey) labels',
+               fontsize=9)
+  fig.subplots_adjust(bottom=0.42, top=0.9, wspace=0.15)
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+  return path
+
+
+def run_pictures(run, num_examples: int = 6) -> list[str]:
+  """curves.png and, for image data, examples.png (the first test images, predicted by the
+  run's reported model at 0.5 or the run's validation thresholds) of a finished run. Every
+  process predicts (the step is sharded); process 0 draws."""
+  import jax
+  from comic_jax import predict, train
+  written = []
+  x = run.data.x_test
+  if np.asarray(x[:1]).ndim == 4 and np.asarray(x[:1]).shape[-1] == 3:
+    x = np.asarray(x[:num_examples])
+    probs = train.predict_dataset(run.predict_step, run.state, x, run.config.eval_batch_size,
+                                  run.sharded)
+    model = run.method.report_names[0]
+    thresholds = np.full(run.data.num_classes, 0.5)
+    saved = os.path.join(run.workdir, predict.THRESHOLDS_FILE)
+    if os.path.exists(saved):
+      thresholds = predict.read_thresholds(saved, run.data.class_names).get(model, thresholds)
+    if jax.process_index() == 0:
+      written.append(examples(x, probs[model], run.data.y_test[:num_examples],
+                              run.data.class_names, thresholds, run.path('examples.png'),
+                              title=f'{model}: predicted (green: true, red: false) and missed '
+                                    '(grey) labels'))
+  if jax.process_index() == 0:
+    out = curves(run.path('metrics.jsonl'), run.path('curves.png'))
+    written += [out] if out else []
+  return written

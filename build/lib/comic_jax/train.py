@@ -1,0 +1,476 @@
+"""Training and evaluation: `train_and_evaluate(config, workdir)` and `evaluate(config, workdir)`.
+
+One jit-compiled train step, sharded over a 1-D device mesh with axis 'data': the global batch is
+split over the devices, the train state is replicated. The same code runs on one CPU, N GPUs or
+the hosts of a TPU pod (each host feeds its slice of every global batch).
+
+Workdir contents: `config.json`, `metrics.jsonl` (one line per evaluation), `results.json` (final
+metrics per reported model, percent), `per_class_ap.json`, and `checkpoints/`.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from typing import Any, Callable
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+import ml_collections
+import numpy as np
+import optax
+from flax.training import train_state
+import tqdm
+
+from comic_jax import checkpoint, features, methods, metrics
+from comic_jax.data import augment, pipeline, plt, samplers, sources
+from comic_jax.data.pipeline import host_to_global, train_batch
+from comic_jax.errors import UserError, require
+from comic_jax.models import backbones, pretrained
+
+MODULE_GROUPS = ('backbone', 'projection', 'classifier', 'attention')
+# Fields that may differ when a run is resumed in the same workdir (they change no result).
+_RESUME_SAFE_FIELDS = ('progress_bar', 'num_devices', 'eval_batch_size', 'keep_checkpoints',
+                       'checkpoint_every_epochs', 'eval_every_epochs')
+
+
+class TrainState(train_state.TrainState):
+  """Parameters, optimizer state and step, plus BatchNorm statistics and the method's own state
+  (COMIC: energies and RLC running means), all checkpointed together."""
+  batch_stats: Any = None
+  method_state: Any = None
+
+
+# ------------------------------------------------------------------------------- config checks
+
+def validate_config(config: ml_collections.ConfigDict) -> None:
+  """Raises UserError naming the first bad field."""
+  def choice(name, value, options):
+    require(value in options, f'config.{name}={value!r} is not one of: {", ".join(map(str, options))}')
+
+  def positive(name, value, strict=True):
+    ok = value > 0 if strict else value >= 0
+    require(ok, f'config.{name}={value!r} must be {"> 0" if strict else ">= 0"}')
+
+  choice('method', config.method, methods.METHODS)
+  choice('data.group_counts', config.data.group_counts, ('full', 'observed'))
+  require(0.0 <= config.data.missing_ratio < 1.0,
+          f'config.data.missing_ratio={config.data.missing_ratio!r} must be in [0, 1)')
+  require(0 < config.data.few_threshold < config.data.many_threshold,
+          f'config.data.few_threshold={config.data.few_threshold!r} must be > 0 and below '
+          f'config.data.many_threshold={config.data.many_threshold!r}')
+  positive('data.image_size', config.data.image_size)
+  choice('model.backbone', config.model.backbone, backbones.BACKBONES)
+  choice('model.classifier', config.model.classifier, ('auto', 'linear', 'cosine'))
+  choice('model.dtype', config.model.dtype, ('float32', 'bfloat16'))
+  positive('model.projection_dim', config.model.projection_dim, strict=False)
+  positive('model.cosine.num_groups', config.model.cosine.num_groups)
+  choice('optim.optimizer', config.optim.optimizer, ('adam', 'sgd'))
+  choice('optim.schedule', config.optim.schedule, ('constant', 'cosine', 'step'))
+  positive('optim.learning_rate', config.optim.learning_rate)
+  positive('optim.weight_decay', config.optim.weight_decay, strict=False)
+  positive('optim.warmup_epochs', config.optim.warmup_epochs, strict=False)
+  for group in config.optim.lr_scale:
+    positive(f'optim.lr_scale.{group}', config.optim.lr_scale[group], strict=False)
+  positive('augment.max_shift', config.augment.max_shift, strict=False)
+  choice('augment.kind', config.augment.kind, ('shift', 'resized_crop', 'none'))
+  choice('data.longtail', config.data.longtail, sources.LONGTAIL)
+  choice('data.partial', config.data.partial, ('simulate', 'as_is'))
+  choice('data.name', config.data.name, sources.SOURCES)
+  require(not config.model.feature_cache or not config.model.backbone_trainable,
+          'config.model.feature_cache=True caches frozen backbone features: set '
+          'config.model.backbone_trainable=False too')
+  bl = config.baselines
+  choice('baselines.db.sampler', bl.db.sampler, ('uniform', 'class_aware', 'class_reversed'))
+  choice('baselines.lws.sampler', bl.lws.sampler, ('uniform', 'class_aware', 'class_reversed'))
+  choice('baselines.ml_gcn.fallback', bl.ml_gcn.fallback, ('one_hot', 'learned'))
+  require(0.0 <= bl.pseudo_label.threshold <= 1.0,
+          f'config.baselines.pseudo_label.threshold={bl.pseudo_label.threshold!r} must be in [0, 1]')
+  positive('baselines.pasl.topk_factor', bl.pasl.topk_factor, strict=False)
+  positive('baselines.ml_gcn.hidden_dim', bl.ml_gcn.hidden_dim)
+  cc = config.comic
+  for name in ('lambda_m', 'lambda_c', 'lambda_b'):
+    positive(f'comic.{name}', cc[name], strict=False)
+  for name in ('gamma_pn_pos', 'gamma_pn_neg', 'w_pos', 'w_neg', 'margin', 'exponent'):
+    positive(f'comic.mfm.{name}', cc.mfm[name], strict=False)
+  require(0.0 <= cc.rlc.tau <= 1.0, f'config.comic.rlc.tau={cc.rlc.tau!r} must be in [0, 1]')
+  choice('comic.rlc.class_means', cc.rlc.class_means, ('epoch', 'ema'))
+  positive('comic.rlc.warmup_epochs', cc.rlc.warmup_epochs, strict=False)
+  positive('comic.htb.alpha', cc.htb.alpha, strict=False)
+  positive('comic.htb.attention_dim', cc.htb.attention_dim)
+  require(0.0 <= cc.htb.energy_decay < 1.0,
+          f'config.comic.htb.energy_decay={cc.htb.energy_decay!r} must be in [0, 1)')
+  for name in ('batch_size', 'eval_batch_size', 'num_epochs', 'eval_every_epochs',
+               'checkpoint_every_epochs', 'keep_checkpoints'):
+    positive(name, config[name])
+  positive('num_devices', config.num_devices, strict=False)
+  require(config.num_devices <= jax.device_count(),
+          f'config.num_devices={config.num_devices} but only {jax.device_count()} devices exist')
+  require(config.num_devices == 0 or jax.process_count() == 1,
+          'config.num_devices must be 0 (all devices) in a multi-process run')
+  n_dev = config.num_devices or jax.device_count()
+  for name in ('batch_size', 'eval_batch_size'):
+    require(config[name] % n_dev == 0,
+            f'config.{name}={config[name]} is not divisible by the {n_dev} devices')
+
+
+def prepare_workdir(workdir: str, config: ml_collections.ConfigDict) -> None:
+  """Creates `workdir`, checks it is writable and that a run already trained there (it has a
+  checkpoint) used this config. A run that stopped before its first checkpoint (a bad data path,
+  say) does not bind the workdir."""
+  try:
+    os.makedirs(workdir, exist_ok=True)
+    probe = os.path.join(workdir, f'.write_test_{jax.process_index()}')
+    with open(probe, 'w') as f:
+      f.write('ok')
+    os.remove(probe)
+  except OSError as e:
+    raise UserError(f'workdir {workdir!r} is not writable: {e.strerror or e}') from None
+  saved_path = os.path.join(workdir, 'config.json')
+  current = _flatten(json.loads(config.to_json_best_effort()))
+  if os.path.exists(saved_path) and checkpoint.has_checkpoint(workdir):
+    with open(saved_path) as f:
+      saved = _flatten(json.load(f))
+    differ = sorted(k for k in set(saved) | set(current)
+                    if saved.get(k) != current.get(k) and k.split('.')[0] not in _RESUME_SAFE_FIELDS)
+    require(not differ, f'workdir {workdir!r} holds a run with another config '
+            f'({", ".join(differ[:5])} differ); use a new --workdir to start afresh')
+  if jax.process_index() == 0:
+    with open(saved_path, 'w') as f:
+      f.write(config.to_json_best_effort(indent=2, sort_keys=True))
+
+
+def _flatten(d: dict, prefix: str = '') -> dict:
+  out = {}
+  for k, v in d.items():
+    key = f'{prefix}{k}'
+    if isinstance(v, dict):
+      out.update(_flatten(v, key + '.'))
+    else:
+      out[key] = v
+  return out
+
+
+# ------------------------------------------------------------------------------- optimizer
+
+def create_learning_rate_schedule(optim, steps_per_epoch: int, num_epochs: int) -> optax.Schedule:
+  """Base learning rate per step: linear warm-up, then constant, cosine or step decay."""
+  base = optim.learning_rate
+  total = num_epochs * steps_per_epoch
+  warmup = int(round(optim.warmup_epochs * steps_per_epoch))
+  if optim.schedule == 'constant':
+    main = optax.constant_schedule(base)
+  elif optim.schedule == 'cosine':
+    main = optax.cosine_decay_schedule(base, max(total - warmup, 1))
+  else:
+    boundaries = {int(e * steps_per_epoch) - warmup: optim.step_factor for e in optim.step_epochs}
+    main = optax.piecewise_constant_schedule(base, boundaries)
+  if not warmup:
+    return main
+  return optax.join_schedules([optax.linear_schedule(0.0, base, warmup), main], [warmup])
+
+
+def module_group(path) -> str:
+  """Learning-rate group of a parameter: the innermost of MODULE_GROUPS on its path, else
+  'other'."""
+  names = [getattr(k, 'key', getattr(k, 'name', str(k))) for k in path]
+  for name in reversed(names):
+    if name in MODULE_GROUPS:
+      return name
+  return 'other'
+
+
+def create_optimizer(config, steps_per_epoch: int) -> optax.GradientTransformation:
+  """Adam or SGD with decoupled weight decay on kernels, with per-module learning-rate scales
+  (`config.optim.lr_scale`; a scale of 0 freezes the module)."""
+  optim = config.optim
+  schedule = create_learning_rate_schedule(optim, steps_per_epoch, config.num_epochs)
+
+  def group_tx(scale: float) -> optax.GradientTransformation:
+    if scale == 0:
+      return optax.set_to_zero()
+    if optim.optimizer == 'adam':
+      core = optax.scale_by_adam(b1=optim.b1, b2=optim.b2)
+    else:
+      core = optax.trace(decay=optim.momentum, nesterov=optim.nesterov)
+    decay_mask = lambda params: jax.tree.map(lambda p: p.ndim > 1, params)
+    return optax.chain(core, optax.add_decayed_weights(optim.weight_decay, decay_mask),
+                       optax.scale_by_learning_rate(lambda step: scale * schedule(step)))
+
+  groups = MODULE_GROUPS + ('other',)
+  labels = lambda params: jax.tree_util.tree_map_with_path(lambda path, _: module_group(path),
+                                                           params)
+  return optax.multi_transform({g: group_tx(optim.lr_scale[g]) for g in groups}, labels)
+
+
+# ------------------------------------------------------------------------------- mesh and data
+
+def create_mesh(num_devices: int = 0) -> Mesh:
+  devices = jax.devices()[:num_devices] if num_devices else jax.devices()
+  return Mesh(np.array(devices), ('data',))
+
+
+def create_samplers(method, data, config) -> dict[str, Any]:
+  """One sampler per batch-key prefix the method asks for, over the observed labels; each
+  sampler kind gets its own seed stream."""
+  out = {}
+  for prefix, kind in method.samplers.items():
+    try:
+      out[prefix] = samplers.create_sampler(kind, data.y_train, config.batch_size, config.seed)
+    except ValueError as e:
+      raise UserError(f'cannot sample training batches ({kind}): {e}') from None
+  return out
+
+
+# ------------------------------------------------------------------------------- steps
+
+def make_train_step(method, config) -> Callable:
+  """train_step(state, batch) -> (state, metrics): augment, loss, one gradient update."""
+  def train_step(state: TrainState, batch: dict):
+    rng = jax.random.fold_in(jax.random.key(config.seed), state.step)
+    aug_rng, loss_rng = jax.random.split(rng)
+    for i, key in enumerate(k for k in sorted(batch) if k.endswith('image')):
+      batch[key] = augment.augment_images(batch[key], jax.random.fold_in(aug_rng, i),
+                                          config.augment, config.data.image_size,
+                                          tail=key.startswith('tail_'))
+
+    def loss_fn(params):
+      return method.loss(params, state.batch_stats, state.method_state, batch, loss_rng,
+                         state.step)
+
+    (_, (batch_stats, method_state, step_metrics)), grads = jax.value_and_grad(
+        loss_fn, has_aux=True)(state.params)
+    state = state.apply_gradients(grads=grads, batch_stats=batch_stats, method_state=method_state)
+    return state, step_metrics
+  return train_step
+
+
+def make_predict_step(method) -> Callable:
+  def predict_step(state: TrainState, images):
+    return methods.sigmoid_predictions(
+        method.predict(state.params, state.batch_stats, state.method_state, images))
+  return predict_step
+
+
+def predict_dataset(predict_step, state, images, batch_size: int,
+                    sharding: NamedSharding) -> dict[str, np.ndarray]:
+  """Probabilities of every reported model for every image, each counted exactly once."""
+  out = pipeline.map_dataset(lambda st, x, _: predict_step(st, x), state, images, batch_size,
+                             sharding)
+  return {k: v.astype(np.float64) for k, v in out.items()}
+
+
+def evaluate_predictions(probs: dict[str, np.ndarray], labels: np.ndarray, groups: np.ndarray):
+  """({model: metric dict}, {model: per-class AP}) from probabilities."""
+  results, per_class = {}, {}
+  for name, p in probs.items():
+    results[name], per_class[name] = metrics.multilabel_metrics(p, labels, groups)
+  return results, per_class
+
+
+# ------------------------------------------------------------------------------- the run
+
+class Run:
+  """Everything a run builds from its config: data, method, mesh, compiled steps, state."""
+
+  def __init__(self, config, workdir: str):
+    validate_config(config)
+    prepare_workdir(workdir, config)
+    self.config, self.workdir = config, workdir
+    t0 = time.time()
+    self.data = sources.load_dataset(config.data)
+    self.groups = sources.training_groups(self.data, config.data)
+    _log('data %s: %d train / %d test images, %d classes (%.1fs)', self.data.name,
+                 len(self.data.x_train), len(self.data.x_test), self.data.num_classes,
+                 time.time() - t0)
+    n_train = len(self.data.x_train)
+    require(n_train >= config.batch_size, f'config.batch_size={config.batch_size} is larger '
+            f'than the {n_train} training images')
+    require(np.asarray(self.data.x_train).ndim != 2 or config.model.backbone == 'mlp',
+            'the training inputs are feature vectors: use --config.model.backbone=mlp')
+    # An epoch is one pass of the uniform sampler (the last partial batch skipped).
+    self.steps_per_epoch = n_train // config.batch_size
+    self.mesh = create_mesh(config.num_devices)
+    model_config = config
+    if config.model.feature_cache:
+      self.data = features.cache_features(config, self.data, workdir, self.mesh, log=_log)
+      model_config = features.head_config(config)
+    self.method = methods.create_method(model_config, self.data.y_train, self.steps_per_epoch,
+                                        self.data.class_names)
+    self.replicated = NamedSharding(self.mesh, P())
+    self.sharded = NamedSharding(self.mesh, P('data'))
+    self.samplers = create_samplers(self.method, self.data, config)
+    self.total_steps = config.num_epochs * self.steps_per_epoch
+    tx = create_optimizer(config, self.steps_per_epoch)
+
+    example = jax.tree.map(lambda x: x[:1], train_batch(self.data, self.samplers, 0))
+
+    def init_state(rng):
+      params, batch_stats, method_state = self.method.init(rng, example)
+      return TrainState.create(apply_fn=None, params=params, tx=tx, batch_stats=batch_stats,
+                               method_state=method_state)
+
+    rng = jax.random.key(config.seed)
+    self.state = jax.jit(init_state, out_shardings=self.replicated)(rng)
+    self.manager = checkpoint.create_manager(workdir, config.keep_checkpoints)
+    if not config.model.feature_cache and self.manager.latest_step() is None:
+      variables = pretrained.load_into(
+          model_config.model, {'params': self.state.params, 'batch_stats': self.state.batch_stats})
+      self.state = self.state.replace(**jax.device_put(variables, self.replicated))
+    self.train_step = jax.jit(make_train_step(self.method, config),
+                              in_shardings=(self.replicated, self.sharded),
+                              out_shardings=(self.replicated, self.replicated),
+                              donate_argnums=(0,))
+    self.predict_step = jax.jit(make_predict_step(self.method),
+                                in_shardings=(self.replicated, self.sharded),
+                                out_shardings=self.sharded)
+
+  def restore(self) -> int:
+    self.state, step = checkpoint.restore_latest(self.manager, self.state)
+    return 0 if step is None else int(step)
+
+  def evaluate(self):
+    probs = predict_dataset(self.predict_step, self.state, self.data.x_test,
+                            self.config.eval_batch_size, self.sharded)
+    return evaluate_predictions(probs, self.data.y_test, self.groups)
+
+  def path(self, name: str) -> str:
+    return os.path.join(self.workdir, name)
+
+  def write_results(self, results, per_class) -> None:
+    if jax.process_index() != 0:
+      return
+    with open(self.path('results.json'), 'w') as f:
+      json.dump(_json_safe(results), f, indent=2)
+    full = self.data.y_train_full.sum(0)
+    observed = self.data.y_train.sum(0)
+    with open(self.path('per_class_ap.json'), 'w') as f:
+      json.dump(_json_safe({
+          'class_names': list(self.data.class_names),
+          'train_count_full': full.tolist(),
+          'train_count_observed': observed.tolist(),
+          'test_count': self.data.y_test.sum(0).tolist(),
+          'group': [plt.GROUP_NAMES[g] for g in self.groups],
+          'ap': {k: v.tolist() for k, v in per_class.items()}}), f, indent=2)
+
+
+def _log(fmt: str, *args) -> None:
+  """A progress message, printed by process 0 only."""
+  if jax.process_index() == 0:
+    tqdm.tqdm.write(fmt % args)
+
+
+def _json_safe(x):
+  """NaN -> None (JSON null), NumPy scalars -> Python."""
+  if isinstance(x, dict):
+    return {k: _json_safe(v) for k, v in x.items()}
+  if isinstance(x, (list, tuple)):
+    return [_json_safe(v) for v in x]
+  if isinstance(x, (float, np.floating)):
+    return None if math.isnan(x) else float(x)
+  if isinstance(x, np.integer):
+    return int(x)
+  return x
+
+
+def _rewrite_metrics_log(path: str, max_step: int) -> None:
+  """Keeps only the log lines up to `max_step` (lines after the restored checkpoint are redone)."""
+  if jax.process_index() != 0 or not os.path.exists(path):
+    return
+  with open(path) as f:
+    lines = [l for l in f if l.strip() and json.loads(l)['step'] <= max_step]
+  with open(path, 'w') as f:
+    f.writelines(lines)
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
+                       stop_after_epochs: int | None = None) -> TrainState:
+  """Trains `config.method` on `config.data`, evaluating and checkpointing at epoch ends.
+
+  Rerunning with the same workdir resumes from the latest checkpoint and ends with the same
+  metrics as an uninterrupted run. `stop_after_epochs` ends the call early after that epoch's
+  checkpoint (to simulate an interruption in tests).
+  """
+  run = Run(config, workdir)
+  start_step = run.restore()
+  log_path = run.path('metrics.jsonl')
+  _rewrite_metrics_log(log_path, start_step)
+  spe, total = run.steps_per_epoch, run.total_steps
+  if start_step:
+    _log('resumed from step %d (epoch %d)', start_step, start_step // spe)
+  _log('%s: %d epochs x %d steps, global batch %d on %d device(s)', config.method,
+               config.num_epochs, spe, config.batch_size, run.mesh.size)
+
+  is_main = jax.process_index() == 0
+  bar = tqdm.tqdm(total=total * config.batch_size, initial=start_step * config.batch_size,
+                  unit='img', unit_scale=True, dynamic_ncols=True, smoothing=0.1,
+                  disable=not (config.progress_bar and is_main))
+  results = per_class = None
+  epoch_metrics, epoch_start = [], time.time()
+  train_time, train_images = 0.0, 0
+  for step in range(start_step, total):
+    batch = host_to_global(train_batch(run.data, run.samplers, step, config.seed), run.sharded)
+    run.state, step_metrics = run.train_step(run.state, batch)
+    epoch_metrics.append(step_metrics)
+    bar.update(config.batch_size)
+    if (step + 1) % spe:
+      continue
+    # ---- end of an epoch
+    epoch = (step + 1) // spe
+    summary = {k: float(np.mean([float(m[k]) for m in epoch_metrics])) for k in epoch_metrics[0]}
+    seconds = time.time() - epoch_start
+    train_time += seconds
+    train_images += len(epoch_metrics) * config.batch_size
+    if not np.isfinite(summary['loss']):
+      raise UserError(f'training diverged at epoch {epoch}: the loss is {summary["loss"]}; '
+                      'try a lower config.optim.learning_rate')
+    bar.set_postfix(epoch=epoch, loss=f'{summary["loss"]:.4f}')
+    last = step + 1 == total
+    if epoch % config.eval_every_epochs == 0 or last:
+      results, per_class = run.evaluate()
+      line = {'epoch': epoch, 'step': step + 1, 'train': summary,
+              'train_img_per_sec': len(epoch_metrics) * config.batch_size / seconds,
+              'eval': results}
+      if hasattr(run.method, 'epoch_summary'):
+        line.update(run.method.epoch_summary(jax.device_get(run.state.method_state)))
+      if is_main:
+        with open(log_path, 'a') as f:
+          f.write(json.dumps(_json_safe(line)) + '\n')
+      bar.write(f'epoch {epoch}: loss {summary["loss"]:.4f}  ' + '  '.join(
+          f'{name} mAP {r["total"]:.2f}' for name, r in results.items()))
+    if epoch % config.checkpoint_every_epochs == 0 or last:
+      checkpoint.save(run.manager, step + 1, run.state)
+    epoch_metrics, epoch_start = [], time.time()
+    if stop_after_epochs is not None and epoch >= stop_after_epochs and not last:
+      run.manager.wait_until_finished()
+      bar.close()
+      return run.state
+  bar.close()
+  run.manager.wait_until_finished()
+  if results is None:  # nothing left to train: the run had finished; evaluate its final state
+    results, per_class = run.evaluate()
+  run.write_results(results, per_class)
+  from comic_jax import plots  # matplotlib only when a run ends
+  plots.run_pictures(run)
+  if is_main:
+    if train_images:
+      print(f'trained {train_images} images in {train_time:.1f}s '
+            f'({train_images / train_time:.0f} img/s, first-step compile included)')
+    print(metrics.format_table(results))
+  return run.state
+
+
+def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  """Evaluates the latest checkpoint in `workdir`; writes results.json and prints the table."""
+  run = Run(config, workdir)
+  step = run.restore()
+  require(step > 0, f'workdir {workdir!r} has no checkpoint to evaluate; train first')
+  results, per_class = run.evaluate()
+  run.write_results(results, per_class)
+  if jax.process_index() == 0:
+    print(f'evaluated the checkpoint of step {step}')
+    print(metrics.format_table(results))
+  return results

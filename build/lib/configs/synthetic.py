@@ -1,0 +1,24 @@
+"""PLT-Synth, the embedded data set: COMIC with the small CNN on a CPU.
+
+    python -m comic_jax.main --config=configs/synthetic.py --workdir=runs/demo
+    python -m comic_jax.main --config=configs/synthetic.py --config.method=bce --workdir=runs/bce
+
+Every method trains with the same recipe (backbone, optimizer, epochs, augmentation), so the
+table compares losses and heads, not recipes.
+"""
+from configs import default
+
+
+def get_config():
+  config = default.get_config()
+  config.method = 'comic'
+  config.data.name = 'synthetic'
+  config.data.image_size = 32
+  config.model.backbone = 'small_cnn'
+  config.model.projection_dim = 128
+  config.batch_size = 32
+  config.num_epochs = 30
+  config.optim.optimizer = 'adam'
+  config.optim.learning_rate = 1e-3
+  config.optim.schedule = 'cosine'
+  return config
