@@ -54,7 +54,8 @@ def write_safetensors(path: str, tensors: dict[str, np.ndarray]) -> None:
     code = codes.get(str(a.dtype))
     require(code is not None, f'cannot export {name}: dtype {a.dtype}')
     data = a.astype(a.dtype.newbyteorder('<')).tobytes()
-    header[name] = {'dtype': code, 'shape': list(a.shape), 'data_offsets': [offset, offset + len(data)]}
+    header[name] = {'dtype': code, 'shape': list(a.shape),
+                    'data_offsets': [offset, offset + len(data)]}
     offset += len(data)
     blobs.append(data)
   head = json.dumps(header, separators=(',', ':')).encode()

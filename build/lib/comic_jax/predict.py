@@ -127,7 +127,9 @@ def _npz_row_shape(path: str, key: str) -> tuple[int, ...]:
           'its input shape and does not exist (an exported model does not need it)')
   with zipfile.ZipFile(path) as z, z.open(key + '.npy') as f:
     version = np.lib.format.read_magic(f)
-    shape, _, _ = np.lib.format._read_array_header(f, version)
+    read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                   else np.lib.format.read_array_header_2_0)
+    shape, _, _ = read_header(f)
   return tuple(shape[1:])
 
 
