@@ -139,11 +139,12 @@ def export_model(workdir: str, out_dir: str) -> str:
       'thresholds': None if thresholds is None else {k: v.tolist() for k, v in thresholds.items()},
       'input': {'shape': ['batch', *image_spec.shape[1:]], 'dtype': str(image_spec.dtype)},
       'platforms': list(exported.platforms), 'batch_size': int(config.eval_batch_size)}
+  serialized = exported.serialize()   # before any file is written: no half-written folder
   try:
     os.makedirs(out_dir, exist_ok=True)
     write_safetensors(os.path.join(out_dir, VARIABLES), flat)
     with open(os.path.join(out_dir, FUNCTION), 'wb') as f:
-      f.write(exported.serialize())
+      f.write(serialized)
     with open(os.path.join(out_dir, META), 'w') as f:
       json.dump(meta, f, indent=2)
   except OSError as e:
