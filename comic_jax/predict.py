@@ -238,6 +238,19 @@ class Predictor:
     """Per image, the names of the classes predicted present."""
     return self.labels_of(self.predict(inputs, model), model, threshold)
 
+  def fit_thresholds(self, inputs, labels, workdir: str | None = None) -> dict[str, np.ndarray]:
+    """Per-class F1-maximising thresholds of every reported model on labelled images (a
+    validation set, not the test set), used from then on by threshold='auto' / 'val'; written
+    to `<workdir>/thresholds.json` when `workdir` is given."""
+    labels = np.asarray(labels)
+    require(labels.shape == (len(inputs), len(self.class_names)),
+            f'labels: expected shape ({len(inputs)}, {len(self.class_names)}), got {labels.shape}')
+    probs = self.predict_all(inputs)
+    self.saved_thresholds = {k: f1_thresholds(v, labels) for k, v in probs.items()}
+    if workdir:
+      write_thresholds(workdir, self.class_names, self.saved_thresholds)
+    return self.saved_thresholds
+
   def _check_model(self, model):
     model = model or self.model
     require(model in self.model_names,

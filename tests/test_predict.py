@@ -108,6 +108,11 @@ def test_thresholds_json_of_the_workdir(bce_run, tmp_path):
   expected = [[data.class_names[j] for j in np.flatnonzero(row >= t)] for row in probs]
   assert model.labels(data.x_test[:20]) == expected
   assert model.labels(data.x_test[:20], threshold='val') == expected
+  # Fitted on labelled images: the F1 thresholds of their probabilities, saved for the next load.
+  fitted = model.fit_thresholds(data.x_test[:300], data.y_test[:300], workdir=copy)
+  probs = model.predict(data.x_test[:300])
+  np.testing.assert_array_equal(fitted['BCE'], predict.f1_thresholds(probs, data.y_test[:300]))
+  np.testing.assert_array_equal(comic_jax.load(copy).thresholds(), fitted['BCE'])
   predict.write_thresholds(copy, data.class_names[::-1], {'BCE': t})
   with pytest.raises(UserError, match='class names differ'):
     comic_jax.load(copy)
