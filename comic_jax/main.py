@@ -2,6 +2,7 @@
 
     python -m comic_jax.main --config=configs/synthetic.py --workdir=runs/demo
     python -m comic_jax.main --config=configs/synthetic.py --workdir=runs/demo --mode=eval
+    python -m comic_jax.main --config=configs/synthetic.py --workdir=runs/demo --mode=export
     python -m comic_jax.main --config=configs/synthetic.py --config.num_epochs=5 --workdir=...
 
 A user's mistake (a bad config value, an unwritable workdir) ends with one line on stderr and
@@ -20,8 +21,8 @@ from comic_jax import cli  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('workdir', None, 'Directory for checkpoints, logs and results.')
-flags.DEFINE_enum('mode', 'train', ['train', 'eval'], 'Train (resuming if possible) or only '
-                  'evaluate the latest checkpoint.')
+flags.DEFINE_enum('mode', 'train', ['train', 'eval', 'export'], 'Train (resuming if possible), '
+                  'only evaluate the latest checkpoint, or export it to <workdir>/export.')
 config_flags.DEFINE_config_file('config', None, 'Config file (e.g. configs/synthetic.py).',
                                 lock_config=True)
 flags.DEFINE_bool('multihost', False, 'Join a multi-process run (TPU pod, several GPU hosts): '
@@ -53,8 +54,12 @@ def main(argv):
   try:
     if FLAGS.mode == 'train':
       train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
-    else:
+    elif FLAGS.mode == 'eval':
       train.evaluate(FLAGS.config, FLAGS.workdir)
+    else:
+      from comic_jax import export
+      print('exported the model to ' + export.export_model(
+          FLAGS.workdir, os.path.join(FLAGS.workdir, 'export')))
   except UserError as e:
     cli.fail(e)
   except Preempted as e:   # a checkpoint was saved: one line, exit 128 + signal number

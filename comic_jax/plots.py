@@ -131,3 +131,92 @@ def benchmark_plots(workdir: str, runs: list[tuple[str, list[str]]]) -> list[str
 def _has_rlc(metrics_path: str) -> bool:
   with open(metrics_path) as f:
     return any('rlc' in json.loads(l) for l in f if l.strip())
+
+
+# ------------------------------------------------------------------------------- one run
+
+def _is_loss_term(name: str) -> bool:
+  """Train metrics that are losses (COMIC also logs correction counts and kappa)."""
+  return not (name.endswith('_corrections') or name.startswith('kappa'))
+
+
+def curves(metrics_path: str, path: str) -> str | None:
+  """Loss terms (left) and mAP per reported model (right) per epoch, from metrics.jsonl: test
+  mAP solid, validation mAP dashed when the log has a 'val' entry."""
+  if not os.path.exists(metrics_path):
+    return None
+  lines = [json.loads(l) for l in open(metrics_path) if l.strip()]
+  if not lines:
+    return None
+  epochs = [l['epoch'] for l in lines]
+  fig, (ax_loss, ax_map) = plt.subplots(1, 2, figsize=(10, 3.8))
+  for name in [k for k in lines[0]['train'] if _is_loss_term(k)]:
+    ax_loss.plot(epochs, [l['train'].get(name, np.nan) for l in lines], marker='o', ms=3,
+                 lw=2.2 if name == 'loss' else 1.2, label=name)
+  ax_loss.set_title('training loss (mean over the epoch)')
+  for split, style in (('eval', '-'), ('val', '--')):
+    for i, model in enumerate(lines[0].get(split, {})):
+      values = [(l.get(split, {}).get(model) or {}).get('total') for l in lines]
+      ax_map.plot(epochs, [np.nan if v is None else v for v in values], style, marker='o', ms=3,
+                  color=f'C{i}', label=f'{model} ({"test" if split == "eval" else "validation"})')
+  ax_map.set_title('mAP (%)')
+  for ax in (ax_loss, ax_map):
+    ax.set_xlabel('epoch')
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+    ax.legend(fontsize=7)
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+  return path
+
+
+def examples(images: np.ndarray, probs: np.ndarray, true_labels: np.ndarray, class_names,
+             thresholds: np.ndarray, path: str, title: str = '') -> str:
+  """A row of test images with their predicted labels (green if true, red if not) and the true
+  labels the model missed (grey)."""
+  n = len(images)
+  fig, axes = plt.subplots(1, n, figsize=(2.3 * n, 3.2))
+  for ax, img, p, y in zip(np.atleast_1d(axes), images, probs, true_labels):
+    ax.imshow(img)
+    ax.set_axis_off()
+    predicted = set(np.flatnonzero(p >= thresholds))
+    truth = set(np.flatnonzero(y > 0))
+    rows = [(class_names[c], 'tab:green' if c in truth else 'tab:red') for c in sorted(predicted)]
+    rows += [(class_names[c], '0.55') for c in sorted(truth - predicted)]
+    for k, (text, colour) in enumerate(rows[:8]):
+      ax.text(0.0, -0.06 - 0.09 * k, text, transform=ax.transAxes, fontsize=7, color=colour,
+              va='top')
+  fig.suptitle(title or 'predicted (green: true, red: false) and missed (grey) labels',
+               fontsize=9)
+  fig.subplots_adjust(bottom=0.42, top=0.9, wspace=0.15)
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+  return path
+
+
+def run_pictures(run, num_examples: int = 6) -> list[str]:
+  """curves.png and, for image data, examples.png (the first test images, predicted by the
+  run's reported model at 0.5 or the run's validation thresholds) of a finished run. Every
+  process predicts (the step is sharded); process 0 draws."""
+  import jax
+  from comic_jax import predict, train
+  written = []
+  x = run.data.x_test
+  if np.asarray(x[:1]).ndim == 4 and np.asarray(x[:1]).shape[-1] == 3:
+    x = np.asarray(x[:num_examples])
+    probs = train.predict_dataset(run.predict_step, run.state, x, run.config.eval_batch_size,
+                                  run.sharded)
+    model = run.method.report_names[0]
+    thresholds = np.full(run.data.num_classes, 0.5)
+    saved = os.path.join(run.workdir, predict.THRESHOLDS_FILE)
+    if os.path.exists(saved):
+      thresholds = predict.read_thresholds(saved, run.data.class_names).get(model, thresholds)
+    if jax.process_index() == 0:
+      written.append(examples(x, probs[model], run.data.y_test[:num_examples],
+                              run.data.class_names, thresholds, run.path('examples.png'),
+                              title=f'{model}: predicted (green: true, red: false) and missed '
+                                    '(grey) labels'))
+  if jax.process_index() == 0:
+    out = curves(run.path('metrics.jsonl'), run.path('curves.png'))
+    written += [out] if out else []
+  return written

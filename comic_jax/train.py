@@ -307,6 +307,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   if results is None:  # nothing left to train: the run had finished; evaluate its final state
     results, per_class = run.evaluate()
   run.write_results(results, per_class)
+  from comic_jax import plots  # matplotlib only when a run ends
+  plots.run_pictures(run)
   if is_main:
     if train_images:
       print(f'trained {train_images} images in {train_time:.1f}s '

@@ -27,3 +27,40 @@ def tiny_config(**overrides):
 @pytest.fixture
 def config():
   return tiny_config()
+
+
+# Finished runs shared by the predict / export tests (one training each per test session).
+COMIC_TINY = {'model.small_cnn_widths': (8, 16, 16, 16), 'model.projection_dim': 32,
+              'comic.htb.attention_dim': 16, 'data.synthetic.num_test': 300}
+
+
+@pytest.fixture(scope='session')
+def bce_run(tmp_path_factory):
+  """(workdir, config) of a finished 1-epoch BCE run on PLT-Synth."""
+  from comic_jax import train
+  workdir = str(tmp_path_factory.mktemp('bce_run'))
+  config = tiny_config(num_epochs=1)
+  train.train_and_evaluate(config, workdir)
+  return workdir, config
+
+
+@pytest.fixture(scope='session')
+def comic_run(tmp_path_factory):
+  """(workdir, config) of a COMIC run (narrow branches, 300 test images) saved without training,
+  which would compile COMIC's three-branch step (a minute on a CPU): its initial state with
+  every float of the method state (energies, class means) moved off its initial value, then
+  checkpointed and evaluated as a finished run is."""
+  import jax
+  from comic_jax import checkpoint, train
+  workdir = str(tmp_path_factory.mktemp('comic_run'))
+  config = tiny_config(method='comic', num_epochs=1, **COMIC_TINY)
+  run = train.Run(config, workdir)
+  leaves, treedef = jax.tree.flatten(run.state.method_state)
+  keys = jax.random.split(jax.random.key(7), len(leaves))
+  leaves = [x + jax.random.normal(k, x.shape, x.dtype) if jax.numpy.issubdtype(x.dtype, float)
+            else x for x, k in zip(leaves, keys)]
+  run.state = run.state.replace(method_state=jax.tree.unflatten(treedef, leaves))
+  checkpoint.save(run.manager, run.steps_per_epoch, run.state)
+  run.manager.wait_until_finished()
+  run.write_results(*run.evaluate())
+  return workdir, config

@@ -24,6 +24,28 @@ DATASETS = {
 }
 
 
+def hide_gpus_from_tensorflow() -> None:
+  """Makes TensorFlow see no GPU, so that TFDS (which imports TensorFlow when it is installed)
+  does not take the GPU memory JAX needs (Colab's GPU runtime ships TensorFlow with CUDA).
+  As the Flax examples do; must run before TensorFlow first touches its devices."""
+  import importlib.util
+  if importlib.util.find_spec('tensorflow') is None:
+    return
+  import tensorflow as tf
+  try:
+    tf.config.set_visible_devices([], 'GPU')
+  except RuntimeError:  # TensorFlow's devices were initialised already: too late to hide them
+    pass
+
+
+def require_tensorflow(dataset: str) -> None:
+  """TFDS's COCO builder needs TensorFlow, an optional dependency: say which extra gives it."""
+  import importlib.util
+  if dataset == 'coco' and importlib.util.find_spec('tensorflow') is None:
+    raise UserError("PLT-COCO needs TensorFlow for TFDS's COCO builder: "
+                    "pip install 'comic-jax[coco]' (or pip install tensorflow-cpu)")
+
+
 def _key(value) -> str:
   """A record's image key: VOC file names without extension ('2008_000023'), COCO ids ('554625')."""
   if isinstance(value, (bytes, np.bytes_)):
@@ -81,6 +103,8 @@ class TfdsSplit:
 
 def open_dataset(dataset: str, data_config, cache: str) -> tuple[TfdsSplit, TfdsSplit]:
   (train_name, train_split), (test_name, test_split), key_field = DATASETS[dataset]
+  require_tensorflow(dataset)
+  hide_gpus_from_tensorflow()
   train = TfdsSplit(train_name, train_split, key_field, data_config, cache)
   test = TfdsSplit(test_name, test_split, key_field, data_config, cache)
   return train, test

@@ -167,7 +167,7 @@ registry.register(MethodSpec(
     'pseudo_label', 'Pseudo-Label', 'PL-MLC', _single_branch(_pseudo_label), end_to_end=False,
     validate=_validate_pseudo_label))
 registry.register(MethodSpec('ml_gcn', 'ML-GCN', 'PL-MLC', _create_ml_gcn,
-                             validate=_validate_ml_gcn))
+                             validate=_validate_ml_gcn, model_uses_labels=True))
 registry.register(MethodSpec('hill', 'Hill', 'PL-MLC', _single_branch(_hill)))
 registry.register(MethodSpec('pasl', 'P-ASL', 'PL-MLC', _single_branch(_pasl),
                              validate=_validate_pasl))

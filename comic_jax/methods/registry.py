@@ -63,6 +63,8 @@ class MethodSpec:
   classifier: str = 'linear'        # the classifier when config.model.classifier == 'auto'
   table_models: tuple[str, ...] = ()  # reported models in the main table ((display_name,))
   validate: Callable[[Any], None] | None = None   # checks the method's own config section
+  model_uses_labels: bool = False   # the network is built from the training labels (ML-GCN's
+                                    # label graph): prediction must load them
   studies: Mapping[str, tuple[StudyRow, ...]] = dataclasses.field(default_factory=dict)
   # Benchmark runner: a method built on another method's finished run (LWS on BCE) names it
   # here and adapts its config to that run's workdir with `benchmark_config(config, workdir)`.

@@ -1,0 +1,130 @@
+"""A trained model as a self-contained folder, usable without the config, the code of the
+method or the training data:
+
+    model.json          class names, reported models (the first answers by default), the
+                        preprocessing (`predict.preprocessing_of`), validation thresholds or
+                        null, the input signature and the platforms exported for
+    variables.safetensors  every variable the prediction reads (parameters, batch statistics,
+                        the method's state such as COMIC's energies), named by their tree path
+    model.jaxexport     `jax.export` of probabilities(variables, images) -> {model: (N, C)},
+                        batch size symbolic, lowered for CPU, CUDA and TPU where possible
+
+    python -m comic_jax.predict --workdir=runs/demo --mode=export --output=runs/demo/export
+    model = comic_jax.load('runs/demo/export')      # or export.load_export(...)
+
+Loading needs only JAX, NumPy and Pillow (for image files): the exported function carries the
+network, so a changed or missing model definition does not matter.
+"""
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import safetensors.numpy
+
+from comic_jax.errors import UserError, require
+
+FORMAT = 'comic-jax-export/1'
+META, VARIABLES, FUNCTION = 'model.json', 'variables.safetensors', 'model.jaxexport'
+_PLATFORMS = ('cpu', 'cuda', 'tpu')
+
+
+def is_export(path: str) -> bool:
+  return os.path.isfile(os.path.join(path, META)) and os.path.isfile(os.path.join(path, FUNCTION))
+
+
+# ------------------------------------------------------------------------------- trees
+
+def _key_name(key) -> str:
+  for attr in ('key', 'name', 'idx'):
+    if hasattr(key, attr):
+      return str(getattr(key, attr))
+  return str(key)
+
+
+def flatten_variables(tree) -> tuple[dict[str, np.ndarray], list[str], object]:
+  """({'a/b/c': array}, names in leaf order, treedef) of a pytree of arrays."""
+  import jax
+  with_path, treedef = jax.tree_util.tree_flatten_with_path(tree)
+  names = ['/'.join(_key_name(k) for k in path) for path, _ in with_path]
+  require(len(set(names)) == len(names), 'variable names collide when flattened')
+  return {n: np.asarray(v) for n, (_, v) in zip(names, with_path)}, names, treedef
+
+
+# ------------------------------------------------------------------------------- export
+
+def export_model(workdir: str, out_dir: str) -> str:
+  """Writes the folder described in the module docstring for the latest checkpoint of
+  `workdir`; returns `out_dir`."""
+  import jax
+  from jax import export as jax_export
+  from comic_jax import predict
+
+  config = predict.load_config(workdir)
+  names = predict.class_names_of(workdir, config)
+  method, variables, step = predict.restore_model(workdir, config, names)
+  flat, order, treedef = flatten_variables(variables)
+  probabilities = predict.probabilities_fn(method)
+
+  def exported_fn(flat_vars: dict, images):
+    tree = jax.tree_util.tree_unflatten(treedef, [flat_vars[n] for n in order])
+    return probabilities(tree, images)
+
+  prep = predict.preprocessing_of(config)
+  (batch,) = jax_export.symbolic_shape('batch')
+  if prep['input'] == 'features':
+    image_spec = jax.ShapeDtypeStruct((batch, prep['dim']), np.float32)
+  else:
+    image_spec = jax.ShapeDtypeStruct((batch, prep['height'], prep['width'], 3), np.uint8)
+  var_spec = {n: jax.ShapeDtypeStruct(v.shape, v.dtype) for n, v in flat.items()}
+  try:      # one file for every accelerator; some ops lower only for some platforms
+    exported = jax_export.export(jax.jit(exported_fn), platforms=_PLATFORMS)(var_spec, image_spec)
+  except Exception:  # noqa: BLE001 (then the platform this runs on)
+    exported = jax_export.export(jax.jit(exported_fn))(var_spec, image_spec)
+  thresholds_path = os.path.join(workdir, predict.THRESHOLDS_FILE)
+  thresholds = (predict.read_thresholds(thresholds_path, names)
+                if os.path.isfile(thresholds_path) else None)
+  meta = {
+      'format': FORMAT, 'method': config.method, 'step': step, 'class_names': list(names),
+      'models': list(method.report_names), 'preprocessing': prep,
+      'thresholds': None if thresholds is None else {k: v.tolist() for k, v in thresholds.items()},
+      'input': {'shape': ['batch', *image_spec.shape[1:]], 'dtype': str(image_spec.dtype)},
+      'platforms': list(exported.platforms), 'batch_size': int(config.eval_batch_size)}
+  serialized = exported.serialize()   # before any file is written: no half-written folder
+  try:
+    os.makedirs(out_dir, exist_ok=True)
+    safetensors.numpy.save_file({k: np.ascontiguousarray(v) for k, v in flat.items()},
+                                os.path.join(out_dir, VARIABLES))
+    with open(os.path.join(out_dir, FUNCTION), 'wb') as f:
+      f.write(serialized)
+    with open(os.path.join(out_dir, META), 'w') as f:
+      json.dump(meta, f, indent=2)
+  except OSError as e:
+    raise UserError(f'cannot write the export to {out_dir!r}: {e.strerror or e}') from None
+  return out_dir
+
+
+def load_export(path: str, *, model: str | None = None, threshold='auto', batch_size: int = 256):
+  """A `predict.Predictor` over an exported folder (no config, no model code)."""
+  import jax
+  from jax import export as jax_export
+  from comic_jax.predict import Predictor
+
+  require(is_export(path), f'{path!r} is not an exported model ({META} and {FUNCTION} missing)')
+  with open(os.path.join(path, META)) as f:
+    meta = json.load(f)
+  require(meta.get('format') == FORMAT, f'{path!r}: unknown export format {meta.get("format")!r}')
+  with open(os.path.join(path, FUNCTION), 'rb') as f:
+    exported = jax_export.deserialize(bytearray(f.read()))
+  variables = {n: jax.device_put(v) for n, v in
+               safetensors.numpy.load_file(os.path.join(path, VARIABLES)).items()}
+  saved = meta['thresholds']
+  saved = None if saved is None else {k: np.asarray(v) for k, v in saved.items()}
+  call = jax.jit(exported.call)
+  predictor = Predictor(lambda x: call(variables, x), class_names=meta['class_names'],
+                        model_names=meta['models'], model=model,
+                        preprocessing=meta['preprocessing'], saved_thresholds=saved,
+                        threshold=threshold, batch_size=batch_size)
+  predictor.meta = meta
+  return predictor
