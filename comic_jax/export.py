@@ -94,7 +94,7 @@ def export_model(workdir: str, out_dir: str) -> str:
   serialized = exported.serialize()   # before any file is written: no half-written folder
   try:
     os.makedirs(out_dir, exist_ok=True)
-    safetensors.numpy.save_file({k: np.ascontiguousarray(v) for k, v in flat.items()},
+    safetensors.numpy.save_file({k: np.asarray(v, order='C') for k, v in flat.items()},
                                 os.path.join(out_dir, VARIABLES))
     with open(os.path.join(out_dir, FUNCTION), 'wb') as f:
       f.write(serialized)
