@@ -273,7 +273,8 @@ def build_torch_twin(torch, config, num_classes: int, device: str):
     x = torch.where(flip[:, None, None, None], images.flip(2), images).float()
     x = F.pad(x.permute(0, 3, 1, 2), (shift,) * 4, mode='replicate')
     dy, dx = (torch.randint(0, 2 * shift + 1, (2, b, 1), generator=gen, device=device))
-    rows = (torch.arange(h, device=device)[None] + dy)[:, None, :, None].expand(b, 3, h, w + 2 * shift)
+    rows = (torch.arange(h, device=device)[None] + dy)[:, None, :, None]
+    rows = rows.expand(b, 3, h, w + 2 * shift)
     x = x.gather(2, rows)
     cols = (torch.arange(w, device=device)[None] + dx)[:, None, None, :].expand(b, 3, h, w)
     x = x.gather(3, cols)
@@ -438,9 +439,13 @@ def report_line(r: dict, device_kind: str) -> str:
 
 def breakdown(method: str, epochs: int, profile_dir: str | None) -> dict:
   """The README's main command (configs/synthetic.py) for `epochs` epochs through the training
-  loop's own calls, timed by part: host batch assembly (`run.batch`), host-to-device
-  (`host_to_global`), step dispatch, the end-of-epoch wait for the device (metrics to floats),
-  evaluation and checkpointing. Epoch 1 (compilation) is reported apart."""
+  loop's own calls, timed by part: host batch assembly (`run.batch`, or `run.batch_indices` when
+  the training set lives on the devices), host-to-device (`host_to_global`), step dispatch, the
+  end-of-epoch wait for the device (metrics to floats), evaluation and checkpointing.
+
+  Odd epochs take the loop's path (`Run.train`: device-resident training set, in-step gather),
+  even epochs host batches (the path before it), so one run compares both; each path compiles
+  in its first epoch, reported as such."""
   config = synth_config(method)
   workdir = tempfile.mkdtemp(prefix='step_speed_bd_')
   t0 = time.perf_counter()
@@ -449,7 +454,9 @@ def breakdown(method: str, epochs: int, profile_dir: str | None) -> dict:
   spe = run.steps_per_epoch
   parts = []
   trace = jax.profiler.trace(os.path.join(profile_dir, f'loop_{method}')) if profile_dir else None
+  device_data = getattr(run, 'device_data', None)
   for epoch in range(epochs):
+    on_device = device_data is not None and epoch % 2 == 0
     if trace is not None and epoch == min(1, epochs - 1):
       trace.__enter__()
     t = dict.fromkeys(('batch', 'transfer', 'dispatch', 'sync', 'eval', 'checkpoint'), 0.0)
@@ -457,11 +464,14 @@ def breakdown(method: str, epochs: int, profile_dir: str | None) -> dict:
     epoch_metrics = []
     for step in range(epoch * spe, (epoch + 1) * spe):
       a = time.perf_counter()
-      host = run.batch(step)
+      host = run.batch_indices(step) if on_device else run.batch(step)
       b = time.perf_counter()
       batch = pipeline.host_to_global(host, run.sharded)
       c = time.perf_counter()
-      run.state, m = run.train_step(run.state, batch)
+      if on_device:
+        run.state, m = run.indexed_train_step(run.state, device_data, batch)
+      else:
+        run.state, m = run.train_step(run.state, batch)
       d = time.perf_counter()
       epoch_metrics.append(m)
       t['batch'] += b - a
@@ -475,7 +485,8 @@ def breakdown(method: str, epochs: int, profile_dir: str | None) -> dict:
     checkpoint.save(run.manager, (epoch + 1) * spe, run.state)
     checkpoint.wait(run.manager)
     d = time.perf_counter()
-    t.update(sync=b - a, eval=c - b, checkpoint=d - c, total=d - start,
+    t.update(path='device data' if on_device else 'host batches', sync=b - a, eval=c - b,
+             checkpoint=d - c, total=d - start,
              load=os.getloadavg()[0])
     parts.append(t)
     if trace is not None and epoch == min(1, epochs - 1):
@@ -488,11 +499,12 @@ def breakdown(method: str, epochs: int, profile_dir: str | None) -> dict:
 
 def print_breakdown(r: dict) -> None:
   print(f"\nloop breakdown, {r['method']} on PLT-Synth ({r['steps_per_epoch']} steps/epoch, "
-        f"Run() setup {r['setup_s']:.1f}s: data, init, compile of nothing yet)")
+        f"Run() setup {r['setup_s']:.1f}s: data and init)")
   for i, t in enumerate(r['epochs']):
     train_s = t['batch'] + t['transfer'] + t['dispatch'] + t['sync']
     img_s = r['steps_per_epoch'] * r['batch_size'] / train_s
-    print(f"  epoch {i + 1}{' (compiles)' if i == 0 else ''}: total {t['total']:.2f}s = "
+    print(f"  epoch {i + 1}, {t['path']}{' (compiles)' if i < 2 else ''}: "
+          f"total {t['total']:.2f}s = "
           f"batch {t['batch']:.2f} + host_to_global {t['transfer']:.2f} + step dispatch "
           f"{t['dispatch']:.2f} + wait for device {t['sync']:.2f} + eval {t['eval']:.2f} + "
           f"checkpoint {t['checkpoint']:.2f}  (train {img_s:.0f} img/s, load {t['load']:.1f})")
