@@ -88,3 +88,18 @@ def test_multilabel_net_outputs_and_image_normalisation():
   np.testing.assert_allclose(x, ref, rtol=1e-5, atol=1e-6)
   np.testing.assert_allclose(net.apply(v, x, train=False)['logits'], out['logits'], rtol=1e-5,
                              atol=1e-5)
+
+
+@pytest.mark.parametrize('shape', [(2, 8, 8, 3), (2, 5, 7, 3)])
+def test_max_pool_2x2_matches_flax_max_pool_in_value_and_gradient(shape):
+  import flax.linen as nn
+  x = jax.random.normal(jax.random.key(0), shape)        # no ties: one maximum per window
+  w = jax.random.normal(jax.random.key(1), (shape[0], shape[1] // 2, shape[2] // 2, shape[3]))
+  flax_pool = lambda v: nn.max_pool(v, (2, 2), strides=(2, 2))
+  np.testing.assert_array_equal(backbones.max_pool_2x2(x), flax_pool(x))
+  # NumPy reference of the values: the max of each full 2x2 window.
+  h, v = shape[1] // 2 * 2, shape[2] // 2 * 2
+  ref = np.asarray(x)[:, :h, :v].reshape(shape[0], h // 2, 2, v // 2, 2, shape[3]).max((2, 4))
+  np.testing.assert_array_equal(backbones.max_pool_2x2(x), ref)
+  grad = lambda pool: jax.grad(lambda v: jnp.sum(pool(v) * w))(x)
+  np.testing.assert_array_equal(grad(backbones.max_pool_2x2), grad(flax_pool))

@@ -17,6 +17,18 @@ from comic_jax.errors import require
 from comic_jax.models import efficientnet, resnet
 
 
+def max_pool_2x2(x):
+  """2x2 max-pooling with stride 2 (an odd last row / column is dropped, like nn.max_pool's
+  VALID windows) as a reshape and a max. The same values as nn.max_pool, and the same gradients
+  but for exact ties inside a window (shared instead of given to one; after a ReLU the ties are
+  zeros, whose gradient the ReLU stops). Why: XLA's CPU backend differentiates nn.max_pool
+  through a reduce-window carrying four input-sized iota index arrays, about a third of the
+  small CNN's train step in a profile (benchmarks/step_speed.py --profile)."""
+  b, h, w, c = x.shape
+  x = x[:, :h // 2 * 2, :w // 2 * 2]
+  return x.reshape(b, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
+
+
 class SmallCNN(nn.Module):
   """conv3x3-BN-ReLU stages with 2x2 max-pooling between them, then global average pooling.
 
@@ -36,7 +48,7 @@ class SmallCNN(nn.Module):
                        dtype=self.dtype, name=f'bn{i}')(x)
       x = nn.relu(x)
       if i < len(self.widths) - 1:
-        x = nn.max_pool(x, (2, 2), strides=(2, 2))
+        x = max_pool_2x2(x)
     return jnp.mean(x, axis=(1, 2)).astype(jnp.float32)
 
 
