@@ -23,14 +23,15 @@ from comic_jax.models import backbones, networks, pretrained
 
 
 def cache_features(config, data: PLTData, workdir: str, mesh, log=print) -> PLTData:
-  """`data` with x_train = (N, views, D) and x_test = (N, D) backbone features.
+  """`data` with x_train = (N, views, D) and x_test, x_val = (N, D) backbone features.
 
   Views are augmented like training batches; the backbone carries `config.model.pretrained`.
   """
   path = os.path.join(workdir, 'feature_cache.npz')
   if os.path.exists(path):
     with np.load(path) as z:
-      return dataclasses.replace(data, x_train=z['train'], x_test=z['test'])
+      return dataclasses.replace(data, x_train=z['train'], x_test=z['test'],
+                                 x_val=z['val'] if 'val' in z else None)
   start = time.time()
   backbone = backbones.create_backbone(config.model)
   mean, std = backbones.normalization(config.model)
@@ -60,9 +61,13 @@ def cache_features(config, data: PLTData, workdir: str, mesh, log=print) -> PLTD
   train = np.stack(views, axis=1).astype(np.float32)
   test = pipeline.map_dataset(lambda v, x, _: embed_test(v, x), variables, data.x_test,
                               config.eval_batch_size, sharded)['f'].astype(np.float32)
+  val = {}
+  if data.has_val:
+    val['val'] = pipeline.map_dataset(lambda v, x, _: embed_test(v, x), variables, data.x_val,
+                                      config.eval_batch_size, sharded)['f'].astype(np.float32)
   if jax.process_index() == 0:
-    np.savez(path + '.part.npz', train=train, test=test)
+    np.savez(path + '.part.npz', train=train, test=test, **val)
     os.replace(path + '.part.npz', path)
   log(f'feature cache: {train.shape[0]} train images x {train.shape[1]} views, '
       f'{test.shape[0]} test images, {train.shape[2]}-d features ({time.time() - start:.1f}s)')
-  return dataclasses.replace(data, x_train=train, x_test=test)
+  return dataclasses.replace(data, x_train=train, x_test=test, x_val=val.get('val'))

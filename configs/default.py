@@ -18,6 +18,9 @@ def get_config() -> ml_collections.ConfigDict:
   data.seed = 0                         # data-set seed (fixed across training seeds, like a
                                         # published split): long-tail sampling, hidden labels
   data.missing_ratio = 0.4              # r: probability that a training positive is hidden
+  data.val_fraction = 0.0               # real sources: this fraction of the training images is
+                                        # the validation set (observed labels only); PLT-Synth
+                                        # always has its own fully-labelled one (leave 0)
   data.group_counts = 'full'            # class groups from 'full' or 'observed' train counts
   data.many_threshold = 100             # many-shot: n_c >= this
   data.few_threshold = 20               # few-shot: n_c < this (medium in between)
@@ -107,6 +110,9 @@ def get_config() -> ml_collections.ConfigDict:
   comic.htb = htb = ml_collections.ConfigDict()
   htb.enabled = True                    # False: the balanced model alone (-HTB)
   htb.alpha = 2.0                       # kappa exponent
+  htb.loss = 'product'                  # reading of L_htb: 'product' (softmax(zhat) x softmax(z_b),
+                                        # the paper's equation) | 'distill' (zhat as soft target)
+  htb.temperature = 1.0                 # 'distill': softmax temperature T (loss times T^2)
   htb.beta = 1.0                        # weight of the attention output (authors' code: 0.1)
   htb.attention_dim = 128               # hidden size of the additive attention
   htb.attention_dropout = 0.1
