@@ -8,8 +8,8 @@ import ml_collections
 def get_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
   config.seed = 0                       # training seed: initialisation, batch order, augmentation
-  config.method = 'bce'                 # 'comic' or a baseline: bce, focal, asl, db, db_focal,
-                                        # lws, pseudo_label, ml_gcn, hill, pasl
+  config.method = 'bce'                 # 'comic', 'comic_plus' or a baseline: bce, focal, asl,
+                                        # db, db_focal, lws, pseudo_label, ml_gcn, hill, pasl
 
   # ---------------------------------------------------------------------------- data
   config.data = data = ml_collections.ConfigDict()
@@ -120,6 +120,19 @@ def get_config() -> ml_collections.ConfigDict:
   htb.a_head = 1.0                      # a_h: head model adds a_h x the energy term
   htb.a_tail = 1.0                      # a_t: tail model removes a_t x the energy term
   htb.official_energy_signs = False     # authors' code: head -1, tail +2
+
+  # ---------------------------------------------------------------------------- COMIC+
+  # method='comic_plus': COMIC (every config.comic field above applies) with these changes,
+  # each chosen on the validation set (docs/method.md "COMIC+"); the values below switch them
+  # off: htb_loss='product', kappa='worse', report='balanced' train and report what COMIC does.
+  config.comic_plus = cplus = ml_collections.ConfigDict()
+  cplus.htb_loss = 'distill'            # L_htb reading: 'product' (paper) | 'distill'
+  cplus.temperature = 1.0               # 'distill': softmax temperature T (loss times T^2)
+  cplus.kappa = 'better'                # kappa trusts the teacher that fits the batch 'worse'
+                                        # (paper) | 'better'
+  cplus.report = 'fusion'               # "COMIC+" is 'balanced' (z_b) | 'fusion' of the members
+  cplus.fusion = 'prob'                 # 'prob': mean of the sigmoids | 'logit': mean of logits
+  cplus.members = ('balanced', 'head', 'tail')  # models fused ('balanced', 'head', 'tail')
 
   # ---------------------------------------------------------------------------- baselines
   # docs/baselines.md; defaults are each original's training defaults (DB: its COCO values).

@@ -92,6 +92,10 @@ class Comic:
         out['logits'], out['features'], params[branch]['classifier']['kernel'],
         energy_state.trace, factor=self.energy_factor[branch], **self.cosine)
 
+  def htb_weights(self, loss_head, loss_tail):
+    """(kappa_h, kappa_t) from the teachers' MFM losses on the batch."""
+    return htb.htb_weights(loss_head, loss_tail, self.cc.htb.alpha)
+
   def mfm_loss(self, logits, labels):
     return mfm.mfm_loss_from_counts(logits, labels, self.counts, self.mfm)
 
@@ -174,8 +178,7 @@ class Comic:
     if self.use_rlc:
       terms['balanced'] += rlc_for('balanced', out_b['logits'], u_y, u_full)
     if self.use_htb and cc.lambda_b > 0:
-      kappa_h, kappa_t = htb.htb_weights(self.mfm_loss(zhat_h, u_y), self.mfm_loss(zhat_tu, u_y),
-                                         cc.htb.alpha)
+      kappa_h, kappa_t = self.htb_weights(self.mfm_loss(zhat_h, u_y), self.mfm_loss(zhat_tu, u_y))
       loss_htb = htb.htb_loss_of(cc.htb.loss, zhat_h, zhat_tu, out_b['logits'], u_y, kappa_h,
                                  kappa_t, cc.htb.temperature)
       terms['balanced'] += cc.lambda_b * loss_htb
