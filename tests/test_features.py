@@ -5,7 +5,7 @@ import jax
 import numpy as np
 import pytest
 
-from comic_jax import train
+from comic_jax import features, train
 from comic_jax.models import pretrained
 from conftest import tiny_config
 
@@ -13,13 +13,21 @@ from conftest import tiny_config
 def test_frozen_backbone_features_are_cached_and_the_heads_train(tmp_path):
   config = tiny_config(method='comic', **{'model.backbone_trainable': False,
                                           'model.feature_cache': True, 'model.feature_views': 2,
-                                          'num_epochs': 2})
+                                          'num_epochs': 2, 'data.cache_dir': str(tmp_path)})
   workdir = str(tmp_path / 'run')
   state = train.train_and_evaluate(config, workdir)
-  with np.load(os.path.join(workdir, 'feature_cache.npz')) as z:
-    assert z['train'].shape == (1387, 2, 128) and z['test'].shape == (2000, 128)
+  path = features.cache_path(config)
+  assert path.startswith(str(tmp_path / 'features'))
+  with np.load(path) as z:
+    assert z['x_train'].shape == (1387, 2, 128) and z['x_test'].shape == (2000, 128)
     # Two views of the same image differ (augmentation), the features are not all equal.
-    assert not np.allclose(z['train'][:, 0], z['train'][:, 1])
+    assert not np.allclose(z['x_train'][:, 0], z['x_train'][:, 1])
+  # Another training seed and another method share the cache; another view count does not.
+  assert features.cache_path(tiny_config(**{'seed': 3, 'model.feature_cache': True,
+                                            'model.feature_views': 2, 'model.backbone_trainable':
+                                            False, 'data.cache_dir': str(tmp_path)})) == path
+  assert features.cache_path(tiny_config(**{'model.feature_views': 3,
+                                            'data.cache_dir': str(tmp_path)})) != path
   # The heads hold no backbone weights: the backbone is the identity on cached features.
   assert set(state.params['head']) == {'projection', 'classifier'}
   with open(os.path.join(workdir, 'results.json')) as f:

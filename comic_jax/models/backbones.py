@@ -14,7 +14,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from comic_jax.errors import require
-from comic_jax.models import resnet
+from comic_jax.models import efficientnet, resnet
 
 
 class SmallCNN(nn.Module):
@@ -88,6 +88,18 @@ BACKBONES: dict[str, BackboneSpec] = {
 for _name, _cls in (('resnet18', resnet.ResNet18), ('resnet34', resnet.ResNet34),
                     ('resnet50', resnet.ResNet50), ('resnet101', resnet.ResNet101)):
   BACKBONES[_name] = BackboneSpec(lambda m, dtype, _cls=_cls: _cls(dtype=dtype), pretrained=True)
+for _name, _cls in efficientnet.EFFICIENTNETS.items():
+  BACKBONES[_name] = BackboneSpec(lambda m, dtype, _cls=_cls: _cls(dtype=dtype), mean=_cls.MEAN,
+                                  std=_cls.STD, pretrained=True)
+
+
+def backbone_name(model_config) -> str:
+  """The backbone a config builds: `model.backbone`, unless `model.pretrained` names a backbone
+  with ImageNet weights (`--config.model.pretrained=efficientnet_lite0` selects that network
+  with its published weights)."""
+  if model_config.pretrained in BACKBONES and BACKBONES[model_config.pretrained].pretrained:
+    return model_config.pretrained
+  return model_config.backbone
 
 
 def validate_config(model_config) -> None:
@@ -95,6 +107,7 @@ def validate_config(model_config) -> None:
   m = model_config
   require(m.backbone in BACKBONES,
           f'config.model.backbone={m.backbone!r} is not one of: {", ".join(BACKBONES)}')
+  name = backbone_name(m)
   require(m.dtype in ('float32', 'bfloat16'),
           f"config.model.dtype={m.dtype!r} is not one of: float32, bfloat16")
   require(m.classifier in ('auto', 'linear', 'cosine'),
@@ -105,19 +118,20 @@ def validate_config(model_config) -> None:
   require(not m.feature_cache or not m.backbone_trainable,
           'config.model.feature_cache=True caches frozen backbone features: set '
           'config.model.backbone_trainable=False too')
-  require(not m.pretrained or BACKBONES[m.backbone].pretrained,
-          f'config.model.pretrained needs a backbone with ImageNet weights, not {m.backbone!r}')
+  require(not m.pretrained or BACKBONES[name].pretrained,
+          f'config.model.pretrained needs a backbone with ImageNet weights, not {name!r}')
 
 
 def create_backbone(model_config, name: str = 'backbone') -> nn.Module:
   """The backbone named by `model_config.backbone`."""
-  require(model_config.backbone in BACKBONES, f'config.model.backbone={model_config.backbone!r} '
-          f'is not one of: {", ".join(BACKBONES)}')
-  module = BACKBONES[model_config.backbone].create(model_config, jnp.dtype(model_config.dtype))
+  name = backbone_name(model_config)
+  require(name in BACKBONES, f'config.model.backbone={name!r} is not one of: '
+          f'{", ".join(BACKBONES)}')
+  module = BACKBONES[name].create(model_config, jnp.dtype(model_config.dtype))
   return module.clone(name=name)
 
 
 def normalization(model_config) -> tuple[tuple, tuple]:
   """(mean, std) of the backbone's input normalisation."""
-  spec = BACKBONES[model_config.backbone]
+  spec = BACKBONES[backbone_name(model_config)]
   return spec.mean, spec.std

