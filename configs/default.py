@@ -129,15 +129,15 @@ def get_config() -> ml_collections.ConfigDict:
 
   # ---------------------------------------------------------------------------- COMIC+
   # method='comic_plus': COMIC (every config.comic field above applies) with these changes,
-  # each chosen on the validation set (docs/method.md "COMIC+"); the values below switch them
-  # off: htb_loss='product', kappa='worse', report='balanced' train and report what COMIC does.
+  # each chosen on the validation set (docs/method.md "COMIC+"); htb_loss='product' and
+  # kappa='worse' (with report='balanced') train and report exactly what COMIC does.
   config.comic_plus = cplus = ml_collections.ConfigDict()
   cplus.htb_loss = 'distill'            # L_htb reading: 'product' (paper) | 'distill'
   cplus.temperature = 1.0               # 'distill': softmax temperature T (loss times T^2)
   cplus.kappa = 'better'                # kappa trusts the teacher that fits the batch 'worse'
                                         # (paper) | 'better'
-  cplus.report = 'fusion'               # "COMIC+" is 'balanced' (z_b) | 'fusion' of the members
-  cplus.fusion = 'prob'                 # 'prob': mean of the sigmoids | 'logit': mean of logits
+  cplus.report = 'balanced'             # "COMIC+" is 'balanced' (z_b) | 'fusion' of the members
+  cplus.fusion = 'logit'                # 'prob': mean of the sigmoids | 'logit': mean of logits
   cplus.members = ('balanced', 'head', 'tail')  # models fused ('balanced', 'head', 'tail')
 
   # ---------------------------------------------------------------------------- baselines
