@@ -15,6 +15,11 @@ checkpoints, so a killed benchmark picks up where it stopped. Each run's console
 - `missing_ratio`: COMIC (or `--methods`) at missing ratios 0 / 0.3 / 0.4 / 0.5.
 - `modules`: COMIC, -RLC, -MFM, -HTB: total mAP, average mAP, recall.
 - `mfm_factors`: MFM with P-N only, H-T only, both: total, many, medium, few.
+
+`--sweep=comic.rlc.tau=0.6,0.7,0.8` trains every value (sub-workdir `<method>/<field>=<value>/
+seed<k>`), picks per method the value with the best mean validation total mAP of its primary
+model, writes `sweep.md` (every value's validation mAP) and puts only the chosen value's test
+metrics in the tables.
 """
 from __future__ import annotations
 
@@ -33,7 +38,7 @@ from ml_collections import config_flags  # noqa: E402
 import numpy as np  # noqa: E402
 
 from comic_jax import cli  # noqa: E402
-from comic_jax.errors import UserError  # noqa: E402
+from comic_jax.errors import UserError, require  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('workdir', None, 'Directory of the benchmark (one sub-directory per run).')
@@ -43,6 +48,9 @@ flags.DEFINE_integer('seeds', 3, 'Training seeds 0 .. seeds-1 per method.')
 flags.DEFINE_enum('preset', 'main', ['main', 'missing_ratio', 'modules', 'mfm_factors'],
                   'Which study to run (modules and mfm_factors are defined by the methods).')
 flags.DEFINE_string('plot_methods', 'bce,comic', 'Methods drawn in per_class_ap.png.')
+flags.DEFINE_string('sweep', '', "FIELD=v1,v2,...: train every value of a config field (e.g. "
+                    "comic.rlc.tau=0.6,0.7,0.8), pick per method the value with the best mean "
+                    "validation total mAP over seeds, report the test metrics of that value only")
 config_flags.DEFINE_config_file('config', None, 'Base config file (e.g. configs/synthetic.py).',
                                 lock_config=True)
 flags.mark_flags_as_required(['config', 'workdir'])
@@ -93,6 +101,75 @@ def experiments(preset: str, methods: tuple[str, ...]) -> list[Experiment]:
   if not out:
     raise UserError(f'--preset={preset}: none of the methods {", ".join(methods)} defines it')
   return out
+
+
+# ------------------------------------------------------------------------------- sweeps
+
+def parse_sweep(text: str, base) -> tuple[str, tuple]:
+  """'comic.rlc.tau=0.6,0.7' -> ('comic.rlc.tau', (0.6, 0.7)), each value parsed as the
+  field's type in the base config."""
+  field, sep, values = text.partition('=')
+  field = field.strip()
+  require(bool(sep) and bool(field) and bool(values.strip()),
+          f'--sweep={text!r} must look like FIELD=v1,v2,...')
+  try:
+    current = base
+    for part in field.split('.'):
+      current = current[part]
+  except (KeyError, AttributeError):
+    raise UserError(f'--sweep: the config has no field {field!r}') from None
+  return field, tuple(parse_value(v.strip(), current, field) for v in values.split(','))
+
+
+def parse_value(text: str, current, field: str):
+  """A command-line value as the type of the field's current value."""
+  try:
+    if isinstance(current, bool):
+      require(text.lower() in ('true', 'false'), f'--sweep: {field} takes True or False')
+      return text.lower() == 'true'
+    if isinstance(current, (int, float)):
+      return type(current)(float(text) if isinstance(current, float) else int(text))
+  except ValueError:
+    raise UserError(f'--sweep: {field}={text!r} is not a {type(current).__name__}') from None
+  return text
+
+
+def sweep_variants(exps: list[Experiment], field: str, values: tuple) -> list[list[Experiment]]:
+  """Per experiment, one variant per value (sub-workdir `<key>/<field>=<value>`)."""
+  return [[dataclasses.replace(e, key=os.path.join(e.key, f'{field}={v}'),
+                               overrides=e.overrides + ((field, v),)) for v in values]
+          for e in exps]
+
+
+def validation_score(workdir: str, experiment: Experiment, seeds: int, key: str = 'total'):
+  """Mean over the finished seeds of the primary model's validation metric (NaN if none)."""
+  scores = []
+  for seed in range(seeds):
+    path = os.path.join(run_dir(workdir, experiment, seed), 'val_results.json')
+    if os.path.exists(path):
+      with open(path) as f:
+        scores.append(json.load(f).get(experiment.spec.primary_model, {}).get(key))
+  return mean_std(scores)[0]
+
+
+def choose(workdir: str, variants: list[Experiment], seeds: int) -> int:
+  """Index of the variant with the best mean validation total mAP (the first on ties)."""
+  scores = [validation_score(workdir, v, seeds) for v in variants]
+  require(not all(np.isnan(scores)), f'--sweep: no validation results for {variants[0].label} '
+          '(the data has no validation set: set config.data.val_fraction)')
+  return int(np.nanargmax(scores))
+
+
+def write_sweep(workdir: str, field: str, values: tuple, variants, chosen, seeds) -> str:
+  """sweep.md: every value's validation mAP per method, the chosen one marked."""
+  path = os.path.join(workdir, 'sweep.md')
+  with open(path, 'w') as f:
+    f.write(f'| method | {field} | val total | val few | chosen |\n|---|---|---|---|---|\n')
+    for family, pick in zip(variants, chosen):
+      for i, (v, e) in enumerate(zip(values, family)):
+        total, few = (validation_score(workdir, e, seeds, k) for k in ('total', 'few'))
+        f.write(f'| {e.label} | {v} | {total:.2f} | {few:.2f} | {"✓" if i == pick else ""} |\n')
+  return path
 
 
 def run_config(base, experiment: Experiment, seed: int, workdir: str):
@@ -234,15 +311,26 @@ def main(argv):
   if FLAGS.seeds < 1:
     cli.fail('--seeds must be >= 1')
   start = time.time()
+  sweep_file = None
   try:
     exps = experiments(FLAGS.preset, methods)
-    runs = [(e, s) for e in exps for s in range(FLAGS.seeds)]
+    variants = [[e] for e in exps]
+    if FLAGS.sweep:
+      field, values = parse_sweep(FLAGS.sweep, FLAGS.config)
+      variants = sweep_variants(exps, field, values)
+    runs = [(v, s) for family in variants for v in family for s in range(FLAGS.seeds)]
     os.makedirs(FLAGS.workdir, exist_ok=True)
     run_all(FLAGS.config, runs, FLAGS.workdir)
+    if FLAGS.sweep:   # every choice on the validation set; the table shows the chosen values
+      chosen = [choose(FLAGS.workdir, family, FLAGS.seeds) for family in variants]
+      sweep_file = write_sweep(FLAGS.workdir, field, values, variants, chosen, FLAGS.seeds)
+      exps = [family[i] for family, i in zip(variants, chosen)]
   except UserError as e:
     cli.fail(e)
   header, rows = table_rows(FLAGS.workdir, FLAGS.preset, exps, FLAGS.seeds)
   written = write_tables(FLAGS.workdir, FLAGS.preset, header, rows)
+  if sweep_file:
+    written.append(sweep_file)
   if FLAGS.preset == 'main':
     plot_methods = [m for m in FLAGS.plot_methods.split(',') if m in methods]
     written += plots.benchmark_plots(

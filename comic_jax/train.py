@@ -4,8 +4,10 @@ One jit-compiled train step, sharded over a 1-D device mesh with axis 'data': th
 split over the devices, the train state is replicated. The same code runs on one CPU, N GPUs or
 the hosts of a TPU pod (each host feeds its slice of every global batch).
 
-Workdir contents: `config.json`, `metrics.jsonl` (one line per evaluation), `results.json` (final
-metrics per reported model, percent), `per_class_ap.json`, and `checkpoints/`.
+Workdir contents: `config.json`, `metrics.jsonl` (one line per evaluation: validation metrics
+`val`; the last line also the test metrics `eval`), `results.json` (final test metrics per
+reported model, percent), `val_results.json` (the same on the validation set),
+`per_class_ap.json`, and `checkpoints/`.
 """
 from __future__ import annotations
 
@@ -201,18 +203,28 @@ class Run:
     self.state, step = checkpoint.restore_latest(self.manager, self.state)
     return 0 if step is None else int(step)
 
-  def evaluate(self):
-    probs = predict_dataset(self.predict_step, self.state, self.data.x_test,
-                            self.config.eval_batch_size, self.sharded)
-    return evaluate_predictions(probs, self.data.y_test, self.groups)
+  def evaluate(self, split: str = 'test'):
+    """({model: metrics}, {model: per-class AP}) on the 'test' or the 'val' images."""
+    x, y = ((self.data.x_test, self.data.y_test) if split == 'test'
+            else (self.data.x_val, self.data.y_val))
+    probs = predict_dataset(self.predict_step, self.state, x, self.config.eval_batch_size,
+                            self.sharded)
+    return evaluate_predictions(probs, y, self.groups)
+
+  def evaluate_val(self):
+    """Validation metrics per model, or None where the data has no validation set."""
+    return self.evaluate('val')[0] if self.data.has_val else None
 
   def path(self, name: str) -> str:
     return os.path.join(self.workdir, name)
 
-  def write_results(self, results, per_class) -> None:
+  def write_results(self, results, per_class, val_results=None) -> None:
     if jax.process_index() != 0:
       return
     workdir_lib.write_json(self.path('results.json'), writers.json_safe(results), indent=2)
+    if val_results is not None:
+      workdir_lib.write_json(self.path('val_results.json'), writers.json_safe(val_results),
+                             indent=2)
     full = self.data.y_train_full.sum(0)
     observed = self.data.y_train.sum(0)
     workdir_lib.write_json(self.path('per_class_ap.json'), writers.json_safe({
@@ -252,7 +264,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   bar = tqdm.tqdm(total=total * config.batch_size, initial=start_step * config.batch_size,
                   unit='img', unit_scale=True, dynamic_ncols=True, smoothing=0.1,
                   disable=not (config.progress_bar and is_main))
-  results = per_class = None
+  results = per_class = val_results = None
   epoch_metrics, epoch_start = [], time.time()
   train_time, train_images = 0.0, 0
   guard = workdir_lib.PreemptionGuard(run.manager)   # SIGTERM / SIGINT: save, stop
@@ -281,15 +293,23 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     bar.set_postfix(epoch=epoch, loss=f'{summary["loss"]:.4f}')
     last = step + 1 == total
     if epoch % config.eval_every_epochs == 0 or last:
-      results, per_class = run.evaluate()
+      # Validation metrics at every evaluation; the test set only once, for the final report.
+      val_results = run.evaluate_val()
       line = {'epoch': epoch, 'step': step + 1, 'train': summary,
               'train_img_per_sec': len(epoch_metrics) * config.batch_size / seconds,
-              'learning_rate': float(run.schedule(step)), 'eval': results}
+              'learning_rate': float(run.schedule(step))}
+      if val_results is not None:
+        line['val'] = val_results
+      if last:
+        results, per_class = run.evaluate()
+        line['eval'] = results
       if hasattr(run.method, 'epoch_summary'):
         line.update(run.method.epoch_summary(jax.device_get(run.state.method_state)))
       log.write(line)
+      shown = [(split, r) for split, r in (('val', val_results), ('test', results if last else
+                                                                   None)) if r is not None]
       bar.write(f'epoch {epoch}: loss {summary["loss"]:.4f}  ' + '  '.join(
-          f'{name} mAP {r["total"]:.2f}' for name, r in results.items()))
+          f'{name} {split} mAP {m["total"]:.2f}' for split, r in shown for name, m in r.items()))
     if epoch % config.checkpoint_every_epochs == 0 or last:
       checkpoint.save(run.manager, step + 1, run.state)
     epoch_metrics, epoch_start = [], time.time()
@@ -306,7 +326,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   checkpoint.wait(run.manager)
   if results is None:  # nothing left to train: the run had finished; evaluate its final state
     results, per_class = run.evaluate()
-  run.write_results(results, per_class)
+    val_results = run.evaluate_val()
+  run.write_results(results, per_class, val_results)
   from comic_jax import plots  # matplotlib only when a run ends
   plots.run_pictures(run)
   if is_main:
@@ -325,7 +346,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   step = run.restore()
   require(step > 0, f'workdir {workdir!r} has no checkpoint to evaluate; train first')
   results, per_class = run.evaluate()
-  run.write_results(results, per_class)
+  run.write_results(results, per_class, run.evaluate_val())
   if jax.process_index() == 0:
     print(f'evaluated the checkpoint of step {step}')
     print(metrics.format_table(results))

@@ -8,8 +8,8 @@ import ml_collections
 def get_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
   config.seed = 0                       # training seed: initialisation, batch order, augmentation
-  config.method = 'bce'                 # 'comic' or a baseline: bce, focal, asl, db, db_focal,
-                                        # lws, pseudo_label, ml_gcn, hill, pasl
+  config.method = 'bce'                 # 'comic', 'comic_plus' or a baseline: bce, focal, asl,
+                                        # db, db_focal, lws, pseudo_label, ml_gcn, hill, pasl
 
   # ---------------------------------------------------------------------------- data
   config.data = data = ml_collections.ConfigDict()
@@ -18,6 +18,9 @@ def get_config() -> ml_collections.ConfigDict:
   data.seed = 0                         # data-set seed (fixed across training seeds, like a
                                         # published split): long-tail sampling, hidden labels
   data.missing_ratio = 0.4              # r: probability that a training positive is hidden
+  data.val_fraction = 0.0               # real sources: this fraction of the training images is
+                                        # the validation set (observed labels only); PLT-Synth
+                                        # always has its own fully-labelled one (leave 0)
   data.group_counts = 'full'            # class groups from 'full' or 'observed' train counts
   data.many_threshold = 100             # many-shot: n_c >= this
   data.few_threshold = 20               # few-shot: n_c < this (medium in between)
@@ -113,6 +116,9 @@ def get_config() -> ml_collections.ConfigDict:
   comic.htb = htb = ml_collections.ConfigDict()
   htb.enabled = True                    # False: the balanced model alone (-HTB)
   htb.alpha = 2.0                       # kappa exponent
+  htb.loss = 'product'                  # reading of L_htb: 'product' (softmax(zhat) x softmax(z_b),
+                                        # the paper's equation) | 'distill' (zhat as soft target)
+  htb.temperature = 1.0                 # 'distill': softmax temperature T (loss times T^2)
   htb.beta = 1.0                        # weight of the attention output (authors' code: 0.1)
   htb.attention_dim = 128               # hidden size of the additive attention
   htb.attention_dropout = 0.1
@@ -120,6 +126,19 @@ def get_config() -> ml_collections.ConfigDict:
   htb.a_head = 1.0                      # a_h: head model adds a_h x the energy term
   htb.a_tail = 1.0                      # a_t: tail model removes a_t x the energy term
   htb.official_energy_signs = False     # authors' code: head -1, tail +2
+
+  # ---------------------------------------------------------------------------- COMIC+
+  # method='comic_plus': COMIC (every config.comic field above applies) with these changes,
+  # each chosen on the validation set (docs/method.md "COMIC+"); htb_loss='product' and
+  # kappa='worse' (with report='balanced') train and report exactly what COMIC does.
+  config.comic_plus = cplus = ml_collections.ConfigDict()
+  cplus.htb_loss = 'distill'            # L_htb reading: 'product' (paper) | 'distill'
+  cplus.temperature = 1.0               # 'distill': softmax temperature T (loss times T^2)
+  cplus.kappa = 'better'                # kappa trusts the teacher that fits the batch 'worse'
+                                        # (paper) | 'better'
+  cplus.report = 'balanced'             # "COMIC+" is 'balanced' (z_b) | 'fusion' of the members
+  cplus.fusion = 'logit'                # 'prob': mean of the sigmoids | 'logit': mean of logits
+  cplus.members = ('balanced', 'head', 'tail')  # models fused ('balanced', 'head', 'tail')
 
   # ---------------------------------------------------------------------------- baselines
   # docs/baselines.md; defaults are each original's training defaults (DB: its COCO values).

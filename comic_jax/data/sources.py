@@ -46,6 +46,11 @@ def validate_config(data_config) -> None:
           f'config.data.few_threshold={dc.few_threshold!r} must be > 0 and below '
           f'config.data.many_threshold={dc.many_threshold!r}')
   require(dc.image_size > 0, f'config.data.image_size={dc.image_size!r} must be > 0')
+  require(0.0 <= dc.val_fraction < 1.0,
+          f'config.data.val_fraction={dc.val_fraction!r} must be in [0, 1)')
+  require(dc.name != 'synthetic' or dc.val_fraction == 0.0,
+          'config.data.val_fraction: PLT-Synth has its own fully-labelled validation set; '
+          'leave it at 0')
 
 
 def load_dataset(data_config) -> PLTData:
@@ -120,16 +125,30 @@ def make_plt(dc, name: str, class_names: tuple[str, ...], train: Pool, test: Poo
   if observed is None:
     observed = (full if dc.partial == 'as_is'
                 else longtail.drop_positives(full, dc.missing_ratio, seed=dc.seed + 1))
-  absent = [class_names[c] for c in np.flatnonzero(full.sum(0) == 0)]
+  observed = np.asarray(observed, np.int8)
+  keep, held = split_validation(len(idx), dc.val_fraction, dc.seed)
+  absent = [class_names[c] for c in np.flatnonzero(full[keep].sum(0) == 0)]
   require(not absent, f'{len(absent)} classes have no positive in the training set '
-          f'({", ".join(absent[:5])}); remove them from the labels')
+          f'({", ".join(absent[:5])}); remove them from the labels'
+          + (' or lower config.data.val_fraction' if len(held) else ''))
   require(len(test.keys) > 0, f'the {name} test set is empty: metrics need test images')
-  x_train = train.load(idx, 'train')
+  x_train = train.load(idx[keep], 'train')
   x_test = test.load(np.arange(len(test.keys)), 'test')
-  warn_about_labels(class_names, np.asarray(observed), test.labels)
+  warn_about_labels(class_names, observed[keep], test.labels)
+  val = {}
+  if len(held):  # validation images are evaluated like test images; their labels are partial
+    val = dict(x_val=train.load(idx[held], 'test'), y_val=observed[held])
   return PLTData(name=f'plt_{name}', class_names=class_names, x_train=x_train,
-                 y_train=np.asarray(observed, np.int8), y_train_full=full, x_test=x_test,
-                 y_test=test.labels.astype(np.int8))
+                 y_train=observed[keep], y_train_full=full[keep], x_test=x_test,
+                 y_test=test.labels.astype(np.int8), **val)
+
+
+def split_validation(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+  """(training rows, validation rows) of n training images: round(fraction * n) rows drawn
+  without replacement from the data seed's own stream, both sorted."""
+  n_val = int(round(fraction * n))
+  perm = np.random.default_rng([seed, 2]).permutation(n)
+  return np.sort(perm[n_val:]), np.sort(perm[:n_val])
 
 
 def warn_about_labels(class_names, y_observed: np.ndarray, y_test: np.ndarray) -> None:

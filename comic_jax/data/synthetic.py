@@ -18,7 +18,8 @@ The PLT-MLC split, built exactly as the benchmark builds PLT-COCO (`comic_jax.da
 - each training positive is hidden with probability `missing_ratio` (full labels kept beside the
   observed ones, for diagnostics only);
 - the test set is fresh draws from the scene model (not long-tailed), fully labelled, topped up so
-  every class has at least `min_test_positives` positives.
+  every class has at least `min_test_positives` positives;
+- the validation set is drawn by the same rules from a third random stream, disjoint draws.
 
 The design was fixed before any method was run on it and must not be retuned to favour one.
 """
@@ -209,12 +210,11 @@ def make_plt_synth(*, seed: int = 0, image_size: int = 32, missing_ratio: float 
   y_train_full = pool_labels[chosen]
   y_train = longtail.drop_positives(y_train_full, missing_ratio, seed=seed + 1)
 
-  test_rng = np.random.default_rng([seed, 1])
-  test_scenes = sample_scenes(num_test, test_rng)
-  counts = scenes_to_labels(test_scenes).sum(0)
-  for cls in np.flatnonzero(counts < min_test_positives):
-    test_scenes += sample_scenes(int(min_test_positives - counts[cls]), test_rng, forced_class=cls)
+  test_scenes = held_out_scenes(num_test, min_test_positives, np.random.default_rng([seed, 1]))
   y_test = scenes_to_labels(test_scenes)
+  # The validation set: drawn like the test set from a third random stream (so the training and
+  # test sets stay exactly as they were before it existed), rendered from its own stream too.
+  val_scenes = held_out_scenes(num_test, min_test_positives, np.random.default_rng([seed, 2]))
 
   return PLTData(
       name='plt_synth',
@@ -223,4 +223,15 @@ def make_plt_synth(*, seed: int = 0, image_size: int = 32, missing_ratio: float 
       y_train=y_train,
       y_train_full=y_train_full,
       x_test=render_scenes(test_scenes, image_size, seed=seed * 2 + 12),
-      y_test=y_test)
+      y_test=y_test,
+      x_val=render_scenes(val_scenes, image_size, seed=[seed, 3]),
+      y_val=scenes_to_labels(val_scenes))
+
+
+def held_out_scenes(num_images: int, min_positives: int, rng: np.random.Generator):
+  """Fresh scenes (not long-tailed), topped up so every class has `min_positives` positives."""
+  scenes = sample_scenes(num_images, rng)
+  counts = scenes_to_labels(scenes).sum(0)
+  for cls in np.flatnonzero(counts < min_positives):
+    scenes += sample_scenes(int(min_positives - counts[cls]), rng, forced_class=cls)
+  return scenes

@@ -21,12 +21,18 @@ class PLTData:
   y_train_full: np.ndarray
   x_test: np.ndarray
   y_test: np.ndarray
+  x_val: np.ndarray | None = None
+  y_val: np.ndarray | None = None
 
   def __post_init__(self):
     for field in dataclasses.fields(self):  # shared between runs in one process: read-only
       value = getattr(self, field.name)
       if isinstance(value, np.ndarray):
         value.setflags(write=False)
+
+  @property
+  def has_val(self) -> bool:
+    return self.x_val is not None and len(self.x_val) > 0
 
   @property
   def num_classes(self) -> int:

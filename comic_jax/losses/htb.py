@@ -84,3 +84,31 @@ def htb_loss(adjusted_head: jnp.ndarray, adjusted_tail: jnp.ndarray,
     return jnp.sum(jnp.where(has_pos, per_sample, 0.0)) / jnp.maximum(has_pos.sum(), 1)
 
   return kappa_h * ce(adjusted_head) + kappa_t * ce(adjusted_tail)
+
+
+def distill_loss(teacher_logits: jnp.ndarray, student_logits: jnp.ndarray,
+                 temperature: float = 1.0) -> jnp.ndarray:
+  """T^2 * mean over samples of CE(softmax(sg teacher / T), softmax(student / T)).
+
+  The distillation reading of L_htb (docs/method.md "HTB loss: two readings"): the teacher's
+  class distribution is a soft target that pulls the student toward it, where the product
+  reading trains the student as the teacher's complement. Every sample counts (the target needs
+  no label).
+  """
+  t = jax.nn.softmax(jax.lax.stop_gradient(teacher_logits).astype(jnp.float32) / temperature)
+  log_q = jax.nn.log_softmax(student_logits.astype(jnp.float32) / temperature)
+  return temperature ** 2 * jnp.mean(-(t * log_q).sum(axis=-1))
+
+
+HTB_LOSSES = ('product', 'distill')
+
+
+def htb_loss_of(kind: str, adjusted_head, adjusted_tail, balanced_logits, labels, kappa_h,
+                kappa_t, temperature: float = 1.0) -> jnp.ndarray:
+  """L_htb in either reading: 'product' (`htb_loss`) or 'distill' (`distill_loss`)."""
+  if kind == 'product':
+    return htb_loss(adjusted_head, adjusted_tail, balanced_logits, labels, kappa_h, kappa_t)
+  if kind == 'distill':
+    return (kappa_h * distill_loss(adjusted_head, balanced_logits, temperature) +
+            kappa_t * distill_loss(adjusted_tail, balanced_logits, temperature))
+  raise ValueError(f'unknown HTB loss {kind!r}')

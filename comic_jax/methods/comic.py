@@ -92,6 +92,10 @@ class Comic:
         out['logits'], out['features'], params[branch]['classifier']['kernel'],
         energy_state.trace, factor=self.energy_factor[branch], **self.cosine)
 
+  def htb_weights(self, loss_head, loss_tail):
+    """(kappa_h, kappa_t) from the teachers' MFM losses on the batch."""
+    return htb.htb_weights(loss_head, loss_tail, self.cc.htb.alpha)
+
   def mfm_loss(self, logits, labels):
     return mfm.mfm_loss_from_counts(logits, labels, self.counts, self.mfm)
 
@@ -174,9 +178,9 @@ class Comic:
     if self.use_rlc:
       terms['balanced'] += rlc_for('balanced', out_b['logits'], u_y, u_full)
     if self.use_htb and cc.lambda_b > 0:
-      kappa_h, kappa_t = htb.htb_weights(self.mfm_loss(zhat_h, u_y), self.mfm_loss(zhat_tu, u_y),
-                                         cc.htb.alpha)
-      loss_htb = htb.htb_loss(zhat_h, zhat_tu, out_b['logits'], u_y, kappa_h, kappa_t)
+      kappa_h, kappa_t = self.htb_weights(self.mfm_loss(zhat_h, u_y), self.mfm_loss(zhat_tu, u_y))
+      loss_htb = htb.htb_loss_of(cc.htb.loss, zhat_h, zhat_tu, out_b['logits'], u_y, kappa_h,
+                                 kappa_t, cc.htb.temperature)
       terms['balanced'] += cc.lambda_b * loss_htb
       metrics.update(htb=loss_htb, kappa_head=kappa_h)
     return terms, (batch_stats, new_state, metrics)
@@ -228,6 +232,10 @@ def validate(config) -> None:
   non_negative('htb.alpha', cc.htb.alpha)
   require(cc.htb.attention_dim > 0,
           f'config.comic.htb.attention_dim={cc.htb.attention_dim!r} must be > 0')
+  require(cc.htb.loss in htb.HTB_LOSSES,
+          f'config.comic.htb.loss={cc.htb.loss!r} is not one of: {", ".join(htb.HTB_LOSSES)}')
+  require(cc.htb.temperature > 0,
+          f'config.comic.htb.temperature={cc.htb.temperature!r} must be > 0')
   require(0.0 <= cc.htb.energy_decay < 1.0,
           f'config.comic.htb.energy_decay={cc.htb.energy_decay!r} must be in [0, 1)')
 

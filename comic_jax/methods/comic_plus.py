@@ -1,0 +1,129 @@
+"""COMIC+: the paper's COMIC with the changes that the measurements on PLT-Synth justify
+(docs/method.md "COMIC+"). Every change is a field of `config.comic_plus` and can be switched
+off; with all of them off COMIC+ trains and reports exactly what COMIC does.
+
+- `comic_plus.htb_loss`: the reading of L_htb ('product': the paper's equation, which trains the
+  balanced model as a product of experts with its teachers; 'distill': the teachers' class
+  distributions as soft targets), with `comic_plus.temperature`.
+- `comic_plus.kappa`: which teacher kappa trusts ('worse': the paper's kappa, the branch that
+  fits the batch worse; 'better': the branch that fits it better).
+- `comic_plus.report`: what is reported as "COMIC+" ('balanced': z_b, as COMIC does; 'fusion':
+  the average of the members' logits or probabilities, `fuse_logits`). The fusion is what the
+  product reading needs (its z_b is trained as a product of experts with the teachers); with
+  the distillation reading z_b alone was better on validation, so 'balanced' is COMIC+'s value.
+
+The balanced, head and tail models are reported too ("Balanced Model", "Head Model",
+"Tail Model"), so one run measures every reporting choice on the validation set.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from comic_jax.errors import require
+from comic_jax.losses import htb
+from comic_jax.methods import comic, registry
+from comic_jax.methods.registry import MethodSpec, StudyRow
+
+MODELS = {'balanced': 'Balanced Model', 'head': 'Head Model', 'tail': 'Tail Model'}
+FUSIONS = ('prob', 'logit')
+REPORTS = ('balanced', 'fusion')
+KAPPAS = ('worse', 'better')
+
+
+def fuse_logits(logits: list[jnp.ndarray], kind: str = 'prob') -> jnp.ndarray:
+  """One model's logits from several: 'prob' = logit of the mean of the sigmoids (clipped to
+  [1e-7, 1 - 1e-7]), 'logit' = the mean of the logits.
+
+  A class's ranking of the images is all its AP sees; averaging probabilities lets each model
+  move an image only as far as it is unsure, averaging logits lets a confident model dominate.
+  """
+  z = jnp.stack([x.astype(jnp.float32) for x in logits])
+  if kind == 'logit':
+    return z.mean(0)
+  p = jnp.clip(jax.nn.sigmoid(z).mean(0), 1e-7, 1.0 - 1e-7)
+  return jnp.log(p) - jnp.log1p(-p)
+
+
+def trust_better_weights(loss_head, loss_tail, alpha: float = 2.0):
+  """kappa_h = L_t^alpha / (L_h^alpha + L_t^alpha), kappa_t = 1 - kappa_h (no gradient).
+
+  The paper's kappa with the roles swapped: the teacher that fits the batch better gets the
+  larger weight. With the paper's kappa the tail model, whose loss on uniform batches is ~10x
+  the head model's, teaches almost alone (kappa_h falls to 0.01).
+  """
+  kappa_t, kappa_h = htb.htb_weights(loss_head, loss_tail, alpha)
+  return kappa_h, kappa_t
+
+
+def comic_config(config):
+  """`config` with config.comic carrying COMIC+'s HTB reading (the section COMIC reads)."""
+  cp = config.comic_plus
+  out = config.copy_and_resolve_references()
+  out.unlock()
+  out.comic.htb.loss = cp.htb_loss
+  out.comic.htb.temperature = cp.temperature
+  out.lock()
+  return out
+
+
+class ComicPlus(comic.Comic):
+  """COMIC with `config.comic_plus`'s changes (module docstring)."""
+
+  def __init__(self, config, observed_labels, steps_per_epoch: int, class_names=()):
+    super().__init__(comic_config(config), observed_labels, steps_per_epoch, class_names)
+    self.cp = config.comic_plus
+    if self.use_htb:
+      self.report_names = ('Balanced Model', 'Head Model', 'Tail Model', 'COMIC+')
+    else:
+      self.report_names = ('COMIC+',)
+
+  def htb_weights(self, loss_head, loss_tail):
+    if self.cp.kappa == 'better':
+      return trust_better_weights(loss_head, loss_tail, self.cc.htb.alpha)
+    return super().htb_weights(loss_head, loss_tail)
+
+  def predict(self, params, batch_stats, method_state, images):
+    preds = super().predict(params, batch_stats, method_state, images)
+    balanced = preds.pop('COMIC')
+    if not self.use_htb:
+      return {'COMIC+': balanced}
+    preds = {'Balanced Model': balanced, **preds}
+    if self.cp.report == 'fusion':
+      members = [preds[MODELS[m]] for m in self.cp.members]
+      preds['COMIC+'] = fuse_logits(members, self.cp.fusion)
+    else:
+      preds['COMIC+'] = balanced
+    return preds
+
+
+def validate(config) -> None:
+  """Checks config.comic (COMIC's own rules) and config.comic_plus."""
+  comic.validate(comic_config(config))
+  cp = config.comic_plus
+  require(cp.report in REPORTS,
+          f'config.comic_plus.report={cp.report!r} is not one of: {", ".join(REPORTS)}')
+  require(cp.fusion in FUSIONS,
+          f'config.comic_plus.fusion={cp.fusion!r} is not one of: {", ".join(FUSIONS)}')
+  require(cp.kappa in KAPPAS,
+          f'config.comic_plus.kappa={cp.kappa!r} is not one of: {", ".join(KAPPAS)}')
+  members = tuple(cp.members)
+  require(len(members) > 0 and all(m in MODELS for m in members),
+          f'config.comic_plus.members={members!r}: choose from {", ".join(MODELS)}')
+
+
+# `--preset=modules` for COMIC+: every change switched off in turn, and the paper's modules.
+STUDIES = {
+    'modules': (StudyRow('', 'COMIC+'),
+                StudyRow('product', '-distill (product L_htb)',
+                         (('comic_plus.htb_loss', 'product'),)),
+                StudyRow('kappa_worse', "-kappa (paper's kappa)", (('comic_plus.kappa', 'worse'),)),
+                StudyRow('fusion', '+fusion (report the fusion)',
+                         (('comic_plus.report', 'fusion'),)),
+                StudyRow('no_rlc', '-RLC', (('comic.lambda_c', 0.0),)),
+                StudyRow('no_mfm', '-MFM', (('comic.mfm.enabled', False),))),
+}
+
+registry.register(MethodSpec(
+    'comic_plus', 'COMIC+', 'PLT-MLC', ComicPlus, classifier='cosine',
+    table_models=('COMIC+',), validate=validate, studies=STUDIES))

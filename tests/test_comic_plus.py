@@ -1,0 +1,151 @@
+"""COMIC+ (docs/method.md "COMIC+") and the distillation reading of L_htb, against NumPy."""
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from comic_jax import metrics, train
+from comic_jax.errors import UserError
+from comic_jax.losses import htb
+from comic_jax.methods import comic_plus, registry
+from conftest import tiny_config
+
+
+def np_log_softmax(x):
+  x = x - x.max(-1, keepdims=True)
+  return x - np.log(np.exp(x).sum(-1, keepdims=True))
+
+
+def np_sigmoid(x):
+  return 1.0 / (1.0 + np.exp(-x))
+
+
+# ----------------------------------------------------------------------------- pure functions
+
+@pytest.mark.parametrize('temperature', [1.0, 2.5])
+def test_distill_loss_matches_numpy_and_trains_only_the_student(temperature):
+  rng = np.random.default_rng(0)
+  teacher, student = rng.normal(size=(2, 5, 6)) * 3
+  p = np.exp(np_log_softmax(teacher / temperature))
+  expected = temperature ** 2 * np.mean(-(p * np_log_softmax(student / temperature)).sum(1))
+  ours = htb.distill_loss(jnp.asarray(teacher), jnp.asarray(student), temperature)
+  np.testing.assert_allclose(ours, expected, rtol=1e-5)
+  # Gradient w.r.t. the student: T * (softmax(s / T) - softmax(t / T)) / B; none to the teacher.
+  g_s = jax.grad(lambda s: htb.distill_loss(jnp.asarray(teacher), s, temperature))(
+      jnp.asarray(student))
+  q = np.exp(np_log_softmax(student / temperature))
+  np.testing.assert_allclose(g_s, temperature * (q - p) / 5, rtol=1e-4, atol=1e-6)
+  g_t = jax.grad(lambda t: htb.distill_loss(t, jnp.asarray(student), temperature))(
+      jnp.asarray(teacher))
+  assert not np.any(np.asarray(g_t))
+
+
+def test_htb_loss_of_dispatches_both_readings():
+  rng = np.random.default_rng(1)
+  zh, zt, zb = (jnp.asarray(rng.normal(size=(4, 5))) for _ in range(3))
+  y = jnp.asarray((rng.random((4, 5)) < 0.4).astype(np.float32))
+  assert float(htb.htb_loss_of('product', zh, zt, zb, y, 0.3, 0.7)) == pytest.approx(
+      float(htb.htb_loss(zh, zt, zb, y, 0.3, 0.7)))
+  zbn = np.asarray(zb)
+  expected = sum(k * np.mean(-(np.exp(np_log_softmax(np.asarray(t))) *
+                               np_log_softmax(zbn)).sum(1)) for k, t in ((0.3, zh), (0.7, zt)))
+  np.testing.assert_allclose(htb.htb_loss_of('distill', zh, zt, zb, y, 0.3, 0.7), expected,
+                             rtol=1e-5)
+  with pytest.raises(ValueError):
+    htb.htb_loss_of('nope', zh, zt, zb, y, 0.3, 0.7)
+
+
+def test_fuse_logits_matches_numpy():
+  rng = np.random.default_rng(2)
+  zs = [rng.normal(size=(3, 4)) * 4 for _ in range(3)]
+  p = np.mean([np_sigmoid(z) for z in zs], 0)
+  np.testing.assert_allclose(comic_plus.fuse_logits([jnp.asarray(z) for z in zs], 'prob'),
+                             np.log(p / (1 - p)), rtol=1e-4, atol=1e-4)
+  np.testing.assert_allclose(comic_plus.fuse_logits([jnp.asarray(z) for z in zs], 'logit'),
+                             np.mean(zs, 0), rtol=1e-5, atol=1e-5)
+  one = comic_plus.fuse_logits([jnp.asarray(zs[0])], 'prob')
+  np.testing.assert_allclose(one, zs[0], rtol=1e-3, atol=1e-3)        # a single model: itself
+  huge = comic_plus.fuse_logits([jnp.full((1, 1), 1e3), jnp.full((1, 1), 1e3)], 'prob')
+  assert np.isfinite(np.asarray(huge)).all()
+
+
+def test_trust_better_weights_swap_the_papers_kappa():
+  kh, kt = comic_plus.trust_better_weights(jnp.array(1.0), jnp.array(2.0), alpha=2.0)
+  np.testing.assert_allclose([kh, kt], [4 / 5, 1 / 5], rtol=1e-6)   # L_t^2 / (L_h^2 + L_t^2)
+  ph, pt = htb.htb_weights(jnp.array(0.4), jnp.array(3.0), alpha=2.0)
+  bh, bt = comic_plus.trust_better_weights(jnp.array(0.4), jnp.array(3.0), alpha=2.0)
+  np.testing.assert_allclose([bh, bt], [pt, ph], rtol=1e-6)
+
+
+# ----------------------------------------------------------------------------- the method
+
+def _npz(path, n=160, c=4, seed=0):
+  rng = np.random.default_rng(seed)
+  y = (rng.random((n, c)) < 0.4).astype(np.int8)
+  y[:, 3] = (rng.random(n) < 0.08)                                    # a rare class
+  x = (rng.normal(size=(n, 8)) + 3.0 * y @ rng.normal(size=(c, 8))).astype(np.float32)
+  np.savez(path, x_train=x[:120], y_train=y[:120], x_test=x[120:], y_test=y[120:])
+
+
+def _config(tmp_path, **overrides):
+  return tiny_config(**{'method': 'comic_plus', 'data.name': 'npz',
+                        'data.path': str(tmp_path / 'd.npz'), 'data.longtail': 'as_is',
+                        'data.val_fraction': 0.25, 'data.cache_dir': str(tmp_path / 'cache'),
+                        'model.backbone': 'mlp', 'model.mlp_widths': (32,),
+                        'model.projection_dim': 16, 'comic.htb.attention_dim': 8,
+                        'augment.kind': 'none', 'batch_size': 16, 'eval_batch_size': 16,
+                        **overrides})
+
+
+def test_tiny_comic_plus_run_resumes_and_reports_the_fusion(tmp_path):
+  _npz(tmp_path / 'd.npz')
+  config = _config(tmp_path, num_epochs=2, **{'comic_plus.report': 'fusion',
+                                               'comic_plus.fusion': 'prob'})
+  straight, resumed = str(tmp_path / 's'), str(tmp_path / 'r')
+  train.train_and_evaluate(config, straight)
+  train.train_and_evaluate(config, resumed, stop_after_epochs=1)
+  train.train_and_evaluate(config, resumed)
+  read = lambda d, n: json.load(open(os.path.join(d, n)))
+  a, b = read(straight, 'results.json'), read(resumed, 'results.json')
+  assert set(a) == {'Balanced Model', 'Head Model', 'Tail Model', 'COMIC+'}
+  for name in a:
+    for key in metrics.METRIC_KEYS:
+      assert a[name][key] == pytest.approx(b[name][key], abs=1e-6), (name, key)
+  va, vb = read(straight, 'val_results.json'), read(resumed, 'val_results.json')
+  assert set(va) == set(a)
+  for name in va:
+    assert va[name]['total'] == pytest.approx(vb[name]['total'], abs=1e-6), name
+  # "COMIC+" is the mean of the three models' probabilities (NumPy on the models' logits).
+  run = train.Run(config, straight)
+  run.restore()
+  logits = jax.device_get(run.method.predict(run.state.params, run.state.batch_stats,
+                                             run.state.method_state, jnp.asarray(run.data.x_test)))
+  p = np.mean([np_sigmoid(np.asarray(logits[m], np.float64))
+               for m in ('Balanced Model', 'Head Model', 'Tail Model')], 0)
+  expected = metrics.multilabel_metrics(p, run.data.y_test, run.groups)[0]
+  assert a['COMIC+']['total'] == pytest.approx(expected['total'], abs=1e-3)
+
+
+def test_comic_plus_with_every_change_off_is_comic(tmp_path):
+  _npz(tmp_path / 'd.npz')
+  off = {'comic_plus.htb_loss': 'product', 'comic_plus.kappa': 'worse',
+         'comic_plus.report': 'balanced', 'num_epochs': 1}
+  train.train_and_evaluate(_config(tmp_path, **off), str(tmp_path / 'plus'))
+  train.train_and_evaluate(_config(tmp_path, method='comic', num_epochs=1), str(tmp_path / 'c'))
+  plus = json.load(open(tmp_path / 'plus' / 'results.json'))
+  paper = json.load(open(tmp_path / 'c' / 'results.json'))
+  assert plus['COMIC+'] == pytest.approx(paper['COMIC'], abs=1e-6)
+  assert plus['Head Model'] == pytest.approx(paper['Head Model'], abs=1e-6)
+
+
+def test_comic_plus_config_errors_and_registration():
+  spec = registry.get('comic_plus')
+  assert spec.display_name == 'COMIC+' and spec.primary_model == 'COMIC+'
+  assert [r.label for r in spec.studies['modules']][0] == 'COMIC+'
+  for field, value in (('report', 'best'), ('fusion', 'max'), ('kappa', 'x'),
+                       ('htb_loss', 'official2'), ('members', ('balanced', 'nope'))):
+    with pytest.raises(UserError, match=f'comic'):
+      spec.validate(tiny_config(**{'method': 'comic_plus', f'comic_plus.{field}': value}))
