@@ -21,7 +21,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # made unimportable, so the export can only work from its own folder.
 FRESH = """
 import sys
-for name in ('configs', 'comic_jax.train', 'comic_jax.methods', 'comic_jax.comic',
+for name in ('configs', 'comic_jax.train', 'comic_jax.methods', 'comic_jax.methods.comic',
              'comic_jax.models'):
   sys.modules[name] = None
 import numpy as np
