@@ -338,18 +338,20 @@ def test_torchvision_urls_and_hash_fragments():
     pretrained.torchvision_url('resnet152')
 
 
-def test_sha256_prefix_check_deletes_a_bad_file(tmp_path):
+def test_download_checks_a_sha256_prefix_and_keeps_no_bad_file(tmp_path):
   import hashlib
+  from comic_jax import download
   content = b'pretend weights'
   digest = hashlib.sha256(content).hexdigest()
-  good = tmp_path / f'resnet18-{digest[:8]}.pth'
-  good.write_bytes(content)
-  assert pretrained.check_sha256_prefix(str(good)) == digest
-  bad = tmp_path / 'resnet18-f37072fd.pth'
-  bad.write_bytes(content)
-  with pytest.raises(UserError, match='corrupt or incomplete.*does not start with f37072fd'):
-    pretrained.check_sha256_prefix(str(bad))
-  assert not bad.exists()
+  src = tmp_path / 'src.pth'
+  src.write_bytes(content)
+  good = str(tmp_path / 'cache' / f'resnet18-{digest[:8]}.pth')
+  assert download.fetch(src.as_uri(), good, digest[:8]) == good      # file:// works offline
+  assert open(good, 'rb').read() == content
+  bad = tmp_path / 'cache' / 'resnet18-f37072fd.pth'
+  with pytest.raises(UserError, match='corrupt or incomplete'):
+    download.fetch(src.as_uri(), str(bad), 'f37072fd')
+  assert not bad.exists() and not os.path.exists(str(bad) + '.partial')
 
 
 class _Response(io.BytesIO):
@@ -418,7 +420,7 @@ def test_load_into_every_comic_branch_or_a_standalone_backbone(tmp_path):
   jax.tree.map(np.testing.assert_array_equal, standalone, pre)
   no_backbone = {'params': {'scales': np.ones(3)}, 'batch_stats': {}}
   assert pretrained.load_into(config, no_backbone) is no_backbone
-  with pytest.raises(UserError, match="needs a ResNet backbone, not 'small_cnn'"):
+  with pytest.raises(UserError, match="needs a backbone with ImageNet weights, not 'small_cnn'"):
     pretrained.load_into(types.SimpleNamespace(backbone='small_cnn', pretrained=path), comic)
   with pytest.raises(UserError, match='is this a torchvision/timm ResNet-34'):
     pretrained.load_into(types.SimpleNamespace(backbone='resnet34', pretrained=path), comic)
