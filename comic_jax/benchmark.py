@@ -327,6 +327,9 @@ def main(argv):
       exps = [family[i] for family, i in zip(variants, chosen)]
   except UserError as e:
     cli.fail(e)
+  except Preempted as e:   # the run in progress saved a checkpoint: rerunning resumes it
+    print(str(e), file=sys.stderr)
+    sys.exit(e.exit_code)
   header, rows = table_rows(FLAGS.workdir, FLAGS.preset, exps, FLAGS.seeds)
   written = write_tables(FLAGS.workdir, FLAGS.preset, header, rows)
   if sweep_file:

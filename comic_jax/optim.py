@@ -25,6 +25,8 @@ def validate_config(optim) -> None:
           f'config.optim.schedule={optim.schedule!r} is not one of: {", ".join(SCHEDULES)}')
   require(optim.learning_rate > 0,
           f'config.optim.learning_rate={optim.learning_rate!r} must be > 0')
+  for name in ('b1', 'b2'):
+    require(0.0 <= optim[name] < 1.0, f'config.optim.{name}={optim[name]!r} must be in [0, 1)')
   require(optim.weight_decay >= 0,
           f'config.optim.weight_decay={optim.weight_decay!r} must be >= 0')
   require(optim.warmup_epochs >= 0,
