@@ -215,6 +215,18 @@ class Run:
     """Validation metrics per model, or None where the data has no validation set."""
     return self.evaluate('val')[0] if self.data.has_val else None
 
+  def write_val_thresholds(self) -> None:
+    """thresholds.json: per reported model and class, the threshold that maximises F1 on the
+    validation split (what `comic_jax.predict` uses by default). Nothing without one."""
+    if not self.data.has_val:
+      return
+    from comic_jax import predict
+    probs = predict_dataset(self.predict_step, self.state, self.data.x_val,
+                            self.config.eval_batch_size, self.sharded)
+    if jax.process_index() == 0:
+      predict.write_thresholds(self.workdir, self.data.class_names, {
+          name: predict.f1_thresholds(p, self.data.y_val) for name, p in probs.items()})
+
   def path(self, name: str) -> str:
     return os.path.join(self.workdir, name)
 
@@ -328,6 +340,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     results, per_class = run.evaluate()
     val_results = run.evaluate_val()
   run.write_results(results, per_class, val_results)
+  run.write_val_thresholds()
   from comic_jax import plots  # matplotlib only when a run ends
   plots.run_pictures(run)
   if is_main:

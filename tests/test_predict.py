@@ -70,11 +70,15 @@ def test_api_reproduces_the_run_s_test_map_and_labels(bce_run):
   with open(os.path.join(workdir, 'results.json')) as f:
     assert _map(probs, data, config) == pytest.approx(json.load(f)['BCE']['total'], abs=1e-9)
   x = data.x_test[:5]
-  expected = [[data.class_names[j] for j in np.flatnonzero(row >= 0.5)] for row in probs[:5]]
+  # The run had a validation split, so training wrote its F1 thresholds: 'auto' uses them.
+  with open(os.path.join(workdir, 'thresholds.json')) as f:
+    saved = np.array(json.load(f)['thresholds']['BCE'])
+  expected = [[data.class_names[j] for j in np.flatnonzero(row >= saved)] for row in probs[:5]]
   assert model.labels(x) == expected
+  assert model.labels(x, threshold='val') == expected
+  at_half = [[data.class_names[j] for j in np.flatnonzero(row >= 0.5)] for row in probs[:5]]
+  assert model.labels(x, threshold=0.5) == at_half
   assert model.labels(x, threshold=0.0) == [list(data.class_names)] * 5
-  with pytest.raises(UserError, match='thresholds.json'):
-    model.labels(x, threshold='val')
   with pytest.raises(UserError, match='not one of'):
     comic_jax.load(workdir, model='COMIC')
 

@@ -102,14 +102,14 @@ def test_bad_config_values_are_named(field, value, message):
 
 
 def test_schedules_and_module_learning_rates():
-  optim = tiny_config().optim
-  optim.learning_rate, optim.warmup_epochs = 1.0, 1
-  optim.schedule, optim.step_epochs, optim.step_factor = 'step', (3, 5), 0.1
-  sched = optim.create_learning_rate_schedule(optim, steps_per_epoch=10, num_epochs=6)
+  oc = tiny_config().optim
+  oc.learning_rate, oc.warmup_epochs = 1.0, 1
+  oc.schedule, oc.step_epochs, oc.step_factor = 'step', (3, 5), 0.1
+  sched = optim.create_learning_rate_schedule(oc, steps_per_epoch=10, num_epochs=6)
   np.testing.assert_allclose([sched(s) for s in (0, 5, 10, 29, 30, 49, 50)],
                              [0, 0.5, 1, 1, 0.1, 0.1, 0.01], rtol=1e-6)
-  optim.schedule, optim.warmup_epochs = 'cosine', 0
-  sched = optim.create_learning_rate_schedule(optim, steps_per_epoch=10, num_epochs=2)
+  oc.schedule, oc.warmup_epochs = 'cosine', 0
+  sched = optim.create_learning_rate_schedule(oc, steps_per_epoch=10, num_epochs=2)
   np.testing.assert_allclose([sched(0), sched(10), sched(20)], [1, 0.5, 0], atol=1e-6)
 
   config = tiny_config(**{'optim.optimizer': 'sgd', 'optim.momentum': 0.0,

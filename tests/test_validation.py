@@ -115,6 +115,16 @@ def test_run_logs_validation_every_epoch_and_the_test_set_once(tmp_path):
   probs = train.predict_dataset(run.predict_step, run.state, data.x_val, 16, run.sharded)
   expected = metrics.multilabel_metrics(probs['BCE'], data.y_val, run.groups)[0]
   assert val['BCE']['total'] == pytest.approx(expected['total'], abs=1e-6)
+  # thresholds.json: per class, the threshold with the best F1 on the validation split, checked
+  # against a brute-force search over every candidate threshold.
+  with open(os.path.join(workdir, 'thresholds.json')) as f:
+    saved = np.array(json.load(f)['thresholds']['BCE'])
+  y = np.asarray(data.y_val) > 0
+  for c in np.flatnonzero(y.sum(0)):
+    f1 = lambda t: 2 * ((probs['BCE'][:, c] >= t) & y[:, c]).sum() / (
+        (probs['BCE'][:, c] >= t).sum() + y[:, c].sum())
+    best = max(f1(t) for t in probs['BCE'][:, c])
+    assert f1(saved[c]) == pytest.approx(best), c
 
 
 # ----------------------------------------------------------------------------- sweeps
