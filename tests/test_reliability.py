@@ -474,13 +474,19 @@ def test_cli_refuses_a_locked_workdir(tmp_path):
   assert _snapshot(tmp_path / 'busy') == before
 
 
-def test_cli_sigterm_saves_a_checkpoint_and_says_so(tmp_path):
-  signum = signal.SIGTERM
+def _start_long_cli_run(tmp_path):
+  """(process, workdir) of a 500-epoch CLI run on a tiny npz, to be stopped by a signal."""
   np.savez(tmp_path / 'd.npz', **_arrays())
   workdir = tmp_path / 'w'
   proc = subprocess.Popen(_cli_args(tmp_path, tmp_path / 'd.npz', workdir,
                                     '--config.num_epochs=500'),
                           cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  return proc, workdir
+
+
+def test_cli_sigterm_saves_a_checkpoint_and_says_so(tmp_path):
+  signum = signal.SIGTERM
+  proc, workdir = _start_long_cli_run(tmp_path)
   deadline = time.time() + 90
   ckpt = workdir / 'checkpoints'
   while time.time() < deadline and not (ckpt.is_dir() and any(
@@ -525,11 +531,7 @@ def test_an_unreadable_feature_cache_is_computed_again(tmp_path, capsys):
 
 
 def test_cli_sigterm_before_the_training_steps_ends_in_one_line(tmp_path):
-  np.savez(tmp_path / 'd.npz', **_arrays())
-  workdir = tmp_path / 'w'
-  proc = subprocess.Popen(_cli_args(tmp_path, tmp_path / 'd.npz', workdir,
-                                    '--config.num_epochs=500'),
-                          cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  proc, workdir = _start_long_cli_run(tmp_path)
   deadline = time.time() + 90
   while time.time() < deadline and not (workdir / 'config.json').exists():
     time.sleep(0.05)
