@@ -5,6 +5,17 @@ import sys
 # Must happen before JAX is imported anywhere.
 os.environ.setdefault('XLA_FLAGS', '--xla_force_host_platform_device_count=4')
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
+# One persistent compilation cache for the whole session (and the processes the tests start):
+# the many runs of the same tiny configs compile each step once. Each session starts empty.
+if 'JAX_COMPILATION_CACHE_DIR' not in os.environ:
+  import atexit
+  import shutil
+  import tempfile
+  _CACHE = tempfile.mkdtemp(prefix='comic_jax_test_xla_')
+  atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
+  os.environ['JAX_COMPILATION_CACHE_DIR'] = _CACHE
+  os.environ['JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS'] = '0'
+  os.environ['JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES'] = '-1'
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 

@@ -8,11 +8,16 @@ import pytest
 
 from comic_jax import metrics, train
 from comic_jax.data import sources
-from conftest import tiny_config
+from conftest import COMIC_TINY, tiny_config
 
 
 def comic_config(**overrides):
   return tiny_config(**{'method': 'comic', **overrides})
+
+
+def tiny_comic_config(**overrides):
+  """COMIC with narrow branches and 300 test images: for the tests of plumbing, not quality."""
+  return comic_config(**{**COMIC_TINY, **overrides})
 
 
 def _read(workdir, name):
@@ -25,25 +30,29 @@ def _nonzero(tree) -> bool:
 
 
 def test_each_branch_is_trained_by_its_own_terms_only(tmp_path):
-  run = train.Run(comic_config(), str(tmp_path))
+  run = train.Run(tiny_comic_config(), str(tmp_path))
   method, state = run.method, run.state
   assert set(state.params) == {'head', 'tail', 'balanced', 'attention'}
   step = method.warmup_steps + 1                 # RLC active
   batch = train.host_to_global(run.batch(step), run.sharded)
   rng = jax.random.key(0)
   owners = {'head': {'head'}, 'tail': {'tail'}, 'balanced': {'balanced', 'attention'}}
-  for term, owned in owners.items():
-    def f(params):
+
+  def term_grads(params):   # one compilation for the three gradients
+    def f(params, term):
       terms, _ = method.loss_terms(params, state.batch_stats, state.method_state, batch, rng,
                                    jnp.asarray(step))
       return terms[term]
-    grads = jax.jit(jax.grad(f))(state.params)
-    for module, g in grads.items():
+    return {term: jax.grad(lambda p, t=term: f(p, t))(params) for term in owners}
+
+  all_grads = jax.jit(term_grads)(state.params)
+  for term, owned in owners.items():
+    for module, g in all_grads[term].items():
       assert _nonzero(g) == (module in owned), (term, module)
 
 
 def test_comic_state_holds_energies_and_rlc_counters(tmp_path):
-  run = train.Run(comic_config(), str(tmp_path))
+  run = train.Run(tiny_comic_config(), str(tmp_path))
   ms = run.state.method_state
   assert set(ms) == {'energy', 'rlc'}
   assert set(ms['energy']) == {'head', 'tail'}
@@ -54,18 +63,18 @@ def test_comic_state_holds_energies_and_rlc_counters(tmp_path):
 
 
 def test_ablations_change_the_model(tmp_path):
-  no_htb = train.Run(comic_config(**{'comic.htb.enabled': False}), str(tmp_path / 'a'))
+  no_htb = train.Run(tiny_comic_config(**{'comic.htb.enabled': False}), str(tmp_path / 'a'))
   assert set(no_htb.state.params) == {'balanced'}
   assert no_htb.method.report_names == ('COMIC',)
   assert {k: s.sampler for k, s in no_htb.method.streams.items()} == {'main': 'uniform'}
   assert 'energy' not in no_htb.state.method_state
-  no_rlc = train.Run(comic_config(**{'comic.lambda_c': 0.0}), str(tmp_path / 'b'))
+  no_rlc = train.Run(tiny_comic_config(**{'comic.lambda_c': 0.0}), str(tmp_path / 'b'))
   assert not no_rlc.method.use_rlc
 
 
 def test_tiny_comic_run_reports_three_models_and_corrections(tmp_path):
   workdir = str(tmp_path / 'run')
-  config = comic_config(num_epochs=3)
+  config = tiny_comic_config(num_epochs=2)   # the config of the resume test: one compilation
   train.train_and_evaluate(config, workdir)
   results = _read(workdir, 'results.json')
   assert list(results) == ['COMIC', 'Head Model', 'Tail Model']
@@ -88,7 +97,7 @@ def test_tiny_comic_run_reports_three_models_and_corrections(tmp_path):
 
 
 def test_interrupted_comic_run_resumes_to_the_same_metrics(tmp_path):
-  config = comic_config(num_epochs=2)
+  config = tiny_comic_config(num_epochs=2)
   straight, resumed = str(tmp_path / 's'), str(tmp_path / 'r')
   train.train_and_evaluate(config, straight)
   train.train_and_evaluate(config, resumed, stop_after_epochs=1)

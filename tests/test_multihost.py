@@ -1,14 +1,15 @@
 """Two local processes x 2 CPU devices run the same training as one process x 4 devices."""
 import json
 import os
+import pathlib
 import socket
 import subprocess
 import sys
 
 import pytest
 
-from comic_jax import metrics, train
-from conftest import ROOT, tiny_config
+from comic_jax import metrics
+from conftest import ROOT
 
 
 def _free_port() -> int:
@@ -17,7 +18,7 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
-def test_two_processes_match_one_process(tmp_path):
+def test_two_processes_match_one_process(tmp_path, bce_run):
   overrides = ['--config.method=bce', '--config.num_epochs=1', '--config.progress_bar=False']
   workdir = tmp_path / 'multi'
   port = _free_port()
@@ -32,8 +33,9 @@ def test_two_processes_match_one_process(tmp_path):
   outs = [p.communicate(timeout=600)[0] for p in procs]
   assert all(p.returncode == 0 for p in procs), outs[0][-3000:] + outs[1][-3000:]
   assert 'on 4 device(s)' in outs[0]                  # 2 processes x 2 devices, one mesh
-  single = tmp_path / 'single'
-  train.train_and_evaluate(tiny_config(num_epochs=1), str(single))   # 1 process x 4 devices
+  single, config = bce_run                          # 1 process x 4 devices, the same config
+  assert config.num_epochs == 1 and config.method == 'bce'
+  single = pathlib.Path(single)
   with open(workdir / 'results.json') as f:
     multi_results = json.load(f)['BCE']
   with open(single / 'results.json') as f:

@@ -19,7 +19,8 @@ def small(config, tmp_path, **overrides):
       'data.cache_dir': str(tmp_path / 'cache'), 'data.tfds_dir': str(tmp_path / 'tfds'),
       'data.longtail': 'as_is', 'data.image_size': 32, 'data.store_size': 40,
       'data.eval_resize': 36, 'model.backbone': 'small_cnn', 'model.pretrained': '',
-      'model.projection_dim': 32, 'comic.htb.attention_dim': 16, 'batch_size': 16,
+      'model.small_cnn_widths': (8, 16, 16, 16), 'model.projection_dim': 32,
+      'comic.htb.attention_dim': 16, 'batch_size': 16,
       'eval_batch_size': 16, 'num_epochs': 1, 'progress_bar': False, **overrides}
   config.update_from_flattened_dict(values)
   return config
