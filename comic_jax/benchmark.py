@@ -301,6 +301,7 @@ def main(argv):
   logging.set_verbosity(logging.WARNING)
   from comic_jax import plots
   from comic_jax.methods import registry
+  from comic_jax.workdir import Preempted
 
   default = 'all' if FLAGS.preset == 'main' else 'comic'
   names = (FLAGS.methods or default).split(',')

@@ -108,3 +108,16 @@ def test_interrupted_comic_run_resumes_to_the_same_metrics(tmp_path):
       assert a[name][key] == pytest.approx(b[name][key], abs=1e-6), (name, key)
   la, lb = _read(straight, 'metrics.jsonl'), _read(resumed, 'metrics.jsonl')
   assert la[-1]['rlc'] == lb[-1]['rlc']
+
+
+def test_comic_trains_with_a_linear_classifier(tmp_path):
+  """The energy term projects e_t onto each class's weights, (C, d), whichever classifier holds
+  them (a linear one stores its kernel (d, C))."""
+  from comic_jax.models import heads
+  run = train.Run(tiny_comic_config(**{'model.classifier': 'linear'}), str(tmp_path))
+  classifier = run.state.params['head']['classifier']
+  np.testing.assert_array_equal(heads.class_weights(classifier),
+                                np.asarray(classifier['dense']['kernel']).T)
+  batch = train.host_to_global(run.batch(run.method.warmup_steps + 1), run.sharded)
+  state, step_metrics = jax.eval_shape(run.train_step, run.state, batch)   # traces every term
+  assert {'loss', 'head_rlc', 'balanced_corrections'} <= set(step_metrics)

@@ -474,19 +474,24 @@ def test_cli_refuses_a_locked_workdir(tmp_path):
   assert _snapshot(tmp_path / 'busy') == before
 
 
-def _start_long_cli_run(tmp_path):
-  """(process, workdir) of a 500-epoch CLI run on a tiny npz, to be stopped by a signal."""
+def _start_long_cli_run(tmp_path, command='main'):
+  """(process, run directory) of a 500-epoch CLI run on a tiny npz, to be stopped by a signal:
+  `python -m comic_jax.main`, or the benchmark runner training that run (BCE, seed 0)."""
   np.savez(tmp_path / 'd.npz', **_arrays())
   workdir = tmp_path / 'w'
-  proc = subprocess.Popen(_cli_args(tmp_path, tmp_path / 'd.npz', workdir,
-                                    '--config.num_epochs=500'),
-                          cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-  return proc, workdir
+  args = _cli_args(tmp_path, tmp_path / 'd.npz', workdir, '--config.num_epochs=500')
+  if command == 'benchmark':
+    args[2] = 'comic_jax.benchmark'
+    args += ['--methods=bce', '--seeds=1']
+  proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True)
+  return proc, workdir / 'bce' / 'seed0' if command == 'benchmark' else workdir
 
 
-def test_cli_sigterm_saves_a_checkpoint_and_says_so(tmp_path):
+@pytest.mark.parametrize('command', ['main', 'benchmark'])
+def test_cli_sigterm_saves_a_checkpoint_and_says_so(tmp_path, command):
   signum = signal.SIGTERM
-  proc, workdir = _start_long_cli_run(tmp_path)
+  proc, workdir = _start_long_cli_run(tmp_path, command)
   deadline = time.time() + 90
   ckpt = workdir / 'checkpoints'
   while time.time() < deadline and not (ckpt.is_dir() and any(

@@ -25,7 +25,7 @@ from comic_jax.errors import require
 from comic_jax.losses import htb, mfm, rlc
 from comic_jax.methods import registry
 from comic_jax.methods.registry import MethodSpec, StreamSpec, StudyRow
-from comic_jax.models import comic_branches, networks
+from comic_jax.models import comic_branches, heads, networks
 
 BRANCHES = ('head', 'tail', 'balanced')
 
@@ -89,7 +89,7 @@ class Comic:
   def adjusted_logits(self, params, branch: str, out: dict, energy_state) -> jnp.ndarray:
     """zhat_x of a branch's output with its energy (docs/method.md "Energy-adjusted logits")."""
     return htb.energy_adjusted_logits(
-        out['logits'], out['features'], params[branch]['classifier']['kernel'],
+        out['logits'], out['features'], heads.class_weights(params[branch]['classifier']),
         energy_state.trace, factor=self.energy_factor[branch], **self.cosine)
 
   def htb_weights(self, loss_head, loss_tail):

@@ -61,3 +61,11 @@ class LinearClassifier(nn.Module):
   @nn.compact
   def __call__(self, features):
     return nn.Dense(self.num_classes, dtype=self.dtype, name='dense')(features).astype(jnp.float32)
+
+
+def class_weights(classifier_params) -> jnp.ndarray:
+  """The (C, d) class weights w_c of either classifier's parameters (a linear classifier's
+  kernel is stored (d, C)); what COMIC's energy adjustment projects the energy onto."""
+  if 'dense' in classifier_params:
+    return classifier_params['dense']['kernel'].T
+  return classifier_params['kernel']
