@@ -66,8 +66,9 @@ def _load(path: str, rows: int):
 def _save(path: str, array: np.ndarray) -> None:
   if jax.process_index() == 0:
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    np.save(path + '.part.npy', array)
-    os.replace(path + '.part.npy', path)
+    tmp = f'{path}.part{os.getpid()}.npy'     # several processes may write it at once
+    np.save(tmp, array)
+    os.replace(tmp, path)
 
 
 def cache_features(config, data: PLTData, workdir: str, mesh, log=print) -> PLTData:

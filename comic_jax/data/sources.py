@@ -248,8 +248,9 @@ def image_loader(encoded, keys, tag: str, dc, cache: str, fingerprint=None):
     out = images.map_images(fn, list(indices), dc.num_threads or os.cpu_count() or 1,
                             progress=lambda n=1: bar.update(n))
     bar.close()
-    np.save(path + '.part.npy', out)
-    os.replace(path + '.part.npy', path)
+    tmp = f'{path}.part{os.getpid()}.npy'     # several processes may write it at once
+    np.save(tmp, out)
+    os.replace(tmp, path)
     return np.load(path, mmap_mode='r')
   return load
 
