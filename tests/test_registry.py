@@ -14,7 +14,7 @@ from comic_jax import benchmark, plots, train
 from comic_jax.methods import registry
 from comic_jax.methods.baselines import SingleBranch
 from comic_jax.methods.registry import MethodSpec, StreamSpec
-from conftest import tiny_config
+from conftest import COMIC_TINY, tiny_config
 
 
 class SquaredError(SingleBranch):
@@ -76,7 +76,7 @@ def _tensorboard_scalars(workdir):
 
 def test_runs_write_tensorboard_event_files_with_the_logged_numbers(tmp_path):
   workdir = str(tmp_path / 'run')
-  config = tiny_config(method='comic', num_epochs=2)
+  config = tiny_config(method='comic', num_epochs=2, **COMIC_TINY)   # test_comic.py's config
   train.train_and_evaluate(config, workdir)
   scalars = _tensorboard_scalars(workdir)
   log = [json.loads(l) for l in open(os.path.join(workdir, 'metrics.jsonl'))]
