@@ -22,7 +22,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 import numpy as np
 import tqdm
 
-from comic_jax.data import augment, pipeline
+from comic_jax.data import augment, pipeline, splits
 from comic_jax.data.types import PLTData
 from comic_jax.errors import warn
 from comic_jax.models import backbones, networks, pretrained
@@ -34,7 +34,6 @@ def cache_path(config, images: np.ndarray, views: int = 0) -> str:
   (`views` > 0) the augmentation, the number of views and the data seed that draws them. Any run
   that would compute the same features (other methods, seeds, label settings) shares the file,
   and a change of the images themselves changes the key."""
-  from comic_jax.data import splits
   content = hashlib.sha256()
   content.update(str((images.shape, images.dtype.str)).encode())
   content.update(np.ascontiguousarray(images).data)
@@ -65,10 +64,7 @@ def _load(path: str, rows: int):
 
 def _save(path: str, array: np.ndarray) -> None:
   if jax.process_index() == 0:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = f'{path}.part{os.getpid()}.npy'     # several processes may write it at once
-    np.save(tmp, array)
-    os.replace(tmp, path)
+    splits.save_cached(path, array)
 
 
 def cache_features(config, data: PLTData, workdir: str, mesh, log=print) -> PLTData:

@@ -4,8 +4,9 @@ files in the workdir (`tensorboard --logdir runs/`).
 The event files are written with TensorBoard's own record framing and event protos, without
 TensorFlow. CLU's metric writers (what the Flax examples use) and TensorBoard's EventFileWriter
 were not taken: both import TensorFlow when it is installed (11 s per process on the 2-core
-machine), and TensorFlow is optional for this package (only TFDS's COCO builder needs it). The interface mirrors CLU's `MetricWriter`: `write_scalars(step, {name: value})`,
-`flush()`, `close()`.
+machine), and TensorFlow is optional for this package (only TFDS's COCO builder needs it). The
+interface mirrors CLU's `MetricWriter`: `write_scalars(step, {name: value})`, `flush()`,
+`close()`.
 """
 from __future__ import annotations
 

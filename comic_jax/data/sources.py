@@ -51,10 +51,7 @@ def _plt_synth(cache: str, **kwargs) -> PLTData:
       warn(f'the PLT-Synth cache {path} is unreadable ({" ".join(str(e).split())}): '
            'generating it again')
   data = synthetic.make_plt_synth(**kwargs)
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  tmp = f'{path}.tmp{os.getpid()}.npz'    # several processes may write it at once
-  np.savez(tmp, **{k: getattr(data, k) for k in _PLT_SYNTH_FIELDS})
-  os.replace(tmp, path)
+  splits.save_cached(path, {k: getattr(data, k) for k in _PLT_SYNTH_FIELDS})
   return data
 
 
@@ -87,9 +84,9 @@ def load_dataset(data_config) -> PLTData:
   validate_config(dc)
   if dc.name == 'synthetic':
     return _plt_synth(
-        splits.cache_dir(dc.cache_dir), seed=dc.seed, image_size=dc.image_size, missing_ratio=dc.missing_ratio,
-        pool_size=dc.synthetic.pool_size, pareto_shape=dc.pareto.shape,
-        max_count=dc.pareto.max_count, min_count=dc.pareto.min_count,
+        splits.cache_dir(dc.cache_dir), seed=dc.seed, image_size=dc.image_size,
+        missing_ratio=dc.missing_ratio, pool_size=dc.synthetic.pool_size,
+        pareto_shape=dc.pareto.shape, max_count=dc.pareto.max_count, min_count=dc.pareto.min_count,
         num_test=dc.synthetic.num_test, min_test_positives=dc.synthetic.min_test_positives)
   cache = splits.cache_dir(dc.cache_dir)
   if dc.name in ('voc', 'coco'):
@@ -248,9 +245,7 @@ def image_loader(encoded, keys, tag: str, dc, cache: str, fingerprint=None):
     out = images.map_images(fn, list(indices), dc.num_threads or os.cpu_count() or 1,
                             progress=lambda n=1: bar.update(n))
     bar.close()
-    tmp = f'{path}.part{os.getpid()}.npy'     # several processes may write it at once
-    np.save(tmp, out)
-    os.replace(tmp, path)
+    splits.save_cached(path, out)
     return np.load(path, mmap_mode='r')
   return load
 

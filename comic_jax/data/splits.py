@@ -33,6 +33,19 @@ def cache_dir(configured: str = '') -> str:
   return path
 
 
+def save_cached(path: str, arrays) -> None:
+  """Stores a cache file: `np.save` of an array (`.npy`) or `np.savez` of a dict of arrays
+  (`.npz`), through a per-process temp file and a rename, so a reader, a crash or another process
+  writing the same file meets either no file or a whole one."""
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  tmp = f'{path}.tmp{os.getpid()}{os.path.splitext(path)[1]}'
+  if isinstance(arrays, dict):
+    np.savez(tmp, **arrays)
+  else:
+    np.save(tmp, arrays)
+  os.replace(tmp, path)
+
+
 def published_ids(dataset: str, directory: str) -> list[str]:
   """DB's long-tailed image ids of 'coco' (2017 train ids) or 'voc' (2012 trainval names)."""
   rel, sha = PUBLISHED_ID_LISTS[dataset]

@@ -15,6 +15,7 @@ import os
 import numpy as np
 import tqdm
 
+from comic_jax.data import splits
 from comic_jax.errors import UserError
 
 # dataset -> (train (name, split), test (name, split), key field)
@@ -93,7 +94,7 @@ class TfdsSplit:
       rec = self.source[i]
       keys.append(_key(rec[self.key_field]))
       labels[i, np.asarray(rec['objects']['label'], dtype=np.int64)] = 1
-    np.savez(path, keys=np.array(keys), labels=labels)
+    splits.save_cached(path, {'keys': np.array(keys), 'labels': labels})
     return keys, labels
 
   def encoded_image(self, index: int):
