@@ -356,7 +356,7 @@ class TorchBench:
     torch.manual_seed(0)
     self.model, self.step = build_torch_twin(torch, config, num_classes, self.device)
     self.batches = [{s: {k: torch.from_numpy(np.asarray(v)).to(self.device) for k, v in b.items()
-                         if k != 'label_full'} for s, b in hb.items()} for hb in host_batches]
+                         if k in ('image', 'label')} for s, b in hb.items()} for hb in host_batches]
     self.batch_size = config.batch_size
     self.i = 0
 

@@ -45,8 +45,10 @@ flags.DEFINE_string('workdir', None, 'Directory of the benchmark (one sub-direct
 flags.DEFINE_string('methods', None, "Comma-separated methods, or 'all' (default: 'all' for the "
                     "main preset, 'comic' for the others).")
 flags.DEFINE_integer('seeds', 3, 'Training seeds 0 .. seeds-1 per method.')
-flags.DEFINE_enum('preset', 'main', ['main', 'missing_ratio', 'modules', 'mfm_factors'],
-                  'Which study to run (modules and mfm_factors are defined by the methods).')
+flags.DEFINE_enum('preset', 'main', ['main', 'missing_ratio', 'modules', 'mfm_factors',
+                                     'official'],
+                  'Which study to run (modules, mfm_factors and official are defined by the '
+                  "methods; official: the paper's COMIC beside the authors' code).")
 flags.DEFINE_string('plot_methods', 'bce,comic', 'Methods drawn in per_class_ap.png.')
 flags.DEFINE_string('sweep', '', "FIELD=v1,v2,...: train every value of a config field (e.g. "
                     "comic.rlc.tau=0.6,0.7,0.8), pick per method the value with the best mean "
@@ -55,11 +57,12 @@ config_flags.DEFINE_config_file('config', None, 'Base config file (e.g. configs/
                                 lock_config=True)
 flags.mark_flags_as_required(['config', 'workdir'])
 
-# Columns of each study preset; the rows of 'modules' and 'mfm_factors' come from the methods'
-# specs (`MethodSpec.studies`), 'missing_ratio' applies to any method.
+# Columns of each study preset; the rows of 'modules', 'mfm_factors' and 'official' come from the
+# methods' specs (`MethodSpec.studies`), 'missing_ratio' applies to any method.
 STUDY_COLUMNS = {'missing_ratio': ('total', 'many', 'medium', 'few'),
                  'modules': ('total', 'average', 'recall'),
-                 'mfm_factors': ('total', 'many', 'medium', 'few')}
+                 'mfm_factors': ('total', 'many', 'medium', 'few'),
+                 'official': ('total', 'many', 'medium', 'few')}
 MISSING_RATIOS = (0.0, 0.3, 0.4, 0.5)
 
 

@@ -155,6 +155,10 @@ class Run:
     _log('data %s: %d train / %d test images, %d classes (%.1fs)', self.data.name,
                  len(self.data.x_train), len(self.data.x_test), self.data.num_classes,
                  time.time() - t0)
+    if self.data.neg_train is not None:
+      _log('training labels: %d observed positives, %d known negatives, %d unknown',
+           int(self.data.y_train.sum()), int(self.data.neg_train.sum()),
+           int(self.data.y_train.size - self.data.y_train.sum() - self.data.neg_train.sum()))
     n_train = len(self.data.x_train)
     require(n_train >= config.batch_size, f'config.batch_size={config.batch_size} is larger '
             f'than the {n_train} training images')

@@ -103,6 +103,9 @@ def get_config() -> ml_collections.ConfigDict:
   mfm.margin = 0.05                     # m: probability shift on negatives
   mfm.exponent = 1.0 / 3.0              # g_ht = (1 - ln D_c) ** exponent
   mfm.class_weight = True               # multiply each class's term by g_ht[c] (authors' code)
+  mfm.official_cooccurrence = False     # authors' code: positives' p x (1 - co-occurrence share),
+                                        # co-occurring negatives' 1 - p_m x cooccurrence_factor
+  mfm.cooccurrence_factor = 1.2         # ... their factor on co-occurring negatives
   comic.rlc = rlc = ml_collections.ConfigDict()
   rlc.tau = 0.7                         # correct y_c=0 when p_c > max(tau, P_c)
   rlc.warmup_epochs = 1                 # no correction before this many epochs
@@ -113,11 +116,17 @@ def get_config() -> ml_collections.ConfigDict:
   rlc.official_batch_mean = False       # P_c = batch mean (authors' code)
   rlc.official_positive_normalisation = False  # scale by batch / #positive targets (authors)
   rlc.official_adjusted_logits = False  # head / tail RLC on energy-adjusted logits (authors)
+  rlc.official_shifted_means = False    # P_c from the margin-shifted probabilities (authors)
+  rlc.official_margin_observed = False  # margin on observed positives only, not corrected ones
+  rlc.official_focal_exponent = False   # gamma- = gamma_pn- + w- g_ht ** weight_exponent (authors:
+                                        # 3 + g^(1/6)), not MFM's exponent
   comic.htb = htb = ml_collections.ConfigDict()
   htb.enabled = True                    # False: the balanced model alone (-HTB)
   htb.alpha = 2.0                       # kappa exponent
   htb.loss = 'product'                  # reading of L_htb: 'product' (softmax(zhat) x softmax(z_b),
                                         # the paper's equation) | 'distill' (zhat as soft target)
+                                        # | 'official' (the authors' file: MFM of the product,
+                                        # kappa with a gradient)
   htb.temperature = 1.0                 # 'distill': softmax temperature T (loss times T^2)
   htb.beta = 1.0                        # weight of the attention output (authors' code: 0.1)
   htb.attention_dim = 128               # hidden size of the additive attention
@@ -139,6 +148,8 @@ def get_config() -> ml_collections.ConfigDict:
   cplus.report = 'balanced'             # "COMIC+" is 'balanced' (z_b) | 'fusion' of the members
   cplus.fusion = 'logit'                # 'prob': mean of the sigmoids | 'logit': mean of logits
   cplus.members = ('balanced', 'head', 'tail')  # models fused ('balanced', 'head', 'tail')
+  cplus.branch_loss = 'mfm'             # each branch's own loss (and kappa's): 'mfm' (COMIC's) |
+                                        # 'hill' (config.baselines.hill) | 'bce'; RLC keeps MFM
 
   # ---------------------------------------------------------------------------- baselines
   # docs/baselines.md; defaults are each original's training defaults (DB: its COCO values).
@@ -158,6 +169,7 @@ def get_config() -> ml_collections.ConfigDict:
       warmup_epochs=1))                 # no pseudo-labels before this many epochs
   bl.pasl = ml_collections.ConfigDict(dict(
       gamma_pos=0.0, gamma_unann=4.0, margin=0.0,
+      gamma_neg=1.0,                    # g- of annotated (known) negatives (labels of -1 data)
       prior_threshold=0.5,              # ignore unannotated entries of classes with prior above
       topk_factor=5))                   # ignore the topk_factor x batch most likely unannotated
   bl.ml_gcn = g = ml_collections.ConfigDict()

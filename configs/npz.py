@@ -6,7 +6,8 @@ class_names). With feature vectors (N, D) the MLP backbone trains in seconds:
 With images (N, H, W, 3) uint8, pick a backbone: --config.model.backbone=small_cnn (or resnet18).
 By default the data is taken as it is (already long-tailed) and positives are hidden with
 data.missing_ratio; --config.data.partial=as_is if your labels are already partial,
---config.data.longtail=pareto to subsample a long tail.
+--config.data.longtail=pareto to subsample a long tail. y_train may hold -1 (unknown): then
+its 0 entries are known negatives (README, "Your own data").
 """
 from configs import default
 

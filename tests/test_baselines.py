@@ -127,15 +127,19 @@ def np_pseudo_label(z, y, threshold=0.6, active=True):
   return reduce(np_bce_el(z, t))
 
 
-def np_pasl(z, y, prior, gp=0.0, gu=4.0, m=0.0, thr=0.5, topk_factor=5):
+def np_pasl(z, y, prior, gp=0.0, gu=4.0, m=0.0, thr=0.5, topk_factor=5, neg=None, gn=1.0):
+  """P-ASL from the spec. `neg` (optional) marks annotated negatives among the y=0 entries; the
+  other y=0 entries are unannotated. Selective weights act on unannotated entries only."""
   b, c = z.shape
   p = sig(z)
+  neg = np.zeros((b, c), bool) if neg is None else (np.asarray(neg) > 0) & (y == 0)
+  unann = (y == 0) & ~neg
   w = np.ones((b, c))
   for i in range(c):
     if prior[i] > thr:
-      w[:, i][y[:, i] == 0] = 0
+      w[:, i][unann[:, i]] = 0
   # Unannotated entries, most likely positive first; ties to the lower row-major index.
-  flat = [(-p[k, i], k * c + i) for k in range(b) for i in range(c) if y[k, i] == 0]
+  flat = [(-p[k, i], k * c + i) for k in range(b) for i in range(c) if unann[k, i]]
   flat.sort()
   for _, idx in flat[:topk_factor * b]:
     w[idx // c, idx % c] = 0
@@ -146,7 +150,8 @@ def np_pasl(z, y, prior, gp=0.0, gu=4.0, m=0.0, thr=0.5, topk_factor=5):
         el[k, i] = -w[k, i] * (1 - p[k, i]) ** gp * np.log(max(p[k, i], 1e-8))
       else:
         pmk = max(p[k, i] - m, 0.0)
-        el[k, i] = -w[k, i] * pmk ** gu * np.log(max(1 - pmk, 1e-8))
+        g = gn if neg[k, i] else gu
+        el[k, i] = -w[k, i] * pmk ** g * np.log(max(1 - pmk, 1e-8))
   return reduce(el)
 
 
@@ -464,6 +469,86 @@ def test_pasl_focusing_factors_are_constant():
   np.testing.assert_allclose(grad, expected, rtol=1e-5, atol=1e-8)
 
 
+def three_kinds(seed, b=5, c=8):
+  """Logits, observed positives and a known-negative mask: each entry positive, known negative
+  or unknown (about a third each), as from labels in {1, 0, -1}."""
+  rng = np.random.default_rng(seed)
+  z = rng.normal(size=(b, c)) * 3.0
+  raw = rng.integers(-1, 2, size=(b, c))
+  return z, (raw == 1).astype(np.float32), (raw == 0).astype(np.float32)
+
+
+@pytest.mark.parametrize('gp,gu,gn,m,thr,topk', [(0.0, 4.0, 1.0, 0.0, 0.5, 1),
+                                                  (1.0, 2.0, 3.0, 0.1, 0.3, 2),
+                                                  (0.0, 4.0, 0.0, 0.05, 0.5, 0),
+                                                  (0.0, 4.0, 1.0, 0.0, 0.5, 5)])
+def test_pasl_with_annotated_negatives_matches_numpy(gp, gu, gn, m, thr, topk):
+  z, y, neg = three_kinds(3)
+  prior = np.random.default_rng(4).uniform(0, 0.8, y.shape[1])
+  fn = jax.jit(lambda z, y, prior, neg: baselines.pasl(
+      z, y, prior, gamma_pos=gp, gamma_unann=gu, gamma_neg=gn, margin=m, prior_threshold=thr,
+      topk_factor=topk, negatives=neg))
+  ours = fn(j(z), j(y), j(prior), j(neg))
+  ref = np_pasl(z, y, prior, gp, gu, m, thr, topk, neg=neg, gn=gn)
+  np.testing.assert_allclose(ours, ref, rtol=1e-5)
+  # The annotated-negative term changes the loss (g- != g_u and no selective weights there).
+  assert abs(ref - np_pasl(z, y, prior, gp, gu, m, thr, topk)) > 1e-3
+  # No known negative (None, or an all-zero mask): exactly the loss without negatives.
+  plain = run(baselines.pasl, j(z), j(y), j(prior), gamma_pos=gp, gamma_unann=gu, margin=m,
+              prior_threshold=thr, topk_factor=topk)
+  np.testing.assert_allclose(plain, np_pasl(z, y, prior, gp, gu, m, thr, topk), rtol=1e-5)
+  np.testing.assert_array_equal(fn(j(z), j(y), j(prior), jnp.zeros_like(j(y))), plain)
+
+
+def test_pasl_annotated_negatives_are_never_ignored():
+  # One row, classes [positive, known negative, unknown, unknown]; the known negative has the
+  # highest p and a prior above the threshold, yet keeps w = 1: k = 1 ignores the likeliest
+  # unknown entry (class 2) only.
+  z = j([[0.0, 3.0, 2.0, -1.0]])
+  y = j([[1, 0, 0, 0]])
+  neg = j([[0, 1, 0, 0]])
+  prior = jnp.array([0.0, 0.9, 0.0, 0.0])
+  grad = np.asarray(grad_z(baselines.pasl, z, y, prior, topk_factor=1, negatives=neg))
+  assert grad[0, 2] == 0 and grad[0, 1] != 0 and grad[0, 3] != 0
+  p = sig(np.asarray(z))[0]
+  # ln 2 (positive) + p1^1 (-ln(1-p1)) (annotated negative, g- = 1) + p3^4 (-ln(1-p3)).
+  expected = LN2 - p[1] * np.log(1 - p[1]) - p[3] ** 4 * np.log(1 - p[3])
+  ours = run(baselines.pasl, z, y, prior, topk_factor=1, negatives=neg)
+  np.testing.assert_allclose(ours, expected, rtol=1e-5)
+  # The focusing factor p^g- is a constant: d/dz [-p log(1-p)] with p constant = p * p.
+  np.testing.assert_allclose(grad[0, 1], p[1] ** 2, rtol=1e-5)
+  # A mask entry on a positive is ignored (the label says positive).
+  both = run(baselines.pasl, z, y, prior, topk_factor=1, negatives=j([[1, 1, 0, 0]]))
+  np.testing.assert_allclose(both, ours, rtol=1e-6)
+
+
+def test_pasl_method_passes_its_batch_known_negatives_to_the_loss():
+  """SingleBranch.loss hands P-ASL the stream's 'label_negative'; a batch without the key (or
+  with an all-zero mask) gives the loss without negatives."""
+  from comic_jax.methods import registry
+  from conftest import tiny_config
+  rng = np.random.default_rng(0)
+  _, y, neg = three_kinds(5, b=8, c=4)
+  config = tiny_config(**{'method': 'pasl', 'model.backbone': 'mlp', 'model.mlp_widths': (6,),
+                          'model.projection_dim': 8, 'baselines.pasl.topk_factor': 1})
+  method = registry.create_method(config, y, steps_per_epoch=1, class_names=list('abcd'))
+  x = j(rng.normal(size=(8, 3)))
+  batch = {'main': {'image': x, 'label': j(y), 'label_full': j(y), 'label_negative': j(neg)}}
+  params, batch_stats, state = method.init(jax.random.key(0), batch)
+  out, _ = method.network.apply({'params': params, 'batch_stats': batch_stats}, x, train=True,
+                                mutable=['batch_stats'])
+  z = np.asarray(out['logits'], np.float64)
+  prior = baselines.naive_prior(y)
+  loss = lambda b: float(method.loss(params, batch_stats, state, b, None, 0)[0])
+  np.testing.assert_allclose(loss(batch), np_pasl(z, y, prior, topk_factor=1, neg=neg),
+                             rtol=1e-5)
+  plain = np_pasl(z, y, prior, topk_factor=1)
+  without = {'main': {k: v for k, v in batch['main'].items() if k != 'label_negative'}}
+  np.testing.assert_allclose(loss(without), plain, rtol=1e-5)
+  zeros = {'main': dict(batch['main'], label_negative=jnp.zeros_like(j(y)))}
+  np.testing.assert_allclose(loss(zeros), plain, rtol=1e-5)
+
+
 def test_naive_prior():
   labels = np.array([[1, 0, 0], [1, 1, 0], [0, 1, 0], [1, 0, 0]])
   np.testing.assert_allclose(baselines.naive_prior(labels), [0.75, 0.5, 0.0])
@@ -483,3 +568,13 @@ def test_registered_baselines_train_with_their_losses_and_defaults():
                                     class_names=[str(c) for c in range(y.shape[1])])
     got = jax.jit(method.loss_fn)(j(z), j(y), jnp.asarray(5))
     np.testing.assert_allclose(got, ref, rtol=1e-5, err_msg=name)
+  # P-ASL reads the known-negative mask of its batch (config defaults, g- = 1); the others don't.
+  z, y, neg = three_kinds(11, b=6, c=5)
+  method = registry.create_method(tiny_config(method='pasl'), y, steps_per_epoch=1,
+                                  class_names=[str(c) for c in range(y.shape[1])])
+  assert method.reads_negatives
+  got = jax.jit(method.loss_fn)(j(z), j(y), jnp.asarray(5), j(neg))
+  ref = np_pasl(z, y, baselines.naive_prior(y), 0.0, 4.0, 0.0, 0.5, 5, neg=neg, gn=1.0)
+  np.testing.assert_allclose(got, ref, rtol=1e-5)
+  assert not registry.create_method(tiny_config(method='hill'), y, steps_per_epoch=1,
+                                    class_names=[str(c) for c in range(5)]).reads_negatives

@@ -146,6 +146,27 @@ def test_comic_plus_config_errors_and_registration():
   assert spec.display_name == 'COMIC+' and spec.primary_model == 'COMIC+'
   assert [r.label for r in spec.studies['modules']][0] == 'COMIC+'
   for field, value in (('report', 'best'), ('fusion', 'max'), ('kappa', 'x'),
-                       ('htb_loss', 'official2'), ('members', ('balanced', 'nope'))):
+                       ('htb_loss', 'official2'), ('members', ('balanced', 'nope')),
+                       ('branch_loss', 'asl')):
     with pytest.raises(UserError, match=f'comic'):
       spec.validate(tiny_config(**{'method': 'comic_plus', f'comic_plus.{field}': value}))
+
+
+def test_branch_loss_choices_match_their_references():
+  """comic_plus.branch_loss: Hill's loss (NumPy, docs/baselines.md) or plain BCE in place of MFM."""
+  rng = np.random.default_rng(0)
+  y_train = (rng.random((40, 5)) < 0.3).astype(np.int8)
+  z = rng.normal(size=(6, 5)).astype(np.float32) * 3
+  y = (rng.random((6, 5)) < 0.4).astype(np.float32)
+
+  def loss(kind):
+    config = tiny_config(**{'method': 'comic_plus', 'comic_plus.branch_loss': kind})
+    return float(comic_plus.ComicPlus(config, y_train, 10).mfm_loss(jnp.asarray(z), jnp.asarray(y)))
+
+  p = 1 / (1 + np.exp(-z))
+  pm = 1 / (1 + np.exp(-(z - 1.0)))
+  hill = y * -((1 - pm) ** 2) * np.log(pm) + (1 - y) * (1.5 - p) * p ** 2
+  bce = -(y * np.log(p) + (1 - y) * np.log(1 - p))
+  assert loss('hill') == pytest.approx(hill.sum(1).mean(), rel=1e-5)
+  assert loss('bce') == pytest.approx(bce.sum(1).mean(), rel=1e-5)
+  assert loss('mfm') != pytest.approx(loss('bce'), rel=1e-3)

@@ -82,3 +82,20 @@ def test_no_correction_leaves_rlc_equal_to_mfm():
   s = mfm.MFMSettings()
   np.testing.assert_allclose(rlc.rlc_loss(z, y, jnp.zeros_like(y), counts, s),
                              mfm.mfm_loss_from_counts(z, y, counts, s), rtol=1e-7)
+
+
+def test_known_negatives_are_never_corrected():
+  """Labels known to be absent (-1 = unknown data) stay negatives whatever the model says."""
+  rng = np.random.default_rng(0)
+  probs = rng.random((16, 5))
+  labels = (rng.random((16, 5)) < 0.2).astype(np.float32)
+  negatives = ((rng.random((16, 5)) < 0.4) & (labels == 0)).astype(np.float32)
+  means = probs.mean(axis=0)
+  plain = np.asarray(rlc.correct_labels(jnp.asarray(probs), jnp.asarray(labels),
+                                        jnp.asarray(means), tau=0.5))
+  masked = np.asarray(rlc.correct_labels(jnp.asarray(probs), jnp.asarray(labels),
+                                         jnp.asarray(means), tau=0.5,
+                                         negatives=jnp.asarray(negatives)))
+  expected = (labels == 0) & (probs > np.maximum(0.5, means)) & (negatives == 0)
+  np.testing.assert_array_equal(masked, expected.astype(np.float32))
+  assert (plain * negatives).sum() > 0          # the mask removed corrections the model wanted

@@ -179,3 +179,180 @@ def test_image_folder_bad_inputs(tmp_path):
   (root / 'train_5.png').unlink()
   with pytest.raises(UserError, match='1 train images are missing'):
     sources.load_dataset(_folder_config(tmp_path, root).data)
+
+
+# ----------------------------------------------------------------------------- known negatives
+
+def _with_unknown(y, seed=1):
+  """Training labels in {1, 0, -1}: about half of the 0 entries of `y` become -1 (unknown)."""
+  out = np.asarray(y, np.int8).copy()
+  out[(out == 0) & (np.random.default_rng(seed).random(out.shape) < 0.5)] = -1
+  return out
+
+
+def _one_line(excinfo, *fragments):
+  text = str(excinfo.value)
+  assert '\n' not in text.strip(), text
+  for fragment in fragments:
+    assert fragment in text, (fragment, text)
+
+
+def test_npz_minus_one_gives_observed_positives_and_known_negatives(tmp_path):
+  arrays = _npz(tmp_path / 'd.npz')
+  raw = _with_unknown(arrays['y_train'])
+  _npz(tmp_path / 'e.npz', y_train=raw)
+  cfg = lambda **o: _config(tmp_path, **{'data.name': 'npz', 'data.longtail': 'as_is',
+                                         'data.path': str(tmp_path / 'e.npz'), **o}).data
+  data = sources.load_dataset(cfg(**{'data.partial': 'as_is'}))
+  np.testing.assert_array_equal(data.y_train, (raw == 1).astype(np.int8))
+  np.testing.assert_array_equal(data.neg_train, raw == 0)
+  np.testing.assert_array_equal(data.y_train_full, data.y_train)
+  assert data.has_negatives
+  # 'simulate': positives are hidden and become unknown; the known negatives stay as they are.
+  data = sources.load_dataset(cfg())
+  np.testing.assert_array_equal(data.neg_train, raw == 0)
+  assert (data.y_train <= (raw == 1)).all() and data.y_train.sum() < (raw == 1).sum()
+  assert not (data.neg_train & (raw == 1)).any()
+  # Validation carving: the kept rows keep their mask; validation labels are the observed
+  # positives of the held rows.
+  data = sources.load_dataset(cfg(**{'data.partial': 'as_is', 'data.val_fraction': 0.25}))
+  keep, held = sources.split_validation(80, 0.25, 0)
+  np.testing.assert_array_equal(data.neg_train, raw[keep] == 0)
+  np.testing.assert_array_equal(data.y_train, (raw[keep] == 1).astype(np.int8))
+  np.testing.assert_array_equal(data.y_val, (raw[held] == 1).astype(np.int8))
+  # Without any -1 every 0 is unknown, as before: no mask.
+  data = sources.load_dataset(_config(tmp_path, **{'data.name': 'npz', 'data.longtail': 'as_is',
+                                                   'data.path': str(tmp_path / 'd.npz')}).data)
+  assert data.neg_train is None and not data.has_negatives
+  # With y_train_full: the 0 entries of y_train must be absent there too.
+  _npz(tmp_path / 'f.npz', y_train=raw, y_train_full=arrays['y_train'])
+  data = sources.load_dataset(cfg(**{'data.path': str(tmp_path / 'f.npz')}))
+  np.testing.assert_array_equal(data.y_train_full, arrays['y_train'])
+  np.testing.assert_array_equal(data.neg_train, raw == 0)
+
+
+@pytest.mark.parametrize('change,fragments', [
+    (lambda a: dict(y_test=_with_unknown(a['y_test'])),
+     ['y_test holds -1 (unknown) entries', 'y_test must hold only 0 and 1']),
+    (lambda a: dict(y_train_full=_with_unknown(a['y_train'])),
+     ['y_train_full holds -1 (unknown) entries']),
+    (lambda a: dict(y_train=np.where(a['y_train'] == 1, 0, -1), y_train_full=a['y_train']),
+     ['y_train marks a label absent (0) that y_train_full has as positive']),
+    (lambda a: dict(y_train=np.full((80, 5), -2)),
+     ['y_train must hold only 1 (positive), 0 and -1']),
+])
+def test_npz_minus_one_outside_y_train_is_refused_in_one_line(tmp_path, change, fragments):
+  arrays = _npz(tmp_path / 'd.npz')
+  arrays.update(change(arrays))
+  np.savez(tmp_path / 'bad.npz', **arrays)
+  config = _config(tmp_path, **{'data.name': 'npz', 'data.path': str(tmp_path / 'bad.npz'),
+                                'data.longtail': 'as_is'})
+  with pytest.raises(UserError) as e:
+    sources.load_dataset(config.data)
+  _one_line(e, str(tmp_path / 'bad.npz'), *fragments)
+
+
+def test_known_negatives_refuse_the_plt_json_long_tail(tmp_path):
+  arrays = _npz(tmp_path / 'd.npz')
+  _npz(tmp_path / 'e.npz', y_train=_with_unknown(arrays['y_train']))
+  (tmp_path / 'plt.json').write_text(json.dumps({'0': [1, 0, 0, 0, 0]}))
+  config = _config(tmp_path, **{'data.name': 'npz', 'data.path': str(tmp_path / 'e.npz'),
+                                'data.longtail': 'json',
+                                'data.plt_json': str(tmp_path / 'plt.json')})
+  with pytest.raises(UserError) as e:
+    sources.load_dataset(config.data)
+  _one_line(e, "longtail='json'", 'unknown (-1)')
+
+
+def test_label_files_with_minus_one(tmp_path):
+  (tmp_path / 'a.json').write_text(json.dumps({'x.jpg': [1, -1, 0], 'y.jpg': [0, 1, -1]}))
+  _, y = splits.read_label_json(str(tmp_path / 'a.json'), unknown=True)
+  assert y.tolist() == [[1, -1, 0], [0, 1, -1]]
+  with pytest.raises(UserError) as e:                         # test labels: 0 / 1 only
+    splits.read_labels(str(tmp_path / 'a.json'))
+  _one_line(e, "the labels of 'x.jpg' hold -1 (unknown)", 'must be 0 or 1')
+  (tmp_path / 'a.csv').write_text('filename,cat,dog\nx.jpg,1,-1\ny.jpg,0,1\n')
+  _, y, classes = splits.read_labels(str(tmp_path / 'a.csv'), unknown=True)
+  assert classes == ['cat', 'dog'] and y.tolist() == [[1, -1], [0, 1]]
+  with pytest.raises(UserError) as e:
+    splits.read_label_csv(str(tmp_path / 'a.csv'))
+  _one_line(e, "the labels of 'x.jpg' hold -1 (unknown)")
+  (tmp_path / 'b.csv').write_text('filename,cat,dog\nx.jpg,1,2\n')
+  with pytest.raises(UserError, match=r'not all 0, 1 or -1 \(unknown\)'):
+    splits.read_label_csv(str(tmp_path / 'b.csv'), unknown=True)
+  (tmp_path / 'nohead.csv').write_text('x.jpg,1,-1\ny.jpg,0,1\n')      # a label row, not a header
+  with pytest.raises(UserError, match='is a label row, not a header'):
+    splits.read_label_csv(str(tmp_path / 'nohead.csv'), unknown=True)
+
+
+@pytest.mark.parametrize('kind', ['csv', 'json'])
+def test_image_folder_with_minus_one_labels(tmp_path, kind):
+  root, rows = _folder(tmp_path, n_train=12, n_test=6)
+  raw = {n: y for n, y in rows.items() if n.startswith('train_')}
+  raw = dict(zip(raw, _with_unknown(np.array(list(raw.values()))).tolist()))
+  if kind == 'json':
+    (tmp_path / 'train.json').write_text(json.dumps(raw))
+  else:
+    (tmp_path / 'train.csv').write_text('filename,c0,c1,c2\n' + ''.join(
+        f'{n},{",".join(map(str, y))}\n' for n, y in raw.items()))
+  config = _folder_config(tmp_path, root)
+  config.data.train_labels = str(tmp_path / f'train.{kind}')
+  config.data.partial = 'as_is'
+  data = sources.load_dataset(config.data)
+  expected = np.array(list(raw.values()))
+  np.testing.assert_array_equal(data.y_train, (expected == 1).astype(np.int8))
+  np.testing.assert_array_equal(data.neg_train, expected == 0)
+  # -1 in the test labels: refused, naming the file and the image.
+  lines = (tmp_path / 'test.csv').read_text().splitlines()
+  lines[1] = lines[1].rsplit(',', 1)[0] + ',-1'
+  (tmp_path / 'test.csv').write_text('\n'.join(lines) + '\n')
+  with pytest.raises(UserError) as e:
+    sources.load_dataset(config.data)
+  _one_line(e, str(tmp_path / 'test.csv'), "'test_0.png' hold -1 (unknown)")
+
+
+def test_train_batches_carry_the_known_negatives():
+  from comic_jax.data import pipeline, samplers
+  from comic_jax.data.types import PLTData
+  from comic_jax.methods.registry import MAIN
+  rng = np.random.default_rng(0)
+  raw = rng.integers(-1, 2, size=(24, 3))
+  y = (raw == 1).astype(np.int8)
+  x = rng.normal(size=(24, 4)).astype(np.float32)
+  stream = {'main': samplers.create_sampler('uniform', y, 8, 0)}
+  for neg in (raw == 0, None):
+    data = PLTData(name='t', class_names=('a', 'b', 'c'), x_train=x, y_train=y, y_train_full=y,
+                   x_test=x, y_test=y, neg_train=neg)
+    b = pipeline.train_batch(data, stream, MAIN, step=4)['main']
+    idx = stream['main'].indices(4)
+    assert b['label_negative'].dtype == np.float32 and b['label_negative'].shape == (8, 3)
+    expected = np.zeros((8, 3)) if neg is None else neg[idx]
+    np.testing.assert_array_equal(b['label_negative'], expected)
+    np.testing.assert_array_equal(b['label'], y[idx])
+  with pytest.raises(ValueError, match='observed positive'):
+    PLTData(name='t', class_names=('a', 'b', 'c'), x_train=x, y_train=y, y_train_full=y,
+            x_test=x, y_test=y, neg_train=raw >= 0)
+
+
+def test_pasl_trains_on_npz_with_known_negatives(tmp_path, capsys):
+  arrays = _npz(tmp_path / 'd.npz')
+  _npz(tmp_path / 'e.npz', y_train=_with_unknown(arrays['y_train']))
+  config = _config(tmp_path, **{'method': 'pasl', 'data.name': 'npz',
+                                'data.path': str(tmp_path / 'e.npz'), 'data.longtail': 'as_is',
+                                'data.partial': 'as_is', 'data.val_fraction': 0.2,
+                                'model.backbone': 'mlp', 'model.mlp_widths': (16,),
+                                'model.projection_dim': 16, 'augment.kind': 'none',
+                                'batch_size': 16, 'eval_batch_size': 16, 'num_epochs': 2})
+  train.train_and_evaluate(config, str(tmp_path / 'run'))
+  assert 'known negatives' in capsys.readouterr().out
+  lines = [json.loads(l) for l in (tmp_path / 'run' / 'metrics.jsonl').read_text().splitlines()]
+  assert [l['epoch'] for l in lines] == [1, 2] and np.isfinite(lines[-1]['train']['loss'])
+  assert 'P-ASL' in lines[-1]['eval'] and 'P-ASL' in lines[-1]['val']
+  with open(tmp_path / 'run' / 'results.json') as f:
+    results = json.load(f)
+  assert 0 < results['P-ASL']['total'] <= 100
+  # Interrupted after epoch 1 and resumed: the same run.
+  train.train_and_evaluate(config, str(tmp_path / 'resumed'), stop_after_epochs=1)
+  train.train_and_evaluate(config, str(tmp_path / 'resumed'))
+  with open(tmp_path / 'resumed' / 'results.json') as f:
+    assert json.load(f) == results

@@ -9,6 +9,13 @@
   are refused with the array and row named.
 - `folder`: images under `data.path`, labels in `data.train_labels` / `data.test_labels`
   (JSON {"relative/path.jpg": [0/1, ...]} or CSV with a header `filename,class1,class2,...`).
+
+Known negatives: the training labels (`y_train`, the train label file) may hold -1 = unknown.
+If they hold any -1, their 0 entries are labels known to be absent (known negatives) and their
+-1 entries unknown; without any -1, every 0 is unknown (a true negative or a hidden positive),
+as before. The pool keeps the observed positives as 0/1 labels and the known negatives as a
+separate mask (`Pool.negatives`, then `PLTData.neg_train`). Test labels and `y_train_full` are
+full labels: they must be 0 / 1.
 """
 from __future__ import annotations
 
@@ -31,14 +38,33 @@ class Pool:
   labels: np.ndarray                                   # (N, C) labels (full, as far as known)
   load: Callable[[np.ndarray, str], np.ndarray]        # (indices, 'train' | 'test') -> x
   observed: np.ndarray | None = None                   # labels that are already partial
+  negatives: np.ndarray | None = None                  # (N, C) bool: labels known to be absent
 
 
-def _binary(name: str, y: np.ndarray, path: str) -> np.ndarray:
+def split_unknown(y: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+  """Training labels in {1, 0, -1} -> (0/1 observed positives, known-negative mask or None).
+
+  With any -1 (unknown) entry, the 0 entries are known negatives; without one, every 0 is unknown
+  and the mask is None (the labels are returned as they are)."""
+  y = np.asarray(y, np.int8)
+  if not (y < 0).any():
+    return y, None
+  return (y == 1).astype(np.int8), y == 0
+
+
+def _binary(name: str, y: np.ndarray, path: str, unknown: bool = False) -> np.ndarray:
+  """Checked (N, C) int8 labels: 0 / 1, and also -1 (unknown) with `unknown`."""
   require(y.ndim == 2, f'{path!r}: {name} must be 2-D (N, C), it has shape {y.shape}')
   require(y.shape[1] > 0, f'{path!r}: {name} has 0 classes (shape {y.shape}): give one column '
           'per class')
   require(len(y) > 0, f'{path!r}: {name} has no rows: the {name.split("_")[1]} set is empty')
-  require(np.isin(y, (0, 1)).all(), f'{path!r}: {name} must hold only 0 and 1')
+  if unknown:
+    require(np.isin(y, (0, 1, -1)).all(),
+            f'{path!r}: {name} must hold only 1 (positive), 0 and -1 (unknown)')
+  else:
+    require(not (y == -1).any(), f'{path!r}: {name} holds -1 (unknown) entries; only y_train may '
+            f'mark labels unknown, {name} must hold only 0 and 1')
+    require(np.isin(y, (0, 1)).all(), f'{path!r}: {name} must hold only 0 and 1')
   return y.astype(np.int8)
 
 
@@ -59,7 +85,7 @@ def npz_pools(data_config) -> tuple[tuple[str, ...], Pool, Pool]:
     raise UserError(f'{path!r} is not an .npz archive (np.savez)') from None
   missing = [k for k in ('x_train', 'y_train', 'x_test', 'y_test') if k not in z]
   require(not missing, f'{path!r} lacks the arrays {", ".join(missing)}')
-  y_train = _binary('y_train', z['y_train'], path)
+  y_train, negatives = split_unknown(_binary('y_train', z['y_train'], path, unknown=True))
   y_test = _binary('y_test', z['y_test'], path)
   c = y_train.shape[1]
   require(y_test.shape[1] == c, f'{path!r}: y_train has {c} classes, y_test {y_test.shape[1]}')
@@ -77,6 +103,8 @@ def npz_pools(data_config) -> tuple[tuple[str, ...], Pool, Pool]:
     full = _binary('y_train_full', z['y_train_full'], path)
     require(full.shape == y_train.shape, f'{path!r}: y_train_full must have the shape of y_train')
     require((y_train <= full).all(), f'{path!r}: y_train has a positive that y_train_full lacks')
+    require(negatives is None or not (negatives & (full > 0)).any(),
+            f'{path!r}: y_train marks a label absent (0) that y_train_full has as positive')
     observed = y_train
   names = (tuple(str(n) for n in z['class_names']) if 'class_names' in z
            else tuple(data_config.class_names) or tuple(f'class_{i}' for i in range(c)))
@@ -85,7 +113,7 @@ def npz_pools(data_config) -> tuple[tuple[str, ...], Pool, Pool]:
   if x_train.ndim == 2:
     x_train, x_test = x_train.astype(np.float32), x_test.astype(np.float32)
   train = Pool([str(i) for i in range(len(y_train))], full, lambda idx, mode: x_train[idx],
-               observed)
+               observed, negatives)
   test = Pool([str(i) for i in range(len(y_test))], y_test, lambda idx, mode: x_test[idx])
   return names, train, test
 
@@ -119,7 +147,8 @@ def folder_pools(data_config, image_loader) -> tuple[tuple[str, ...], Pool, Pool
   require(bool(root) and os.path.isdir(root), f'image folder {root!r} does not exist')
   require(bool(data_config.train_labels) and bool(data_config.test_labels),
           'config.data.train_labels and config.data.test_labels must name label files')
-  files, labels, names = splits.read_labels(data_config.train_labels)
+  files, labels, names = splits.read_labels(data_config.train_labels, unknown=True)
+  labels, negatives = split_unknown(labels)
   test_files, test_labels, test_names = splits.read_labels(data_config.test_labels,
                                                            labels.shape[1])
   require(test_labels.shape[1] == labels.shape[1],
@@ -135,9 +164,10 @@ def folder_pools(data_config, image_loader) -> tuple[tuple[str, ...], Pool, Pool
       f'class_{i}' for i in range(labels.shape[1]))
   require(len(names) == labels.shape[1], f'{len(names)} class names for {labels.shape[1]} classes')
   pools = []
-  for split, f, y in (('train', files, labels), ('test', test_files, test_labels)):
+  for split, f, y, neg in (('train', files, labels, negatives),
+                           ('test', test_files, test_labels, None)):
     paths = [os.path.join(root, name) for name in f]
     absent = [p for p in paths if not os.path.exists(p)]
     require(not absent, f'{len(absent)} {split} images are missing, e.g. {absent[:3]}')
-    pools.append(Pool(list(f), y, image_loader(paths, f'folder_{split}')))
+    pools.append(Pool(list(f), y, image_loader(paths, f'folder_{split}'), negatives=neg))
   return tuple(names), pools[0], pools[1]

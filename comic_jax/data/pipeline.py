@@ -30,7 +30,10 @@ def process_rows(global_size: int) -> slice:
 def train_batch(data, stream_samplers: dict, streams: dict, step: int,
                 seed: int = 0) -> dict[str, dict[str, np.ndarray]]:
   """This process's rows of the global batch of `step`, per stream of the method:
-  {stream: {'image', 'label' (observed), 'label_full' (diagnostics only)}}.
+  {stream: {'image', 'label' (observed), 'label_full' (diagnostics only), 'label_negative'}}.
+
+  'label_negative' is 1.0 where the label is known to be absent (`PLTData.neg_train`) and 0.0
+  elsewhere: all zeros when the data has no known negatives, so the shapes stay the same.
 
   Cached backbone features (N, views, D) give each row one view, drawn from (seed, step and the
   stream's `rng_index`).
@@ -46,9 +49,12 @@ def train_batch(data, stream_samplers: dict, streams: dict, step: int,
       image = np.asarray(x[idx[rows], views[rows]])
     else:
       image = np.asarray(x[idx[rows]])
-    batch[name] = {'image': image,
-                   'label': data.y_train[idx[rows]].astype(np.float32),
-                   'label_full': data.y_train_full[idx[rows]].astype(np.float32)}
+    label = data.y_train[idx[rows]].astype(np.float32)
+    negative = (np.zeros_like(label) if getattr(data, 'neg_train', None) is None
+                else data.neg_train[idx[rows]].astype(np.float32))
+    batch[name] = {'image': image, 'label': label,
+                   'label_full': data.y_train_full[idx[rows]].astype(np.float32),
+                   'label_negative': negative}
   return batch
 
 

@@ -3,7 +3,9 @@
 Every source (PLT-Synth, VOC and COCO through TFDS, your own .npz or image folder) goes through
 the same PLT construction: choose the long-tailed training set (`data.longtail`), hide positives
 (`data.partial`, `data.missing_ratio`), check that every class has a training positive, and
-decode the images that are used (cached on disk, so the next run starts at once).
+decode the images that are used (cached on disk, so the next run starts at once). Training
+labels with -1 (unknown) entries also give known negatives (`PLTData.neg_train`, see
+`make_plt`).
 
 The decoded-image cache of an image folder is keyed by the paths AND the size and modification
 time of every file (one `stat` per image on each run, no decoding), so replacing or damaging an
@@ -142,7 +144,18 @@ def longtail_indices(dc, dataset: str, pool: Pool, cache: str):
 
 def make_plt(dc, name: str, class_names: tuple[str, ...], train: Pool, test: Pool,
              cache: str) -> PLTData:
-  """The PLT construction common to every source (see the module docstring)."""
+  """The PLT construction common to every source (see the module docstring).
+
+  Known negatives (`train.negatives`, from -1 labels) follow their images into the long-tailed
+  set and stay known negatives with `data.partial='simulate'`: only positives are hidden, and a
+  hidden positive becomes unknown, never a known negative. The validation rows carved with
+  `data.val_fraction` keep their observed positives as labels (`y_val`, 0 = not a positive),
+  like any validation set of partial labels; their known negatives are not used.
+  """
+  require(train.negatives is None or dc.longtail != 'json',
+          "config.data.longtail='json' takes the labels of config.data.plt_json, which cannot "
+          'be combined with training labels that mark labels unknown (-1): use '
+          "config.data.longtail='as_is' or 'pareto'")
   idx, observed = longtail_indices(dc, name, train, cache)
   full = train.labels[idx].astype(np.int8)
   if observed is None and train.observed is not None:
@@ -151,6 +164,7 @@ def make_plt(dc, name: str, class_names: tuple[str, ...], train: Pool, test: Poo
     observed = (full if dc.partial == 'as_is'
                 else longtail.drop_positives(full, dc.missing_ratio, seed=dc.seed + 1))
   observed = np.asarray(observed, np.int8)
+  negatives = None if train.negatives is None else np.asarray(train.negatives, bool)[idx]
   keep, held = split_validation(len(idx), dc.val_fraction, dc.seed)
   absent = [class_names[c] for c in np.flatnonzero(full[keep].sum(0) == 0)]
   require(not absent, f'{len(absent)} classes have no positive in the training set '
@@ -160,12 +174,12 @@ def make_plt(dc, name: str, class_names: tuple[str, ...], train: Pool, test: Poo
   x_train = train.load(idx[keep], 'train')
   x_test = test.load(np.arange(len(test.keys)), 'test')
   warn_about_labels(class_names, observed[keep], test.labels)
-  val = {}
+  extra = {} if negatives is None else {'neg_train': negatives[keep]}
   if len(held):  # validation images are evaluated like test images; their labels are partial
-    val = dict(x_val=train.load(idx[held], 'test'), y_val=observed[held])
+    extra.update(x_val=train.load(idx[held], 'test'), y_val=observed[held])
   return PLTData(name=f'plt_{name}', class_names=class_names, x_train=x_train,
                  y_train=observed[keep], y_train_full=full[keep], x_test=x_test,
-                 y_test=test.labels.astype(np.int8), **val)
+                 y_test=test.labels.astype(np.int8), **extra)
 
 
 def split_validation(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -4,7 +4,8 @@
   from the Distribution-Balanced loss repository at a fixed commit and checked against sha256.
   They are read as text (the COCO one is named .pkl but is plain text); nothing is unpickled.
 - The authors' released PLT JSON files: {"file.jpg": [0/1, ...]}.
-- Label files of your own data: JSON ({"file": [0/1, ...]}) or CSV (filename, class1, ...).
+- Label files of your own data: JSON ({"file": [0/1, ...]}) or CSV (filename, class1, ...);
+  training label files may also hold -1 (unknown), see `own_data`.
 """
 from __future__ import annotations
 
@@ -62,22 +63,33 @@ def parse_id_list(path: str) -> list[str]:
   return ids
 
 
-def _check_rows(path: str, rows: dict[str, list], num_classes: int | None) -> np.ndarray:
+def _check_rows(path: str, rows: dict[str, list], num_classes: int | None,
+                unknown: bool = False) -> np.ndarray:
+  """(N, C) int8 labels of `rows`; with `unknown`, -1 (label unknown) is allowed beside 0 / 1."""
   require(rows, f'{path!r} holds no labels')
   first = next(iter(rows.values()))
   width = num_classes if num_classes is not None else (
       len(first) if isinstance(first, (list, tuple)) else 0)
   require(width > 0, f'{path!r}: the labels have 0 classes; give one 0/1 entry per class')
+  allowed = (0, 1, -1) if unknown else (0, 1)
   for name, row in rows.items():
-    require(isinstance(row, (list, tuple)) and len(row) == width,
-            f'{path!r}: the labels of {name!r} have {len(row) if isinstance(row, (list, tuple)) else "no"} '
-            f'entries, expected {width}')
-    require(all(v in (0, 1) for v in row), f'{path!r}: the labels of {name!r} are not all 0 or 1')
+    is_row = isinstance(row, (list, tuple))
+    require(is_row and len(row) == width, f'{path!r}: the labels of {name!r} have '
+            f'{len(row) if is_row else "no"} entries, expected {width}')
+    if all(v in allowed for v in row):
+      continue
+    if not unknown and all(v in (0, 1, -1) for v in row):
+      raise UserError(f'{path!r}: the labels of {name!r} hold -1 (unknown); only the training '
+                      'labels may mark labels unknown, these must be 0 or 1')
+    raise UserError(f'{path!r}: the labels of {name!r} are not all '
+                    + ('0, 1 or -1 (unknown)' if unknown else '0 or 1'))
   return np.array(list(rows.values()), dtype=np.int8)
 
 
-def read_label_json(path: str, num_classes: int | None = None) -> tuple[list[str], np.ndarray]:
-  """(file names, (N, C) 0/1 labels) from {"file.jpg": [0/1, ...], ...}."""
+def read_label_json(path: str, num_classes: int | None = None, *,
+                    unknown: bool = False) -> tuple[list[str], np.ndarray]:
+  """(file names, (N, C) 0/1 labels) from {"file.jpg": [0/1, ...], ...}; with `unknown`, the
+  entries may also be -1 (label unknown)."""
   require(os.path.exists(path), f'label file {path!r} does not exist')
   def unique_keys(pairs):
     seen = {}
@@ -92,11 +104,12 @@ def read_label_json(path: str, num_classes: int | None = None) -> tuple[list[str
   except (json.JSONDecodeError, UnicodeDecodeError) as e:
     raise UserError(f'{path!r} is not valid JSON: {e}') from None
   require(isinstance(rows, dict), f'{path!r} must hold an object {{"file.jpg": [0/1, ...]}}')
-  return list(rows), _check_rows(path, rows, num_classes)
+  return list(rows), _check_rows(path, rows, num_classes, unknown)
 
 
-def read_label_csv(path: str) -> tuple[list[str], np.ndarray, list[str]]:
-  """(file names, (N, C) labels, class names) from a CSV with a header: filename, class1, ..."""
+def read_label_csv(path: str, *, unknown: bool = False) -> tuple[list[str], np.ndarray, list[str]]:
+  """(file names, (N, C) labels, class names) from a CSV with a header: filename, class1, ...;
+  with `unknown`, the entries may also be -1 (label unknown)."""
   require(os.path.exists(path), f'label file {path!r} does not exist')
   with open(path, newline='', encoding='utf-8') as f:
     reader = csv.reader(f)
@@ -104,8 +117,8 @@ def read_label_csv(path: str) -> tuple[list[str], np.ndarray, list[str]]:
     require(header is not None and len(header) >= 2,
             f'{path!r} needs a header row: filename,class1,class2,...')
     # A file without a header would silently lose its first image and name the classes "0",
-    # "1": a header made only of 0 / 1 entries is a label row.
-    require(not all(v.strip() in ('0', '1') for v in header[1:]),
+    # "1": a header made only of 0 / 1 / -1 entries is a label row.
+    require(not all(v.strip() in ('0', '1', '-1') for v in header[1:]),
             f'{path!r} line 1 ({",".join(header[:4])}{",..." if len(header) > 4 else ""}) is a '
             'label row, not a header: add a header row filename,class1,class2,...')
     names = [h.strip() for h in header[1:]]
@@ -123,13 +136,15 @@ def read_label_csv(path: str) -> tuple[list[str], np.ndarray, list[str]]:
       try:
         rows[row[0]] = [int(v) for v in row[1:]]
       except ValueError:
-        raise UserError(f'{path!r} line {line_no}: labels must be 0 or 1') from None
-  return list(rows), _check_rows(path, rows, len(header) - 1), names
+        raise UserError(f'{path!r} line {line_no}: labels must be 0 or 1'
+                        + (' or -1 (unknown)' if unknown else '')) from None
+  return list(rows), _check_rows(path, rows, len(header) - 1, unknown), names
 
 
-def read_labels(path: str, num_classes: int | None = None):
-  """(file names, labels, class names or None) from a .json or .csv label file."""
+def read_labels(path: str, num_classes: int | None = None, *, unknown: bool = False):
+  """(file names, labels, class names or None) from a .json or .csv label file; with `unknown`
+  (training labels), -1 marks a label unknown (then 0 is a known negative)."""
   if path.lower().endswith('.csv'):
-    return read_label_csv(path)
-  names, labels = read_label_json(path, num_classes)
+    return read_label_csv(path, unknown=unknown)
+  names, labels = read_label_json(path, num_classes, unknown=unknown)
   return names, labels, None

@@ -154,30 +154,41 @@ def pseudo_label(logits: jnp.ndarray, labels: jnp.ndarray, *, threshold: float =
 
 
 def pasl(logits: jnp.ndarray, labels: jnp.ndarray, prior: jnp.ndarray, *,
-         gamma_pos: float = 0.0, gamma_unann: float = 4.0, margin: float = 0.0,
-         prior_threshold: float = 0.5, topk_factor: int = 5) -> jnp.ndarray:
-  """P-ASL / CSL partial selective loss [Alibaba-MIIL/PartialLabelingCSL, PartialSelectiveLoss],
-  for PLT data where every 0 is unannotated (so the annotated-negative term never applies):
+         gamma_pos: float = 0.0, gamma_unann: float = 4.0, gamma_neg: float = 1.0,
+         margin: float = 0.0, prior_threshold: float = 0.5, topk_factor: int = 5,
+         negatives: jnp.ndarray | None = None) -> jnp.ndarray:
+  """P-ASL / CSL partial selective loss [Alibaba-MIIL/PartialLabelingCSL, PartialSelectiveLoss]
+  (docs/baselines.md, P-ASL). Each entry is an annotated positive (y=1), an annotated negative
+  (`negatives`) or unannotated (the rest):
 
-      -w [1(y=1) (1-p)^g+ log p + 1(y=0) p_m^g_u log(1 - p_m)],   p_m = max(p - m, 0),
+      -w [1(y=1) (1-p)^g+ log p + 1(neg) p_m^g- log(1 - p_m) + 1(unann) p_m^g_u log(1 - p_m)],
 
-  focusing factors stop-grad, logs clamped at 1e-8. Selective weights w (constants): 0 for
-  unannotated entries of classes with prior > prior_threshold, and 0 for the k unannotated entries
-  of the batch most likely positive (highest p), k = topk_factor * B capped at B * C; 1 otherwise.
+  p_m = max(p - m, 0), focusing factors stop-grad, logs clamped at 1e-8. Without `negatives`
+  (None, or all zero: PLT data) every 0 is unannotated and the annotated-negative term never
+  applies. Selective weights w (constants) act on unannotated entries only: 0 for those of
+  classes with prior > prior_threshold, and 0 for the k unannotated entries of the batch most
+  likely positive (highest p), k = topk_factor * B capped at B * C; 1 otherwise, so annotated
+  positives and annotated negatives always keep w = 1.
 
   As in the original, the top-k is taken over all unannotated entries, including those the prior
-  already masks (the two masks may overlap), and annotated positives always keep w = 1. The
-  ranking uses p (the original sorts 1 - p_m ascending; the order is the same except among entries
-  with p <= m, whose loss is 0 either way). Ties go to the lower flattened (row-major) index, the
-  rule of `jax.lax.top_k`. `topk_factor` and `margin` must be Python numbers (static under jit).
+  already masks (the two masks may overlap). The ranking uses p (the original sorts 1 - p_m
+  ascending; the order is the same except among entries with p <= m, whose loss is 0 either
+  way). Ties go to the lower flattened (row-major) index, the rule of `jax.lax.top_k`.
+  `topk_factor` and `margin` must be Python numbers (static under jit).
 
   Args:
     logits: (B, C) z.
-    labels: (B, C) 1 = positive, 0 = unannotated.
+    labels: (B, C) 1 = positive, 0 = not a positive (annotated negative or unannotated).
     prior: (C,) class prior (e.g. `naive_prior`, or the mean prediction of an "ignore"-mode model).
+    negatives: optional (B, C) mask, nonzero where the label is a known (annotated) negative;
+      ignored where y=1.
   """
   y = labels.astype(jnp.float32)
   unann = y <= 0
+  known_neg = None
+  if negatives is not None:
+    known_neg = unann & (jnp.asarray(negatives) > 0)
+    unann = unann & ~known_neg
   p = jax.nn.sigmoid(logits.astype(jnp.float32))
 
   # Selective weights.
@@ -190,8 +201,13 @@ def pasl(logits: jnp.ndarray, labels: jnp.ndarray, prior: jnp.ndarray, *,
     top = jnp.zeros(batch * num_classes, bool).at[idx].set(True).reshape(batch, num_classes)
     ignore = ignore | (top & unann)
   w = jax.lax.stop_gradient(jnp.where(ignore, 0.0, 1.0))
-  # The per-element terms are ASL's (= `mfm_loss` with scalar exponents), then weighted.
+  # The per-element terms are ASL's (= `mfm_loss` with scalar exponents), then weighted. Known
+  # negatives take the y=0 term with g- instead of g_u (a select: without any, the values are
+  # those of the unannotated term exactly).
   per_element = mfm_loss(logits, y, gamma_pos, gamma_unann, margin=margin, reduce=False)
+  if known_neg is not None:
+    annotated = mfm_loss(logits, y, gamma_pos, gamma_neg, margin=margin, reduce=False)
+    per_element = jnp.where(known_neg, annotated, per_element)
   return reduce_loss(w * per_element)
 
 

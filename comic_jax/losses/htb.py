@@ -1,6 +1,8 @@
 """HTB, the head-tail balancer (docs/method.md "Energy e_t", "Energy-adjusted logits", "HTB")."""
 from __future__ import annotations
 
+from typing import Callable
+
 import jax
 import jax.numpy as jnp
 import optax
@@ -49,13 +51,17 @@ def energy_adjusted_logits(logits: jnp.ndarray, features: jnp.ndarray, weights: 
   return logits + factor * (scale / num_groups) * jnp.einsum('bg,cg->bc', cos_fe, w_e)
 
 
-def htb_weights(loss_head: jnp.ndarray, loss_tail: jnp.ndarray, alpha: float = 2.0):
-  """kappa_h = L_h^alpha / (L_h^alpha + L_t^alpha), kappa_t = 1 - kappa_h (no gradient).
+def htb_weights(loss_head: jnp.ndarray, loss_tail: jnp.ndarray, alpha: float = 2.0, *,
+                detach: bool = True):
+  """kappa_h = L_h^alpha / (L_h^alpha + L_t^alpha), kappa_t = 1 - kappa_h (no gradient unless
+  `detach=False`, the authors' code).
 
   The branch that fits the batch worse gets the larger weight.
   """
-  lh = jax.lax.stop_gradient(loss_head) ** alpha
-  lt = jax.lax.stop_gradient(loss_tail) ** alpha
+  if detach:
+    loss_head, loss_tail = jax.lax.stop_gradient(loss_head), jax.lax.stop_gradient(loss_tail)
+  lh = loss_head ** alpha
+  lt = loss_tail ** alpha
   kappa_h = lh / jnp.maximum(lh + lt, _TINY)
   return kappa_h, 1.0 - kappa_h
 
@@ -90,7 +96,7 @@ def distill_loss(teacher_logits: jnp.ndarray, student_logits: jnp.ndarray,
                  temperature: float = 1.0) -> jnp.ndarray:
   """T^2 * mean over samples of CE(softmax(sg teacher / T), softmax(student / T)).
 
-  The distillation reading of L_htb (docs/method.md "HTB loss: two readings"): the teacher's
+  The distillation reading of L_htb (docs/method.md "HTB loss: three forms"): the teacher's
   class distribution is a soft target that pulls the student toward it, where the product
   reading trains the student as the teacher's complement. Every sample counts (the target needs
   no label).
@@ -100,15 +106,40 @@ def distill_loss(teacher_logits: jnp.ndarray, student_logits: jnp.ndarray,
   return temperature ** 2 * jnp.mean(-(t * log_q).sum(axis=-1))
 
 
-HTB_LOSSES = ('product', 'distill')
+def official_htb_loss(adjusted_head: jnp.ndarray, adjusted_tail: jnp.ndarray,
+                      balanced_logits: jnp.ndarray, labels: jnp.ndarray, kappa_h, kappa_t,
+                      mfm_loss: Callable) -> jnp.ndarray:
+  """The authors' HTB loss file (docs/method.md "HTB loss: three forms"):
+
+      kappa_h L(softmax(sg zhat_h) * softmax(z_b); y) + kappa_t L(softmax(sg zhat_t) * softmax(z_b); y)
+
+  with L their MFM loss (`mfm_loss(logits, labels)`), applied to the unrenormalised product of the
+  two class distributions as if it were logits (so each sigmoid lies in (0.5, 0.73)), every
+  sample included (with or without an observed positive).
+  """
+  prob_b = jax.nn.softmax(balanced_logits.astype(jnp.float32))
+
+  def term(teacher):
+    return mfm_loss(jax.nn.softmax(jax.lax.stop_gradient(teacher).astype(jnp.float32)) * prob_b,
+                    labels)
+
+  return kappa_h * term(adjusted_head) + kappa_t * term(adjusted_tail)
+
+
+HTB_LOSSES = ('product', 'distill', 'official')
 
 
 def htb_loss_of(kind: str, adjusted_head, adjusted_tail, balanced_logits, labels, kappa_h,
-                kappa_t, temperature: float = 1.0) -> jnp.ndarray:
-  """L_htb in either reading: 'product' (`htb_loss`) or 'distill' (`distill_loss`)."""
+                kappa_t, temperature: float = 1.0,
+                mfm_loss: Callable | None = None) -> jnp.ndarray:
+  """L_htb in one of its forms: 'product' (`htb_loss`), 'distill' (`distill_loss`) or
+  'official' (`official_htb_loss`, which needs the branch's `mfm_loss`)."""
   if kind == 'product':
     return htb_loss(adjusted_head, adjusted_tail, balanced_logits, labels, kappa_h, kappa_t)
   if kind == 'distill':
     return (kappa_h * distill_loss(adjusted_head, balanced_logits, temperature) +
             kappa_t * distill_loss(adjusted_tail, balanced_logits, temperature))
+  if kind == 'official':
+    return official_htb_loss(adjusted_head, adjusted_tail, balanced_logits, labels, kappa_h,
+                             kappa_t, mfm_loss)
   raise ValueError(f'unknown HTB loss {kind!r}')

@@ -59,14 +59,19 @@ def update_class_means(state: dict, probs: jnp.ndarray, *, mode: str = 'epoch',
 
 
 def correct_labels(probs: jnp.ndarray, labels: jnp.ndarray, class_means: jnp.ndarray, *,
-                   tau: float, active: jnp.ndarray | bool = True) -> jnp.ndarray:
+                   tau: float, active: jnp.ndarray | bool = True,
+                   negatives: jnp.ndarray | None = None) -> jnp.ndarray:
   """yhat_c = 1 if y_c = 0 and p_c > max(tau, P_c) (and the warm-up is over), else 0.
 
+  negatives: optional (B, C) mask of labels known to be absent (data with -1 = unknown labels):
+  those are never corrected.
   Returns a float (B, C) array with no gradient.
   """
   p = jax.lax.stop_gradient(probs)
   threshold = jnp.maximum(tau, class_means)
   yhat = (labels == 0) & (p > threshold) & active
+  if negatives is not None:
+    yhat = yhat & (negatives <= 0)
   return yhat.astype(jnp.float32)
 
 
@@ -78,19 +83,31 @@ def count_corrections(state: dict, yhat: jnp.ndarray, labels_full: jnp.ndarray) 
   return state
 
 
+def shift_positives(logits: jnp.ndarray, labels: jnp.ndarray, margin: float) -> jnp.ndarray:
+  """z - margin on the entries where labels = 1 (RLC's margin on positive logits)."""
+  return logits - margin * labels.astype(logits.dtype)
+
+
 def rlc_loss(logits: jnp.ndarray, labels: jnp.ndarray, yhat: jnp.ndarray, counts: jnp.ndarray,
              settings: mfm.MFMSettings, *, margin: float = 0.0,
              weight_exponent: float | None = None,
-             positive_normalisation: bool = False) -> jnp.ndarray:
+             positive_normalisation: bool = False,
+             margin_observed_only: bool = False,
+             focal_exponent: float | None = None) -> jnp.ndarray:
   """L_rlc: the MFM loss with targets max(y, yhat) and class counts `counts` (n_c plus this
   epoch's corrections: the dynamic re-weighting).
 
-  margin: subtracted from the logits of positive targets (the authors' code uses 1.0).
+  margin: subtracted from the logits of positive targets (the authors' code uses 1.0), or, with
+    `margin_observed_only` (the authors' code), of the observed positives only (not the
+    corrected entries).
   positive_normalisation: scale by batch size / number of positive targets (the authors' code).
+  weight_exponent / focal_exponent: the exponents of g_ht in the class weights and in the
+    focusing exponents gamma± (default: MFM's; the authors' RLC uses 1/6 for both).
   """
   targets = jnp.maximum(labels.astype(jnp.float32), yhat)
-  z = logits - margin * targets
-  loss = mfm.mfm_loss_from_counts(z, targets, counts, settings, weight_exponent=weight_exponent)
+  z = shift_positives(logits, labels if margin_observed_only else targets, margin)
+  loss = mfm.mfm_loss_from_counts(z, targets, counts, settings, weight_exponent=weight_exponent,
+                                  focal_exponent=focal_exponent)
   if positive_normalisation:
     loss = loss * targets.shape[0] / jnp.maximum(targets.sum(), 1.0)
   return loss

@@ -19,10 +19,15 @@ from comic_jax.models import gcn, networks
 
 
 class SingleBranch:
-  """One network trained with one multi-label loss `loss_fn(logits, labels, step)`."""
+  """One network trained with one multi-label loss `loss_fn(logits, labels, step)`.
+
+  With `reads_negatives`, the loss also gets the batch's known-negative mask,
+  `loss_fn(logits, labels, step, negatives=batch['label_negative'])` (None when the batch has no
+  such key); the other losses treat known negatives like every other 0 label.
+  """
 
   def __init__(self, config, observed_labels: np.ndarray, loss_fn, *, classifier=None,
-               sampler: str = 'uniform'):
+               sampler: str = 'uniform', reads_negatives: bool = False):
     spec = registry.get(config.method)
     self.report_names = (spec.display_name,)
     self.streams = {'main': StreamSpec(sampler)}
@@ -30,6 +35,7 @@ class SingleBranch:
     self.network = networks.create_network(
         config.model, num_classes, classifier or registry.classifier_kind(config))
     self.loss_fn = loss_fn
+    self.reads_negatives = reads_negatives
 
   def init(self, rng, batch):
     variables = self.network.init({'params': rng}, batch['main']['image'], train=False)
@@ -40,7 +46,8 @@ class SingleBranch:
     b = batch['main']
     out, updates = self.network.apply({'params': params, 'batch_stats': batch_stats},
                                       b['image'], train=True, mutable=['batch_stats'])
-    loss = self.loss_fn(out['logits'], b['label'], step)
+    extra = {'negatives': b.get('label_negative')} if self.reads_negatives else {}
+    loss = self.loss_fn(out['logits'], b['label'], step, **extra)
     return loss, (updates['batch_stats'], method_state, {'loss': loss})
 
   def predict(self, params, batch_stats, method_state, images):
@@ -53,14 +60,16 @@ def _counts(observed_labels) -> np.ndarray:
   return np.asarray(observed_labels).sum(0).astype(np.float32)
 
 
-def _single_branch(loss_factory, sampler=lambda config: 'uniform'):
+def _single_branch(loss_factory, sampler=lambda config: 'uniform', *,
+                   reads_negatives: bool = False):
   """`MethodSpec.create` of a baseline: `loss_factory(config, observed_labels, steps_per_epoch)`
-  gives loss(logits, labels, step)."""
+  gives loss(logits, labels, step), or with `reads_negatives` loss(logits, labels, step,
+  negatives) (see `SingleBranch`)."""
   def create(config, observed_labels, steps_per_epoch, class_names):
     del class_names
     return SingleBranch(config, observed_labels,
                         loss_factory(config, observed_labels, steps_per_epoch),
-                        sampler=sampler(config))
+                        sampler=sampler(config), reads_negatives=reads_negatives)
   return create
 
 
@@ -117,14 +126,18 @@ def _validate_pseudo_label(config):
 def _pasl(config, observed_labels, steps_per_epoch):
   prior = jnp.asarray(losses.naive_prior(observed_labels))
   p = config.baselines.pasl
-  return lambda z, y, step: losses.pasl(
-      z, y, prior, gamma_pos=p.gamma_pos, gamma_unann=p.gamma_unann, margin=p.margin,
-      prior_threshold=p.prior_threshold, topk_factor=p.topk_factor)
+  gamma_neg = p.gamma_neg              # the annotated-negative term's g- (known negatives)
+  return lambda z, y, step, negatives=None: losses.pasl(
+      z, y, prior, gamma_pos=p.gamma_pos, gamma_unann=p.gamma_unann, gamma_neg=gamma_neg,
+      margin=p.margin, prior_threshold=p.prior_threshold, topk_factor=p.topk_factor,
+      negatives=negatives)
 
 
 def _validate_pasl(config):
   k = config.baselines.pasl.topk_factor
   require(k >= 0, f'config.baselines.pasl.topk_factor={k!r} must be >= 0')
+  g = config.baselines.pasl.gamma_neg
+  require(g >= 0, f'config.baselines.pasl.gamma_neg={g!r} must be >= 0')
 
 
 # ------------------------------------------------------------------------------- ML-GCN
@@ -169,5 +182,5 @@ registry.register(MethodSpec(
 registry.register(MethodSpec('ml_gcn', 'ML-GCN', 'PL-MLC', _create_ml_gcn,
                              validate=_validate_ml_gcn, model_uses_labels=True))
 registry.register(MethodSpec('hill', 'Hill', 'PL-MLC', _single_branch(_hill)))
-registry.register(MethodSpec('pasl', 'P-ASL', 'PL-MLC', _single_branch(_pasl),
-                             validate=_validate_pasl))
+registry.register(MethodSpec('pasl', 'P-ASL', 'PL-MLC',
+                             _single_branch(_pasl, reads_negatives=True), validate=_validate_pasl))

@@ -60,6 +60,10 @@ class Comic:
     if self.use_htb:   # the tail model's class-reversed batch R (RandAugment: augment config)
       self.streams['tail'] = StreamSpec('class_reversed', rand_augment=True, rng_index=1)
     self.mfm = mfm.MFMSettings.from_config(cc.mfm)
+    # The authors' co-occurrence scaling of MFM (comic.mfm.official_cooccurrence): A from the
+    # observed training labels.
+    self.cooccurrence = (jnp.asarray(mfm.cooccurrence_matrix(observed_labels))
+                         if self.mfm.cooccurrence_factor > 0 else None)
     self.steps_per_epoch = steps_per_epoch
     self.warmup_steps = int(cc.rlc.warmup_epochs * steps_per_epoch)
     self.class_means = 'batch' if cc.rlc.official_batch_mean else cc.rlc.class_means
@@ -93,24 +97,34 @@ class Comic:
         energy_state.trace, factor=self.energy_factor[branch], **self.cosine)
 
   def htb_weights(self, loss_head, loss_tail):
-    """(kappa_h, kappa_t) from the teachers' MFM losses on the batch."""
-    return htb.htb_weights(loss_head, loss_tail, self.cc.htb.alpha)
+    """(kappa_h, kappa_t) from the teachers' MFM losses on the batch (with a gradient only for
+    the authors' HTB form, `comic.htb.loss='official'`)."""
+    return htb.htb_weights(loss_head, loss_tail, self.cc.htb.alpha,
+                           detach=self.cc.htb.loss != 'official')
 
   def mfm_loss(self, logits, labels):
-    return mfm.mfm_loss_from_counts(logits, labels, self.counts, self.mfm)
+    return mfm.mfm_loss_from_counts(logits, labels, self.counts, self.mfm,
+                                    cooccurrence=self.cooccurrence)
 
-  def rlc_term(self, state, logits, labels, labels_full, active, new_epoch):
-    """(L_rlc, new RLC state, corrections in the batch) for one branch on one batch."""
+  def rlc_term(self, state, logits, labels, labels_full, active, new_epoch, negatives=None):
+    """(L_rlc, new RLC state, corrections in the batch) for one branch on one batch; `negatives`
+    (labels known to be absent) are never corrected."""
     cr = self.cc.rlc
     state = rlc.reset_epoch(state, new_epoch, keep_means=self.class_means == 'ema')
-    state, class_means = rlc.update_class_means(state, jax.nn.sigmoid(logits),
+    # P_c: from the margin-shifted probabilities in the authors' code (official_shifted_means).
+    mean_logits = (rlc.shift_positives(logits, labels, cr.margin) if cr.official_shifted_means
+                   else logits)
+    state, class_means = rlc.update_class_means(state, jax.nn.sigmoid(mean_logits),
                                                 mode=self.class_means, ema_decay=cr.ema_decay)
     yhat = rlc.correct_labels(jax.nn.sigmoid(logits), labels, class_means, tau=cr.tau,
-                              active=active)
+                              active=active, negatives=negatives)
     state = rlc.count_corrections(state, yhat, labels_full)
     loss = rlc.rlc_loss(logits, labels, yhat, self.counts + state['corrections'], self.mfm,
                         margin=cr.margin, weight_exponent=cr.weight_exponent,
-                        positive_normalisation=cr.official_positive_normalisation)
+                        positive_normalisation=cr.official_positive_normalisation,
+                        margin_observed_only=cr.official_margin_observed,
+                        focal_exponent=(cr.weight_exponent if cr.official_focal_exponent
+                                        else None))
     return loss, state, yhat.sum()
 
   # ------------------------------------------------------------------ the step's loss
@@ -128,10 +142,11 @@ class Comic:
     metrics, terms = {}, {}
     apply = self.network.apply
     u_img, u_y, u_full = (batch['main'][k] for k in ('image', 'label', 'label_full'))
+    u_neg = batch['main'].get('label_negative')
 
-    def rlc_for(branch, logits, labels, full):
+    def rlc_for(branch, logits, labels, full, negatives):
       loss, rlc_state[branch], n = self.rlc_term(rlc_state[branch], logits, labels, full, active,
-                                                 new_epoch)
+                                                 new_epoch, negatives)
       metrics[f'{branch}_corrections'] = n
       metrics[f'{branch}_rlc'] = loss
       return cc.lambda_c * loss
@@ -149,7 +164,7 @@ class Comic:
       terms['head'] = metrics['head_mfm'] = self.mfm_loss(out_h['logits'], u_y)
       if self.use_rlc:
         logits = zhat_h if cc.rlc.official_adjusted_logits else out_h['logits']
-        terms['head'] += rlc_for('head', logits, u_y, u_full)
+        terms['head'] += rlc_for('head', logits, u_y, u_full, u_neg)
       # Tail branch on R (its training batch; its batch statistics come from R only) ...
       r_img, r_y, r_full = (batch['tail'][k] for k in ('image', 'label', 'label_full'))
       out_t, upd = apply({'params': params, 'batch_stats': batch_stats}, r_img, train=True,
@@ -160,7 +175,8 @@ class Comic:
       if self.use_rlc:
         logits = (self.adjusted_logits(params, 'tail', out_t, energy['tail'])
                   if cc.rlc.official_adjusted_logits else out_t['logits'])
-        terms['tail'] += rlc_for('tail', logits, r_y, r_full)
+        terms['tail'] += rlc_for('tail', logits, r_y, r_full,
+                                 batch['tail'].get('label_negative'))
       # ... and on U, as a constant for HTB.
       out_tu, _ = apply({'params': params, 'batch_stats': batch_stats}, u_img, train=True,
                         method='tail_forward', mutable=['batch_stats'])
@@ -176,11 +192,11 @@ class Comic:
     metrics['balanced_mfm'] = self.mfm_loss(out_b['logits'], u_y)
     terms['balanced'] = cc.lambda_m * metrics['balanced_mfm']
     if self.use_rlc:
-      terms['balanced'] += rlc_for('balanced', out_b['logits'], u_y, u_full)
+      terms['balanced'] += rlc_for('balanced', out_b['logits'], u_y, u_full, u_neg)
     if self.use_htb and cc.lambda_b > 0:
       kappa_h, kappa_t = self.htb_weights(self.mfm_loss(zhat_h, u_y), self.mfm_loss(zhat_tu, u_y))
       loss_htb = htb.htb_loss_of(cc.htb.loss, zhat_h, zhat_tu, out_b['logits'], u_y, kappa_h,
-                                 kappa_t, cc.htb.temperature)
+                                 kappa_t, cc.htb.temperature, mfm_loss=self.mfm_loss)
       terms['balanced'] += cc.lambda_b * loss_htb
       metrics.update(htb=loss_htb, kappa_head=kappa_h)
     return terms, (batch_stats, new_state, metrics)
@@ -223,7 +239,8 @@ def validate(config) -> None:
 
   for name in ('lambda_m', 'lambda_c', 'lambda_b'):
     non_negative(name, cc[name])
-  for name in ('gamma_pn_pos', 'gamma_pn_neg', 'w_pos', 'w_neg', 'margin', 'exponent'):
+  for name in ('gamma_pn_pos', 'gamma_pn_neg', 'w_pos', 'w_neg', 'margin', 'exponent',
+               'cooccurrence_factor'):
     non_negative(f'mfm.{name}', cc.mfm[name])
   require(0.0 <= cc.rlc.tau <= 1.0, f'config.comic.rlc.tau={cc.rlc.tau!r} must be in [0, 1]')
   require(cc.rlc.class_means in ('epoch', 'ema'),
@@ -240,7 +257,25 @@ def validate(config) -> None:
           f'config.comic.htb.energy_decay={cc.htb.energy_decay!r} must be in [0, 1)')
 
 
-# The paper's studies (docs/method.md "Ablations"): `--preset=modules` and `--preset=mfm_factors`.
+# What the authors' code computes where it differs from the paper and where that is well defined
+# (docs/method.md "Paper vs the authors' code vs comic-jax"). Model-side options (frozen backbone,
+# log-softmax features) and evaluation choices are left out: they are not part of the method.
+# Their training loop has the HTB loss commented out (`comic.lambda_b=0`); OFFICIAL_WITH_HTB puts
+# their HTB loss file back in.
+OFFICIAL = (('comic.rlc.margin', 1.0), ('comic.rlc.weight_exponent', 1.0 / 6.0),
+            ('comic.rlc.warmup_epochs', 0), ('comic.rlc.official_batch_mean', True),
+            ('comic.rlc.official_positive_normalisation', True),
+            ('comic.rlc.official_adjusted_logits', True),
+            ('comic.rlc.official_shifted_means', True),
+            ('comic.rlc.official_margin_observed', True),
+            ('comic.rlc.official_focal_exponent', True),
+            ('comic.mfm.official_cooccurrence', True),
+            ('comic.htb.official_energy_signs', True), ('comic.htb.beta', 0.1),
+            ('comic.lambda_b', 0.0))
+OFFICIAL_WITH_HTB = OFFICIAL[:-1] + (('comic.htb.loss', 'official'),)
+
+# The paper's studies (docs/method.md "Ablations"): `--preset=modules` and `--preset=mfm_factors`;
+# `--preset=official`: the paper's COMIC beside what the authors' code computes.
 STUDIES = {
     'modules': (StudyRow('', 'COMIC'),
                 StudyRow('no_rlc', '-RLC', (('comic.lambda_c', 0.0),)),
@@ -251,6 +286,10 @@ STUDIES = {
                     StudyRow('mfm_ht', 'H-T only', (('comic.mfm.gamma_pn_pos', 0.0),
                                                      ('comic.mfm.gamma_pn_neg', 0.0))),
                     StudyRow('', 'P-N + H-T')),
+    'official': (StudyRow('', 'COMIC (paper)'),
+                 StudyRow('official', "COMIC (authors' code)", OFFICIAL),
+                 StudyRow('official_htb', "COMIC (authors' code + their HTB loss)",
+                          OFFICIAL_WITH_HTB)),
 }
 
 registry.register(MethodSpec(

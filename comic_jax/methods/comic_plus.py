@@ -21,12 +21,14 @@ import jax
 import jax.numpy as jnp
 
 from comic_jax.errors import require
-from comic_jax.losses import htb
+from comic_jax.losses import baselines as baseline_losses
+from comic_jax.losses import htb, mfm
 from comic_jax.methods import comic, registry
 from comic_jax.methods.registry import MethodSpec, StudyRow
 
 MODELS = {'balanced': 'Balanced Model', 'head': 'Head Model', 'tail': 'Tail Model'}
 FUSIONS = ('prob', 'logit')
+BRANCH_LOSSES = ('mfm', 'hill', 'bce')
 REPORTS = ('balanced', 'fusion')
 KAPPAS = ('worse', 'better')
 
@@ -45,14 +47,14 @@ def fuse_logits(logits: list[jnp.ndarray], kind: str = 'prob') -> jnp.ndarray:
   return jnp.log(p) - jnp.log1p(-p)
 
 
-def trust_better_weights(loss_head, loss_tail, alpha: float = 2.0):
+def trust_better_weights(loss_head, loss_tail, alpha: float = 2.0, *, detach: bool = True):
   """kappa_h = L_t^alpha / (L_h^alpha + L_t^alpha), kappa_t = 1 - kappa_h (no gradient).
 
   The paper's kappa with the roles swapped: the teacher that fits the batch better gets the
   larger weight. With the paper's kappa the tail model, whose loss on uniform batches is ~10x
   the head model's, teaches almost alone (kappa_h falls to 0.01).
   """
-  kappa_t, kappa_h = htb.htb_weights(loss_head, loss_tail, alpha)
+  kappa_t, kappa_h = htb.htb_weights(loss_head, loss_tail, alpha, detach=detach)
   return kappa_h, kappa_t
 
 
@@ -78,9 +80,21 @@ class ComicPlus(comic.Comic):
     else:
       self.report_names = ('COMIC+',)
 
+  def mfm_loss(self, logits, labels):
+    """Each branch's own loss (and kappa's measure of fit): COMIC's MFM, or Hill's or plain BCE
+    (`comic_plus.branch_loss`). RLC keeps MFM on its corrected targets."""
+    kind = self.cp.branch_loss
+    if kind == 'hill':
+      h = self.config.baselines.hill
+      return baseline_losses.hill(logits, labels, margin=h.margin, gamma=h.gamma, lam=h.lam)
+    if kind == 'bce':
+      return mfm.mfm_loss_from_counts(logits, labels, self.counts, mfm.MFMSettings.bce())
+    return super().mfm_loss(logits, labels)
+
   def htb_weights(self, loss_head, loss_tail):
     if self.cp.kappa == 'better':
-      return trust_better_weights(loss_head, loss_tail, self.cc.htb.alpha)
+      return trust_better_weights(loss_head, loss_tail, self.cc.htb.alpha,
+                                  detach=self.cc.htb.loss != 'official')
     return super().htb_weights(loss_head, loss_tail)
 
   def predict(self, params, batch_stats, method_state, images):
@@ -107,6 +121,9 @@ def validate(config) -> None:
           f'config.comic_plus.fusion={cp.fusion!r} is not one of: {", ".join(FUSIONS)}')
   require(cp.kappa in KAPPAS,
           f'config.comic_plus.kappa={cp.kappa!r} is not one of: {", ".join(KAPPAS)}')
+  require(cp.branch_loss in BRANCH_LOSSES,
+          f'config.comic_plus.branch_loss={cp.branch_loss!r} is not one of: '
+          f'{", ".join(BRANCH_LOSSES)}')
   members = tuple(cp.members)
   require(len(members) > 0 and all(m in MODELS for m in members),
           f'config.comic_plus.members={members!r}: choose from {", ".join(MODELS)}')

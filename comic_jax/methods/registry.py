@@ -8,7 +8,8 @@ A *method object* (what `MethodSpec.create` returns) is built once per run and u
 jit-compiled train step; every function it exposes is pure:
 
 - `streams`: {stream name: StreamSpec}, the batches one step reads. The step gets
-  `batch[stream] = {'image', 'label' (observed), 'label_full' (diagnostics only)}`.
+  `batch[stream] = {'image', 'label' (observed), 'label_full' (diagnostics only),
+  'label_negative' (1 where the label is known absent; all 0 without known negatives)}`.
 - `report_names`: the models it reports, in the order the tables list them.
 - `init(rng, batch)` -> (params, batch_stats, method_state).
 - `loss(params, batch_stats, method_state, batch, rng, step)` ->
