@@ -56,6 +56,18 @@ def bce_run(tmp_path_factory):
 
 
 @pytest.fixture(scope='session')
+def comic_trained(tmp_path_factory):
+  """(workdir, config) of a tiny COMIC run trained for 2 epochs, shared by the tests that read a
+  finished COMIC run (quality, resume, TensorBoard). Under xdist a session fixture is built once
+  per worker: the tests that use it are in the xdist group 'comic_trained' (one worker)."""
+  from comic_jax import train
+  workdir = str(tmp_path_factory.mktemp('comic_trained'))
+  config = tiny_config(method='comic', num_epochs=2, **COMIC_TINY)
+  train.train_and_evaluate(config, workdir)
+  return workdir, config
+
+
+@pytest.fixture(scope='session')
 def comic_run(tmp_path_factory):
   """(workdir, config) of a COMIC run (narrow branches, 300 test images) saved without training,
   which would compile COMIC's three-branch step (a minute on a CPU): its initial state with

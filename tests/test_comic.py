@@ -72,10 +72,9 @@ def test_ablations_change_the_model(tmp_path):
   assert not no_rlc.method.use_rlc
 
 
-def test_tiny_comic_run_reports_three_models_and_corrections(tmp_path):
-  workdir = str(tmp_path / 'run')
-  config = tiny_comic_config(num_epochs=2)   # the config of the resume test: one compilation
-  train.train_and_evaluate(config, workdir)
+@pytest.mark.xdist_group('comic_trained')
+def test_tiny_comic_run_reports_three_models_and_corrections(comic_trained):
+  workdir, config = comic_trained
   results = _read(workdir, 'results.json')
   assert list(results) == ['COMIC', 'Head Model', 'Tail Model']
   data = sources.load_dataset(config.data)
@@ -96,10 +95,11 @@ def test_tiny_comic_run_reports_three_models_and_corrections(tmp_path):
       log[1]['rlc']['head']['corrections'], rel=1e-6)
 
 
-def test_interrupted_comic_run_resumes_to_the_same_metrics(tmp_path):
-  config = tiny_comic_config(num_epochs=2)
-  straight, resumed = str(tmp_path / 's'), str(tmp_path / 'r')
-  train.train_and_evaluate(config, straight)
+@pytest.mark.xdist_group('comic_trained')
+def test_interrupted_comic_run_resumes_to_the_same_metrics(comic_trained, tmp_path):
+  straight, config = comic_trained
+  assert config.to_dict() == tiny_comic_config(num_epochs=2).to_dict()
+  resumed = str(tmp_path / 'r')
   train.train_and_evaluate(config, resumed, stop_after_epochs=1)
   train.train_and_evaluate(config, resumed)
   a, b = _read(straight, 'results.json'), _read(resumed, 'results.json')

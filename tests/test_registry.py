@@ -14,7 +14,7 @@ from comic_jax import benchmark, plots, train
 from comic_jax.methods import registry
 from comic_jax.methods.baselines import SingleBranch
 from comic_jax.methods.registry import MethodSpec, StreamSpec
-from conftest import COMIC_TINY, tiny_config
+from conftest import tiny_config
 
 
 class SquaredError(SingleBranch):
@@ -74,10 +74,9 @@ def _tensorboard_scalars(workdir):
   return out
 
 
-def test_runs_write_tensorboard_event_files_with_the_logged_numbers(tmp_path):
-  workdir = str(tmp_path / 'run')
-  config = tiny_config(method='comic', num_epochs=2, **COMIC_TINY)   # test_comic.py's config
-  train.train_and_evaluate(config, workdir)
+@pytest.mark.xdist_group('comic_trained')
+def test_runs_write_tensorboard_event_files_with_the_logged_numbers(comic_trained):
+  workdir, config = comic_trained          # a finished 2-epoch COMIC run (conftest.py)
   scalars = _tensorboard_scalars(workdir)
   log = [json.loads(l) for l in open(os.path.join(workdir, 'metrics.jsonl'))]
   for tag, key in (('train/loss', ('train', 'loss')), ('val/COMIC/total', ('val', 'COMIC', 'total')),

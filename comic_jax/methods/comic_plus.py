@@ -12,6 +12,9 @@ off; with all of them off COMIC+ trains and reports exactly what COMIC does.
   product reading needs (its z_b is trained as a product of experts with the teachers); with
   the distillation reading z_b alone was better on validation, so 'balanced' is COMIC+'s value.
 
+- `comic_plus.branch_loss`: each branch's own loss ('mfm', COMIC's; 'hill'; 'bce'), measured
+  against MFM on validation and not taken (docs/method.md "COMIC+"): 'mfm' is the default.
+
 The balanced, head and tail models are reported too ("Balanced Model", "Head Model",
 "Tail Model"), so one run measures every reporting choice on the validation set.
 """
