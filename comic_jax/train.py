@@ -213,6 +213,8 @@ class Run:
             else (self.data.x_val, self.data.y_val))
     probs = predict_dataset(self.predict_step, self.state, x, self.config.eval_batch_size,
                             self.sharded)
+    if split == 'val':   # kept for `write_val_thresholds` (the same state: no second pass)
+      self._val_probs = (self.state, probs)
     return evaluate_predictions(probs, y, self.groups)
 
   def evaluate_val(self):
@@ -225,8 +227,10 @@ class Run:
     if not self.data.has_val:
       return
     from comic_jax import predict
-    probs = predict_dataset(self.predict_step, self.state, self.data.x_val,
-                            self.config.eval_batch_size, self.sharded)
+    state, probs = getattr(self, '_val_probs', (None, None))
+    if state is not self.state:   # the validation images were not predicted with this state
+      probs = predict_dataset(self.predict_step, self.state, self.data.x_val,
+                              self.config.eval_batch_size, self.sharded)
     if jax.process_index() == 0:
       predict.write_thresholds(self.workdir, self.data.class_names, {
           name: predict.f1_thresholds(p, self.data.y_val) for name, p in probs.items()})

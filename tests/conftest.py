@@ -59,7 +59,7 @@ def bce_run(tmp_path_factory):
 def comic_trained(tmp_path_factory):
   """(workdir, config) of a tiny COMIC run trained for 2 epochs, shared by the tests that read a
   finished COMIC run (quality, resume, TensorBoard). Under xdist a session fixture is built once
-  per worker: the tests that use it are in the xdist group 'comic_trained' (one worker)."""
+  per worker that needs it: at most two trainings on two workers instead of three."""
   from comic_jax import train
   workdir = str(tmp_path_factory.mktemp('comic_trained'))
   config = tiny_config(method='comic', num_epochs=2, **COMIC_TINY)

@@ -72,7 +72,6 @@ def test_ablations_change_the_model(tmp_path):
   assert not no_rlc.method.use_rlc
 
 
-@pytest.mark.xdist_group('comic_trained')
 def test_tiny_comic_run_reports_three_models_and_corrections(comic_trained):
   workdir, config = comic_trained
   results = _read(workdir, 'results.json')
@@ -95,7 +94,6 @@ def test_tiny_comic_run_reports_three_models_and_corrections(comic_trained):
       log[1]['rlc']['head']['corrections'], rel=1e-6)
 
 
-@pytest.mark.xdist_group('comic_trained')
 def test_interrupted_comic_run_resumes_to_the_same_metrics(comic_trained, tmp_path):
   straight, config = comic_trained
   assert config.to_dict() == tiny_comic_config(num_epochs=2).to_dict()

@@ -74,7 +74,6 @@ def _tensorboard_scalars(workdir):
   return out
 
 
-@pytest.mark.xdist_group('comic_trained')
 def test_runs_write_tensorboard_event_files_with_the_logged_numbers(comic_trained):
   workdir, config = comic_trained          # a finished 2-epoch COMIC run (conftest.py)
   scalars = _tensorboard_scalars(workdir)
