@@ -111,7 +111,8 @@ def official_htb_loss(adjusted_head: jnp.ndarray, adjusted_tail: jnp.ndarray,
                       mfm_loss: Callable) -> jnp.ndarray:
   """The authors' HTB loss file (docs/method.md "HTB loss: three forms"):
 
-      kappa_h L(softmax(sg zhat_h) * softmax(z_b); y) + kappa_t L(softmax(sg zhat_t) * softmax(z_b); y)
+      kappa_h L(softmax(sg zhat_h) * softmax(z_b); y)
+        + kappa_t L(softmax(sg zhat_t) * softmax(z_b); y)
 
   with L their MFM loss (`mfm_loss(logits, labels)`), applied to the unrenormalised product of the
   two class distributions as if it were logits (so each sigmoid lies in (0.5, 0.73)), every
