@@ -186,6 +186,7 @@ class Run:
 
     rng = jax.random.key(config.seed)
     self.state = jax.jit(init_state, out_shardings=self.replicated)(rng)
+    self._val_probs = (None, None)   # (state, validation predictions) of the last evaluation
     self.manager = checkpoint.create_manager(workdir, config.keep_checkpoints)
     if not config.model.feature_cache and self.manager.latest_step() is None:
       variables = pretrained.load_into(
@@ -227,7 +228,7 @@ class Run:
     if not self.data.has_val:
       return
     from comic_jax import predict
-    state, probs = getattr(self, '_val_probs', (None, None))
+    state, probs = self._val_probs
     if state is not self.state:   # the validation images were not predicted with this state
       probs = predict_dataset(self.predict_step, self.state, self.data.x_val,
                               self.config.eval_batch_size, self.sharded)

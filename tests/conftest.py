@@ -24,6 +24,14 @@ import pytest  # noqa: E402
 SHARED_DATA = os.path.join(os.path.dirname(ROOT), 'shared', 'data')
 
 
+def assert_one_line(excinfo, *fragments):
+  """The error of `pytest.raises` is one line that contains every fragment."""
+  text = str(excinfo.value)
+  assert '\n' not in text.strip(), text
+  for fragment in fragments:
+    assert fragment in text, (fragment, text)
+
+
 def tiny_config(**overrides):
   """The PLT-Synth config cut down to seconds: BCE (the fastest method), 2 epochs, no bar."""
   from configs import synthetic

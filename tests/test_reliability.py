@@ -20,7 +20,7 @@ import pytest
 from comic_jax import checkpoint, train, workdir as wd
 from comic_jax.data import sources, splits
 from comic_jax.errors import UserError
-from conftest import ROOT, tiny_config
+from conftest import ROOT, assert_one_line, tiny_config
 
 PY = sys.executable
 
@@ -36,13 +36,6 @@ def _snapshot(path) -> dict:
       with open(full, 'rb') as f:
         out[os.path.relpath(full, path)] = hashlib.sha256(f.read()).hexdigest()
   return out
-
-
-def _one_line_error(excinfo, *fragments):
-  text = str(excinfo.value)
-  assert '\n' not in text.strip(), text
-  for fragment in fragments:
-    assert fragment in text, (fragment, text)
 
 
 def _arrays(n_train=64, n_test=32, c=4, d=8, seed=0):
@@ -138,7 +131,7 @@ def test_bad_npz_contents_are_named(tmp_path, change, fragments):
   before = _snapshot(tmp_path)
   with pytest.raises(UserError) as e:
     sources.load_dataset(_npz_config(tmp_path, path).data)
-  _one_line_error(e, str(path), *fragments)
+  assert_one_line(e, str(path), *fragments)
   after = _snapshot(tmp_path)
   assert {k: v for k, v in after.items() if not k.startswith('cache')} == before
 
@@ -155,7 +148,7 @@ def test_damaged_npz_files_are_named(tmp_path, damage):
   path.write_bytes(bytes(raw))
   with pytest.raises(UserError) as e:
     sources.load_dataset(_npz_config(tmp_path, path).data)
-  _one_line_error(e, str(path), 'cannot read', 'written again')
+  assert_one_line(e, str(path), 'cannot read', 'written again')
 
 
 def test_float_images_in_0_1_are_scaled_to_uint8(tmp_path):
@@ -170,7 +163,7 @@ def test_float_images_in_0_1_are_scaled_to_uint8(tmp_path):
   # ... which the mlp backbone refuses (it takes feature vectors), in one line.
   with pytest.raises(UserError) as e:
     sources.check_model_inputs(data, _npz_config(tmp_path, 'x').model)
-  _one_line_error(e, 'config.model.backbone=mlp takes feature vectors')
+  assert_one_line(e, 'config.model.backbone=mlp takes feature vectors')
 
 
 def test_classes_without_test_or_observed_positives_warn(tmp_path, capsys):
@@ -203,7 +196,7 @@ def test_label_files_that_would_parse_wrongly_are_refused(tmp_path, name, text, 
   path.write_text(text)
   with pytest.raises(UserError) as e:
     splits.read_labels(str(path))
-  _one_line_error(e, str(path), *fragments)
+  assert_one_line(e, str(path), *fragments)
 
 
 def _folder(tmp_path, n=8, c=2, seed=0):
@@ -237,7 +230,7 @@ def test_test_labels_with_columns_in_another_order_are_refused(tmp_path):
   (tmp_path / 'test.csv').write_text('\n'.join(lines) + '\n')
   with pytest.raises(UserError) as e:
     sources.load_dataset(_folder_config(tmp_path, root).data)
-  _one_line_error(e, 'test.csv', 'the same classes in another order')
+  assert_one_line(e, 'test.csv', 'the same classes in another order')
 
 
 # ----------------------------------------------------------------------------- image cache
@@ -265,7 +258,7 @@ def test_image_cache_notices_replaced_and_damaged_images(tmp_path):
   (root / 'train_3.png').write_bytes(b'\x89PNG broken')
   with pytest.raises(UserError) as e:
     sources.load_dataset(config.data)
-  _one_line_error(e, 'train_3.png', 'cannot decode')
+  assert_one_line(e, 'train_3.png', 'cannot decode')
 
 
 # ----------------------------------------------------------------------------- config values
@@ -278,7 +271,7 @@ def test_image_cache_notices_replaced_and_damaged_images(tmp_path):
 def test_bad_optimizer_values_are_named(field, value, fragment):
   with pytest.raises(UserError) as e:
     train.validate_config(tiny_config(**{field: value}))
-  _one_line_error(e, fragment)
+  assert_one_line(e, fragment)
 
 
 # ----------------------------------------------------------------------------- the workdir
@@ -337,7 +330,7 @@ def test_workdir_problems_are_refused_and_nothing_changes(tmp_path, trained, cas
     if holder is not None:
       holder.kill()
       holder.wait()
-  _one_line_error(e, *fragments)
+  assert_one_line(e, *fragments)
   assert _snapshot(workdir) == before
 
 
@@ -357,12 +350,12 @@ def test_a_stale_lock_of_a_dead_process_is_taken_over(tmp_path, capsys):
 def test_eval_of_a_missing_or_empty_workdir_creates_nothing(tmp_path):
   with pytest.raises(UserError) as e:
     train.evaluate(tiny_config(), str(tmp_path / 'absent'))
-  _one_line_error(e, 'does not exist; train first')
+  assert_one_line(e, 'does not exist; train first')
   assert not (tmp_path / 'absent').exists()
   (tmp_path / 'empty').mkdir()
   with pytest.raises(UserError) as e:
     train.evaluate(tiny_config(), str(tmp_path / 'empty'))
-  _one_line_error(e, 'has no checkpoint to evaluate; train first')
+  assert_one_line(e, 'has no checkpoint to evaluate; train first')
   assert os.listdir(tmp_path / 'empty') == []
 
 
@@ -382,7 +375,7 @@ def test_unwritable_checkpoints_end_in_one_line(tmp_path, monkeypatch):
   monkeypatch.setattr(manager, 'save', refuse)
   with pytest.raises(UserError) as e:
     checkpoint.save(manager, 3, {'w': np.zeros(2)})
-  _one_line_error(e, 'cannot write the checkpoint of step 3', 'Permission denied', 'rerun')
+  assert_one_line(e, 'cannot write the checkpoint of step 3', 'Permission denied', 'rerun')
 
 
 # ----------------------------------------------------------------------------- faults

@@ -8,7 +8,7 @@ import pytest
 from comic_jax import train
 from comic_jax.data import sources, splits
 from comic_jax.errors import UserError
-from conftest import SHARED_DATA, tiny_config
+from conftest import SHARED_DATA, assert_one_line, tiny_config
 
 
 def _config(tmp_path, **overrides):
@@ -190,13 +190,6 @@ def _with_unknown(y, seed=1):
   return out
 
 
-def _one_line(excinfo, *fragments):
-  text = str(excinfo.value)
-  assert '\n' not in text.strip(), text
-  for fragment in fragments:
-    assert fragment in text, (fragment, text)
-
-
 def test_npz_minus_one_gives_observed_positives_and_known_negatives(tmp_path):
   arrays = _npz(tmp_path / 'd.npz')
   raw = _with_unknown(arrays['y_train'])
@@ -207,7 +200,7 @@ def test_npz_minus_one_gives_observed_positives_and_known_negatives(tmp_path):
   np.testing.assert_array_equal(data.y_train, (raw == 1).astype(np.int8))
   np.testing.assert_array_equal(data.neg_train, raw == 0)
   np.testing.assert_array_equal(data.y_train_full, data.y_train)
-  assert data.has_negatives
+  assert data.neg_train.any()
   # 'simulate': positives are hidden and become unknown; the known negatives stay as they are.
   data = sources.load_dataset(cfg())
   np.testing.assert_array_equal(data.neg_train, raw == 0)
@@ -223,7 +216,7 @@ def test_npz_minus_one_gives_observed_positives_and_known_negatives(tmp_path):
   # Without any -1 every 0 is unknown, as before: no mask.
   data = sources.load_dataset(_config(tmp_path, **{'data.name': 'npz', 'data.longtail': 'as_is',
                                                    'data.path': str(tmp_path / 'd.npz')}).data)
-  assert data.neg_train is None and not data.has_negatives
+  assert data.neg_train is None
   # With y_train_full: the 0 entries of y_train must be absent there too.
   _npz(tmp_path / 'f.npz', y_train=raw, y_train_full=arrays['y_train'])
   data = sources.load_dataset(cfg(**{'data.path': str(tmp_path / 'f.npz')}))
@@ -249,7 +242,7 @@ def test_npz_minus_one_outside_y_train_is_refused_in_one_line(tmp_path, change, 
                                 'data.longtail': 'as_is'})
   with pytest.raises(UserError) as e:
     sources.load_dataset(config.data)
-  _one_line(e, str(tmp_path / 'bad.npz'), *fragments)
+  assert_one_line(e, str(tmp_path / 'bad.npz'), *fragments)
 
 
 def test_known_negatives_refuse_the_plt_json_long_tail(tmp_path):
@@ -261,7 +254,7 @@ def test_known_negatives_refuse_the_plt_json_long_tail(tmp_path):
                                 'data.plt_json': str(tmp_path / 'plt.json')})
   with pytest.raises(UserError) as e:
     sources.load_dataset(config.data)
-  _one_line(e, "longtail='json'", 'unknown (-1)')
+  assert_one_line(e, "longtail='json'", 'unknown (-1)')
 
 
 def test_label_files_with_minus_one(tmp_path):
@@ -270,13 +263,13 @@ def test_label_files_with_minus_one(tmp_path):
   assert y.tolist() == [[1, -1, 0], [0, 1, -1]]
   with pytest.raises(UserError) as e:                         # test labels: 0 / 1 only
     splits.read_labels(str(tmp_path / 'a.json'))
-  _one_line(e, "the labels of 'x.jpg' hold -1 (unknown)", 'must be 0 or 1')
+  assert_one_line(e, "the labels of 'x.jpg' hold -1 (unknown)", 'must be 0 or 1')
   (tmp_path / 'a.csv').write_text('filename,cat,dog\nx.jpg,1,-1\ny.jpg,0,1\n')
   _, y, classes = splits.read_labels(str(tmp_path / 'a.csv'), unknown=True)
   assert classes == ['cat', 'dog'] and y.tolist() == [[1, -1], [0, 1]]
   with pytest.raises(UserError) as e:
     splits.read_label_csv(str(tmp_path / 'a.csv'))
-  _one_line(e, "the labels of 'x.jpg' hold -1 (unknown)")
+  assert_one_line(e, "the labels of 'x.jpg' hold -1 (unknown)")
   (tmp_path / 'b.csv').write_text('filename,cat,dog\nx.jpg,1,2\n')
   with pytest.raises(UserError, match=r'not all 0, 1 or -1 \(unknown\)'):
     splits.read_label_csv(str(tmp_path / 'b.csv'), unknown=True)
@@ -308,7 +301,7 @@ def test_image_folder_with_minus_one_labels(tmp_path, kind):
   (tmp_path / 'test.csv').write_text('\n'.join(lines) + '\n')
   with pytest.raises(UserError) as e:
     sources.load_dataset(config.data)
-  _one_line(e, str(tmp_path / 'test.csv'), "'test_0.png' hold -1 (unknown)")
+  assert_one_line(e, str(tmp_path / 'test.csv'), "'test_0.png' hold -1 (unknown)")
 
 
 def test_train_batches_carry_the_known_negatives():

@@ -50,7 +50,7 @@ def train_batch(data, stream_samplers: dict, streams: dict, step: int,
     else:
       image = np.asarray(x[idx[rows]])
     label = data.y_train[idx[rows]].astype(np.float32)
-    negative = (np.zeros_like(label) if getattr(data, 'neg_train', None) is None
+    negative = (np.zeros_like(label) if data.neg_train is None
                 else data.neg_train[idx[rows]].astype(np.float32))
     batch[name] = {'image': image, 'label': label,
                    'label_full': data.y_train_full[idx[rows]].astype(np.float32),

@@ -49,10 +49,5 @@ class PLTData:
     return self.x_val is not None and len(self.x_val) > 0
 
   @property
-  def has_negatives(self) -> bool:
-    """Whether some training labels are known negatives (`neg_train`)."""
-    return self.neg_train is not None and bool(self.neg_train.any())
-
-  @property
   def num_classes(self) -> int:
     return len(self.class_names)
