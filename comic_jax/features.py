@@ -41,6 +41,8 @@ def cache_path(config, images: np.ndarray, views: int = 0) -> str:
          'pretrained': config.model.pretrained, 'dtype': config.model.dtype,
          'widths': [list(config.model.small_cnn_widths), list(config.model.mlp_widths)],
          'version': 3}
+  if config.model.feature_taps:   # (absent otherwise, so existing caches keep their names)
+    key['taps'] = list(config.model.feature_taps)
   if views:
     key.update(views=views, augment=config.augment.to_dict(), seed=config.data.seed,
                image_size=config.data.image_size)

@@ -75,6 +75,9 @@ def get_config() -> ml_collections.ConfigDict:
   model.feature_cache = False           # frozen-backbone mode: backbone features computed once
                                         # per image and view, then only the heads train
   model.feature_views = 8               # augmented views per training image in the cache
+  model.feature_taps = ()               # EfficientNet-Lite: () = the head's pooled 1280 features;
+                                        # else the pooled outputs of these stages, concatenated
+                                        # ('stage1'..'stage7', 'head'; docs/architecture.md)
   model.projection_dim = 128            # d: linear projection of the backbone features (0: none)
   model.backbone_trainable = True       # False: frozen backbone (the authors' code)
   model.official_log_softmax_features = False  # authors' code: log-softmax after the projection

@@ -229,3 +229,39 @@ def test_the_weights_file_is_found_checked_and_a_missing_package_explained(tmp_p
   listing.pop()
   with pytest.raises(UserError, match='ships 0 efficientnet-lite2-\\*.pth files'):
     efficientnet.efficientnet_weights_path('efficientnet_lite2')
+
+
+def test_feature_taps_are_the_pooled_outputs_of_each_stage_s_last_block():
+  """model.feature_taps: the pooled output of each named stage (its last block, from the
+  published repeats (1, 2, 2, 3, 3, 4, 1)), concatenated in the order named; 'head' is the
+  untapped model's output. The reference is Flax's own capture of every block's output."""
+  variables = efficientnet.load_efficientnet_variables('efficientnet_lite0')
+  x = np.random.RandomState(1).standard_normal((2, 32, 32, 3)).astype(np.float32)
+  plain = EFFICIENTNETS['efficientnet_lite0']()
+  head, state = plain.apply(variables, x, train=False, capture_intermediates=True)
+  blocks = state['intermediates']
+  last_block = np.cumsum((1, 2, 2, 3, 3, 4, 1)) - 1               # stage s ends at block last[s-1]
+  taps = ('stage7', 'stage1', 'head', 'stage4')
+  tapped = EFFICIENTNETS['efficientnet_lite0'](taps=taps).apply(variables, x, train=False)
+  expected = [np.asarray(blocks[f'blocks_{last_block[s - 1]}']['__call__'][0]).mean(axis=(1, 2))
+              for s in (7, 1)] + [np.asarray(head)] + [
+                  np.asarray(blocks[f'blocks_{last_block[3]}']['__call__'][0]).mean(axis=(1, 2))]
+  assert tapped.shape == (2, 320 + 16 + 1280 + 80)
+  np.testing.assert_allclose(tapped, np.concatenate(expected, axis=1), rtol=1e-5, atol=1e-6)
+
+
+def test_feature_taps_are_validated():
+  from configs import default
+  from comic_jax.models import backbones
+  config = default.get_config()
+  config.model.backbone = 'efficientnet_lite0'
+  config.model.feature_taps = ('stage3', 'stage9')
+  with pytest.raises(UserError, match=r"'stage9' not one of: stage1, .*head"):
+    backbones.validate_config(config.model)
+  config.model.feature_taps = ('stage3', 'stage3')
+  with pytest.raises(UserError, match='names a tap twice'):
+    backbones.validate_config(config.model)
+  config.model.backbone = 'small_cnn'
+  config.model.feature_taps = ('stage3',)
+  with pytest.raises(UserError, match="for the EfficientNet-Lite backbones, not 'small_cnn'"):
+    backbones.validate_config(config.model)

@@ -32,6 +32,8 @@ def test_frozen_backbone_features_are_cached_and_the_heads_train(tmp_path):
   assert features.cache_path(other, data.x_train, views=2) == train_path
   assert features.cache_path(other, data.x_train, views=3) != train_path
   assert features.cache_path(other, data.x_train[1:], views=2) != train_path
+  tapped = tiny_config(**{'data.cache_dir': str(tmp_path), 'model.feature_taps': ('stage3',)})
+  assert features.cache_path(tapped, data.x_train, views=2) != train_path
   # The heads hold no backbone weights: the backbone is the identity on cached features.
   assert set(state.params['head']) == {'projection', 'classifier'}
   with open(os.path.join(workdir, 'results.json')) as f:

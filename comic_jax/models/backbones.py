@@ -90,6 +90,7 @@ class BackboneSpec:
   mean: tuple = IMAGENET_MEAN
   std: tuple = IMAGENET_STD
   pretrained: bool = False                     # has ImageNet weights (model.pretrained)
+  taps: tuple = ()                             # what model.feature_taps may name
 
 
 BACKBONES: dict[str, BackboneSpec] = {
@@ -101,8 +102,9 @@ for _name, _cls in (('resnet18', resnet.ResNet18), ('resnet34', resnet.ResNet34)
                     ('resnet50', resnet.ResNet50), ('resnet101', resnet.ResNet101)):
   BACKBONES[_name] = BackboneSpec(lambda m, dtype, _cls=_cls: _cls(dtype=dtype), pretrained=True)
 for _name, _cls in efficientnet.EFFICIENTNETS.items():
-  BACKBONES[_name] = BackboneSpec(lambda m, dtype, _cls=_cls: _cls(dtype=dtype), mean=_cls.MEAN,
-                                  std=_cls.STD, pretrained=True)
+  BACKBONES[_name] = BackboneSpec(
+      lambda m, dtype, _cls=_cls: _cls(dtype=dtype, taps=tuple(m.feature_taps)), mean=_cls.MEAN,
+      std=_cls.STD, pretrained=True, taps=efficientnet.TAPS)
 
 
 def backbone_name(model_config) -> str:
@@ -130,6 +132,13 @@ def validate_config(model_config) -> None:
   require(not m.feature_cache or not m.backbone_trainable,
           'config.model.feature_cache=True caches frozen backbone features: set '
           'config.model.backbone_trainable=False too')
+  taps = tuple(m.feature_taps)
+  require(not taps or BACKBONES[name].taps,
+          f'config.model.feature_taps is for the EfficientNet-Lite backbones, not {name!r}')
+  bad = [t for t in taps if t not in BACKBONES[name].taps]
+  require(not bad, f'config.model.feature_taps: {", ".join(map(repr, bad))} not one of: '
+                   f'{", ".join(BACKBONES[name].taps)}')
+  require(len(set(taps)) == len(taps), f'config.model.feature_taps={taps} names a tap twice')
   require(not m.pretrained or BACKBONES[name].pretrained,
           f'config.model.pretrained needs a backbone with ImageNet weights, not {name!r}')
 

@@ -15,7 +15,9 @@ Module names say what each layer is (`stem_conv`, `blocks_3/expand_conv`, `block
 torch and without the network.
 
 A backbone maps a normalised NHWC float batch to (B, 1280) globally average-pooled features;
-`include_top=True` returns the 1000 ImageNet logits instead (the pretrained `classifier`, for
+with `taps` (`model.feature_taps`, e.g. ('stage3', 'stage4', 'stage5', 'stage6')) it returns the
+globally average-pooled outputs of those stages instead, concatenated (multi-level features for
+images far from ImageNet: docs/architecture.md "Frozen features"). `include_top=True` returns the 1000 ImageNet logits instead (the pretrained `classifier`, for
 checking the weights; dropout before it is left out: it is a no-op at inference).
 """
 from __future__ import annotations
@@ -44,13 +46,15 @@ _BASE_STAGES = ((1, 3, 1, 1, 16), (2, 3, 2, 6, 24), (2, 5, 2, 6, 40), (3, 3, 2, 
 
 
 class BlockSpec(NamedTuple):
-  """One MBConv block: 1x1 expand (absent when expand == 1), k x k depthwise with `stride`,
-  1x1 project to `out_channels`; a residual connection when stride 1 and in == out."""
+  """One MBConv block of stage `stage` (1-7): 1x1 expand (absent when expand == 1), k x k
+  depthwise with `stride`, 1x1 project to `out_channels`; a residual connection when stride 1 and
+  in == out."""
   in_channels: int
   out_channels: int
   kernel: int
   stride: int
   expand: int
+  stage: int = 0
 
   @property
   def hidden(self) -> int:
@@ -59,6 +63,9 @@ class BlockSpec(NamedTuple):
   @property
   def residual(self) -> bool:
     return self.stride == 1 and self.in_channels == self.out_channels
+
+
+TAPS = tuple(f'stage{i}' for i in range(1, len(_BASE_STAGES) + 1)) + ('head',)
 
 
 def round_channels(channels: int, width: float, divisor: int = 8) -> int:
@@ -78,7 +85,7 @@ def lite_blocks(width: float, depth: float) -> List[BlockSpec]:
     out = round_channels(out, width)
     repeats = repeats if i in (0, last) else int(math.ceil(depth * repeats))
     for j in range(repeats):
-      blocks.append(BlockSpec(in_channels, out, kernel, stride if j == 0 else 1, expand))
+      blocks.append(BlockSpec(in_channels, out, kernel, stride if j == 0 else 1, expand, i + 1))
       in_channels = out
   return blocks
 
@@ -127,6 +134,7 @@ class EfficientNetLite(nn.Module):
   "inception-style" so that they quantise well, not on the ImageNet mean / std).
   """
   dtype: Any = jnp.float32
+  taps: tuple = ()     # () = the head's 1280 features; else pooled outputs of these TAPS
 
   WIDTH = 1.0
   DEPTH = 1.0
@@ -141,19 +149,27 @@ class EfficientNetLite(nn.Module):
 
   @nn.compact
   def __call__(self, x, train: bool = True, include_top: bool = False):
+    unknown = [t for t in self.taps if t not in TAPS]
+    require(not unknown, f'config.model.feature_taps: {unknown} not among {", ".join(TAPS)}')
     norm = _batch_norm(train, self.dtype)
+    pool = lambda y: jnp.mean(y, axis=(1, 2)).astype(jnp.float32)
     x = nn.Conv(STEM_CHANNELS, (3, 3), (2, 2), padding='SAME', use_bias=False, dtype=self.dtype,
                 kernel_init=_conv_init, name='stem_conv')(x.astype(self.dtype))
     x = nn.relu6(norm(name='stem_bn')(x))
-    for i, spec in enumerate(self.blocks()):
+    tapped = {}
+    blocks = self.blocks()
+    for i, spec in enumerate(blocks):
       x = MBConv(spec, dtype=self.dtype, name=f'blocks_{i}')(x, train)
+      if i + 1 == len(blocks) or blocks[i + 1].stage != spec.stage:   # the stage's last block
+        tapped[f'stage{spec.stage}'] = x
     x = nn.Conv(HEAD_CHANNELS, (1, 1), use_bias=False, dtype=self.dtype, kernel_init=_conv_init,
                 name='head_conv')(x)
     x = nn.relu6(norm(name='head_bn')(x))
-    x = jnp.mean(x, axis=(1, 2))
+    tapped['head'] = x
     if include_top:
-      x = nn.Dense(NUM_CLASSES, dtype=self.dtype, name='classifier')(x)
-    return x.astype(jnp.float32)
+      return nn.Dense(NUM_CLASSES, dtype=self.dtype, name='classifier')(pool(x)).astype(
+          jnp.float32)
+    return jnp.concatenate([pool(tapped[t]) for t in self.taps or ('head',)], axis=-1)
 
 
 class EfficientNetLite0(EfficientNetLite):
