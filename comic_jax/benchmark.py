@@ -80,9 +80,11 @@ class Experiment:
     return registry.get(self.method)
 
 
-def experiments(preset: str, methods: tuple[str, ...]) -> list[Experiment]:
+def experiments(preset: str, methods: tuple[str, ...], base=None) -> list[Experiment]:
   """The runs of a preset. A method built on another's run (LWS on BCE) comes after it, and
-  that method is added when missing."""
+  that method is added when missing. With the `base` config, a study row whose overrides are
+  all the base's values already (a recipe that sets them) would repeat the method's own row:
+  it is left out."""
   from comic_jax.methods import registry
   if preset == 'main':
     for m in methods:
@@ -99,11 +101,20 @@ def experiments(preset: str, methods: tuple[str, ...]) -> list[Experiment]:
   out = []
   for m in methods:
     for row in registry.get(m).studies.get(preset, ()):
+      if base is not None and row.overrides and all(
+          _field(base, k) == v for k, v in row.overrides):
+        continue
       out.append(Experiment(f'{m}_{row.suffix}' if row.suffix else m, row.label, m,
                             row.overrides))
   if not out:
     raise UserError(f'--preset={preset}: none of the methods {", ".join(methods)} defines it')
   return out
+
+
+def _field(config, dotted: str):
+  for part in dotted.split('.'):
+    config = config[part]
+  return config
 
 
 # ------------------------------------------------------------------------------- sweeps
@@ -213,8 +224,9 @@ def run_all(base, runs: list[tuple[Experiment, int]], workdir: str) -> None:
       train.train_and_evaluate(config, directory)
     with open(os.path.join(directory, 'results.json')) as f:
       res = json.load(f)
-    first = next(iter(res.values()))
-    bar.write(f'{experiment.key} seed {seed}: total mAP {first["total"]:.2f} '
+    model = experiment.spec.primary_model     # the model the method reports
+    shown = res.get(model) or next(iter(res.values()))
+    bar.write(f'{experiment.key} seed {seed}: total mAP {shown["total"]:.2f} '
               f'({time.time() - start:.0f}s)')
   bar.close()
 
@@ -317,7 +329,7 @@ def main(argv):
   start = time.time()
   sweep_file = None
   try:
-    exps = experiments(FLAGS.preset, methods)
+    exps = experiments(FLAGS.preset, methods, FLAGS.config)
     variants = [[e] for e in exps]
     if FLAGS.sweep:
       field, values = parse_sweep(FLAGS.sweep, FLAGS.config)

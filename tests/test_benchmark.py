@@ -59,3 +59,17 @@ def test_presets_define_the_paper_studies():
   assert [dict(e.overrides)['data.missing_ratio'] for e in ratios] == [0.0, 0.3, 0.4, 0.5]
   main = benchmark.experiments('main', ('lws', 'comic'))
   assert [e.method for e in main] == ['bce', 'comic', 'lws']     # LWS after the BCE it reuses
+
+
+def test_a_study_row_that_repeats_the_recipe_is_left_out():
+  from configs import synthetic, synthetic_pretrained
+  rows = lambda base: [e.label for e in benchmark.experiments('modules', ('comic_plus',), base)]
+  every = ['COMIC+', 'product L_htb (the paper)', 'distillation L_htb', "-kappa (paper's kappa)",
+           'report the fusion', 'report z_b', '-RLC', '-MFM']
+  assert rows(None) == every
+  # From scratch COMIC+ distils and reports z_b; the frozen recipe reads L_htb as the product
+  # and reports the fusion: each leaves out the rows equal to its own values.
+  assert rows(synthetic.get_config()) == [r for r in every
+                                          if r not in ('distillation L_htb', 'report z_b')]
+  assert rows(synthetic_pretrained.get_config()) == [
+      r for r in every if r not in ('product L_htb (the paper)', 'report the fusion')]
