@@ -314,6 +314,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
   logging.set_verbosity(logging.WARNING)
+  cli.keep_freed_memory()   # XLA's per-step buffers reuse the heap (cli.keep_freed_memory)
   from comic_jax import plots
   from comic_jax.methods import registry
   from comic_jax.workdir import Preempted

@@ -540,3 +540,16 @@ def test_cli_sigterm_before_the_training_steps_ends_in_one_line(tmp_path):
   last = err.strip().splitlines()[-1]
   assert last.startswith('stopped ') and 'rerun the same command to resume' in last, err
   assert not (workdir / 'lock').exists()                   # released before exiting
+
+
+def test_keep_freed_memory_sets_glibc_malloc_options():
+  """On glibc (this project's machines) every mallopt call succeeds (the conftest made them
+  already: this repeats them); the effect on speed is measured by benchmarks/step_speed.py (--malloc-defaults for the comparison), and the results
+  of a run do not change (tests/test_train.py's determinism tests run with it on)."""
+  import ctypes
+  from comic_jax import cli
+  try:
+    ctypes.CDLL('libc.so.6').mallopt
+  except (OSError, AttributeError):
+    pytest.skip('not glibc')
+  assert cli.keep_freed_memory() is True
