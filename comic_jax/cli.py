@@ -69,8 +69,9 @@ def keep_freed_memory(threshold: int = 1 << 30, top_pad: int = 256 << 20) -> boo
   2-core machine a COMIC step ran 1.35x faster (400 -> 537 img/s, the mean of 4 alternating
   runs of `benchmarks/step_speed.py`), with a third of the page faults, when large blocks come
   from the heap (`M_MMAP_THRESHOLD`) and freed memory stays there (`M_TRIM_THRESHOLD`,
-  `M_TOP_PAD`). The cost: the process keeps its peak memory until it exits. For processes that
-  train (main, benchmark); a no-op (False) where the C library is not glibc.
+  `M_TOP_PAD`). The cost: the process keeps its peak memory until it exits. Called by the
+  processes that train (main, benchmark, benchmarks/step_speed.py, the tests); a no-op (False)
+  where the C library is not glibc.
   """
   try:
     mallopt = ctypes.CDLL('libc.so.6').mallopt

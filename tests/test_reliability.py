@@ -544,8 +544,9 @@ def test_cli_sigterm_before_the_training_steps_ends_in_one_line(tmp_path):
 
 def test_keep_freed_memory_sets_glibc_malloc_options():
   """On glibc (this project's machines) every mallopt call succeeds (the conftest made them
-  already: this repeats them); the effect on speed is measured by benchmarks/step_speed.py (--malloc-defaults for the comparison), and the results
-  of a run do not change (tests/test_train.py's determinism tests run with it on)."""
+  already: this repeats them). The effect on speed is measured by benchmarks/step_speed.py
+  (--malloc-defaults for the comparison); the results of a run do not change (the determinism
+  tests of tests/test_train.py run with it on)."""
   import ctypes
   from comic_jax import cli
   try:

@@ -137,7 +137,8 @@ STUDIES = {
     # Each of the first three changes both ways: the row equal to the recipe's own value is
     # left out by the benchmark (configs/synthetic_pretrained.py sets 'product' and 'fusion').
     'modules': (StudyRow('', 'COMIC+'),
-                StudyRow('product', 'product L_htb (the paper)', (('comic_plus.htb_loss', 'product'),)),
+                StudyRow('product', 'product L_htb (the paper)',
+                         (('comic_plus.htb_loss', 'product'),)),
                 StudyRow('distill', 'distillation L_htb', (('comic_plus.htb_loss', 'distill'),)),
                 StudyRow('kappa_worse', "-kappa (paper's kappa)", (('comic_plus.kappa', 'worse'),)),
                 StudyRow('fusion', 'report the fusion', (('comic_plus.report', 'fusion'),)),

@@ -17,8 +17,9 @@ torch and without the network.
 A backbone maps a normalised NHWC float batch to (B, 1280) globally average-pooled features;
 with `taps` (`model.feature_taps`, e.g. ('stage3', 'stage4', 'stage5', 'stage6')) it returns the
 globally average-pooled outputs of those stages instead, concatenated (multi-level features for
-images far from ImageNet: docs/architecture.md "Frozen features"). `include_top=True` returns the 1000 ImageNet logits instead (the pretrained `classifier`, for
-checking the weights; dropout before it is left out: it is a no-op at inference).
+images far from ImageNet: docs/architecture.md "Frozen features"). `include_top=True` returns
+the 1000 ImageNet logits instead (the pretrained `classifier`, for checking the weights; dropout
+before it is left out: it is a no-op at inference).
 """
 from __future__ import annotations
 
