@@ -112,6 +112,7 @@ def experiments(preset: str, methods: tuple[str, ...], base=None) -> list[Experi
 
 
 def _field(config, dotted: str):
+  """config['a']['b'] for 'a.b'."""
   for part in dotted.split('.'):
     config = config[part]
   return config
@@ -127,9 +128,7 @@ def parse_sweep(text: str, base) -> tuple[str, tuple]:
   require(bool(sep) and bool(field) and bool(values.strip()),
           f'--sweep={text!r} must look like FIELD=v1,v2,...')
   try:
-    current = base
-    for part in field.split('.'):
-      current = current[part]
+    current = _field(base, field)
   except (KeyError, AttributeError):
     raise UserError(f'--sweep: the config has no field {field!r}') from None
   return field, tuple(parse_value(v.strip(), current, field) for v in values.split(','))

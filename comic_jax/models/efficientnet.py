@@ -136,6 +136,7 @@ class EfficientNetLite(nn.Module):
   """
   dtype: Any = jnp.float32
   taps: tuple = ()     # () = the head's 1280 features; else pooled outputs of these TAPS
+                       # (checked with the config: models/backbones.validate_config)
 
   WIDTH = 1.0
   DEPTH = 1.0
@@ -150,8 +151,6 @@ class EfficientNetLite(nn.Module):
 
   @nn.compact
   def __call__(self, x, train: bool = True, include_top: bool = False):
-    unknown = [t for t in self.taps if t not in TAPS]
-    require(not unknown, f'config.model.feature_taps: {unknown} not among {", ".join(TAPS)}')
     norm = _batch_norm(train, self.dtype)
     pool = lambda y: jnp.mean(y, axis=(1, 2)).astype(jnp.float32)
     x = nn.Conv(STEM_CHANNELS, (3, 3), (2, 2), padding='SAME', use_bias=False, dtype=self.dtype,
