@@ -36,9 +36,18 @@ def test_compiled_flops_of_a_matmul(dtype):
   assert 2 * m * n * k <= flops <= 2 * m * n * k + converts
 
 
+def test_step_flops_counts_the_unoptimised_hlo():
+  # The lowered (unoptimised) module's count: exactly 2 M N K for a float32 dot.
+  m, k, n = 4, 8, 16
+  a, b = jnp.ones((m, k)), jnp.ones((k, n))
+  dot = jax.jit(jnp.dot)
+  assert step_speed.step_flops(dot, dot.lower(a, b), a, b) == 2 * m * n * k
+
+
 def test_peak_flops_by_device_kind():
   assert step_speed.peak_flops('NVIDIA H100 80GB HBM3', 'bfloat16') == 989e12
-  assert step_speed.peak_flops('NVIDIA H100 80GB HBM3', 'float32') == 67e12
+  # float32 runs on TF32 tensor cores by default: its peak is TF32's.
+  assert step_speed.peak_flops('NVIDIA H100 80GB HBM3', 'float32') == 494.7e12
   assert step_speed.peak_flops('cpu', 'float32') is None
 
 
