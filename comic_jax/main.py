@@ -50,6 +50,7 @@ def main(argv):
   from comic_jax.errors import UserError
   from comic_jax.workdir import Preempted
 
+  cli.use_compilation_cache(FLAGS.config)   # a later run of the same recipe skips compiling
   # Orbax and JAX log every checkpoint step at INFO: keep the console to our progress and table.
   logging.set_verbosity(logging.WARNING)
   try:

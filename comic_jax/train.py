@@ -181,8 +181,12 @@ class Run:
 
     def init_state(rng):
       params, batch_stats, method_state = self.method.init(rng, example)
-      return TrainState.create(apply_fn=None, params=params, tx=tx, batch_stats=batch_stats,
-                               method_state=method_state)
+      state = TrainState.create(apply_fn=None, params=params, tx=tx, batch_stats=batch_stats,
+                                method_state=method_state)
+      # A strongly typed step, as a restored checkpoint has (TrainState.create's 0 is weakly
+      # typed): a fresh and a resumed run then share one compiled train step (and its entry in
+      # the compilation cache) instead of compiling two.
+      return state.replace(step=jnp.zeros((), jnp.int32))
 
     rng = jax.random.key(config.seed)
     self.state = jax.jit(init_state, out_shardings=self.replicated)(rng)

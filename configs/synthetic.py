@@ -21,4 +21,9 @@ def get_config():
   config.optim.optimizer = 'adam'
   config.optim.learning_rate = 1e-3
   config.optim.schedule = 'cosine'
+  # Validation and a checkpoint every 5 epochs (and after the last): on a 2-core CPU evaluating
+  # and saving after each of the 30 epochs took 57 s of the COMIC command's 169 s. The trained
+  # model and the results are the same; metrics.jsonl has 6 validation points instead of 30.
+  config.eval_every_epochs = 5
+  config.checkpoint_every_epochs = 5
   return config

@@ -43,6 +43,8 @@ def tiny_config(**overrides):
   config = synthetic.get_config()
   config.method = 'bce'
   config.num_epochs = 2
+  config.eval_every_epochs = 1         # every epoch, as the tests of metrics and resume expect
+  config.checkpoint_every_epochs = 1
   config.progress_bar = False
   config.update_from_flattened_dict(overrides)
   return config

@@ -554,3 +554,24 @@ def test_keep_freed_memory_sets_glibc_malloc_options():
   except (OSError, AttributeError):
     pytest.skip('not glibc')
   assert cli.keep_freed_memory() is True
+
+
+def test_use_compilation_cache_folder(tmp_path, monkeypatch):
+  """The cache goes to <data.cache_dir>/xla, is off with compilation_cache=False, and a
+  JAX_COMPILATION_CACHE_DIR of the user (here: the conftest's session cache) wins."""
+  import jax
+  from comic_jax import cli
+  config = tiny_config()
+  config.data.cache_dir = str(tmp_path)
+  assert cli.use_compilation_cache(config) == os.environ['JAX_COMPILATION_CACHE_DIR']
+  before = jax.config.jax_compilation_cache_dir
+  monkeypatch.delenv('JAX_COMPILATION_CACHE_DIR')
+  config.compilation_cache = False
+  assert cli.use_compilation_cache(config) is None
+  assert jax.config.jax_compilation_cache_dir == before
+  config.compilation_cache = True
+  try:
+    assert cli.use_compilation_cache(config) == str(tmp_path / 'xla')
+    assert jax.config.jax_compilation_cache_dir == str(tmp_path / 'xla')
+  finally:
+    jax.config.update('jax_compilation_cache_dir', before)

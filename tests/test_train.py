@@ -9,6 +9,7 @@ import optax
 import pytest
 
 from comic_jax import metrics, optim, train
+from comic_jax import workdir as wd
 from comic_jax.data import sources
 from comic_jax.errors import UserError
 from conftest import ROOT, tiny_config
@@ -79,6 +80,20 @@ def test_interrupted_and_resumed_run_ends_like_an_uninterrupted_one(tmp_path):
   for key in metrics.METRIC_KEYS:
     assert a['BCE'][key] == pytest.approx(b['BCE'][key], abs=1e-6), key
   assert [l['epoch'] for l in _read(resumed, 'metrics.jsonl')] == [1, 2, 3]
+
+
+def test_a_restored_state_has_the_types_of_a_fresh_one(bce_run, tmp_path):
+  """Same dtypes and weak types leaf by leaf (the step's included), so that a resumed run runs
+  the train step compiled (or cached) for a fresh one instead of compiling a second."""
+  workdir, config = bce_run
+  fresh = train.Run(config, str(tmp_path / 'fresh')).state
+  run = train.Run(config, workdir)
+  assert run.restore() > 0
+  kinds = lambda state: [(a.dtype, a.weak_type, a.shape) for a in jax.tree.leaves(state)]
+  assert kinds(run.state) == kinds(fresh)
+  assert not fresh.step.weak_type
+  wd.release_lock(workdir)
+  wd.release_lock(str(tmp_path / 'fresh'))
 
 
 def test_resume_refuses_a_different_config(tmp_path):
