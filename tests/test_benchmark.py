@@ -11,10 +11,15 @@ from comic_jax import benchmark
 from conftest import ROOT
 
 
+# Narrow network, 300 test and validation images: the benchmark's plumbing, not its numbers.
+TINY = ('--config.model.small_cnn_widths=(8,16,16,16)', '--config.model.projection_dim=32',
+        '--config.data.synthetic.num_test=300')
+
+
 def _bench(workdir, *extra):
   return subprocess.run(
       [sys.executable, '-m', 'comic_jax.benchmark', '--config=configs/synthetic.py',
-       f'--workdir={workdir}', '--config.num_epochs=1', *extra],
+       f'--workdir={workdir}', '--config.num_epochs=1', *TINY, *extra],
       cwd=ROOT, capture_output=True, text=True, timeout=600)
 
 
