@@ -75,7 +75,7 @@ PEAK_FLOPS = {
 # (warm-up steps, timed steps per repeat, repeats); --quick takes the second. On an accelerator
 # ResNet-50 runs more steps per repeat (a COMIC step takes ~70 ms on an H200, ~15 s on 2 cores).
 SCHEDULE = {'synth': ((3, 20, 5), (2, 10, 3)), 'resnet50': ((2, 3, 3), (1, 1, 2))}
-ACCELERATOR_SCHEDULE = {'synth': ((3, 20, 5), (2, 10, 3)), 'resnet50': ((3, 20, 3), (2, 10, 2))}
+ACCELERATOR_SCHEDULE = {**SCHEDULE, 'resnet50': ((3, 20, 3), (2, 10, 2))}
 
 
 # ------------------------------------------------------------------------------- configs

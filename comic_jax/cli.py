@@ -94,7 +94,7 @@ def use_compilation_cache(config) -> str | None:
   """
   if os.environ.get('JAX_COMPILATION_CACHE_DIR'):
     return os.environ['JAX_COMPILATION_CACHE_DIR']
-  if not config.get('compilation_cache', False):
+  if not config.compilation_cache:
     return None
   import jax
   from comic_jax.data import splits

@@ -101,6 +101,15 @@ def test_resume_refuses_a_different_config(tmp_path):
   train.train_and_evaluate(tiny_config(num_epochs=1), workdir)
   with pytest.raises(UserError, match='optim.learning_rate'):
     train.train_and_evaluate(tiny_config(**{'num_epochs': 1, 'optim.learning_rate': 0.5}), workdir)
+  # The compilation cache changes no result: a workdir saved before the field existed, or with
+  # it on, resumes with it off.
+  saved = os.path.join(workdir, 'config.json')
+  with open(saved) as f:
+    old = json.load(f)
+  del old['compilation_cache']
+  with open(saved, 'w') as f:
+    json.dump(old, f)
+  train.train_and_evaluate(tiny_config(num_epochs=1, compilation_cache=False), workdir)
 
 
 @pytest.mark.parametrize('field,value,message', [
