@@ -17,8 +17,21 @@ import orbax.checkpoint as ocp
 from comic_jax.errors import UserError, warn
 
 
+def _write_replicated_arrays_whole() -> None:
+  """Each replicated array is written whole by its first replica (orbax's default on GPUs).
+
+  On CPUs and TPUs orbax splits a replicated array between its replicas, which compiles a
+  slicing program per array shape: about 40 for COMIC's train state, 4.3 of the 5.7 s of the
+  tiny COMIC's first save on 4 CPU devices (1.4 s without). The train states here are small,
+  so one writer per array costs nothing measurable; the files are the same format either way.
+  """
+  ocp.type_handlers.register_type_handler(
+      jax.Array, ocp.type_handlers.ArrayHandler(use_replica_parallel=False), override=True)
+
+
 def create_manager(workdir: str, keep: int) -> ocp.CheckpointManager:
   """A manager of `<workdir>/checkpoints`, keeping the last `keep` steps."""
+  _write_replicated_arrays_whole()
   path = os.path.join(os.path.abspath(workdir), 'checkpoints')
   options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True)
   return ocp.CheckpointManager(path, options=options)

@@ -1,6 +1,7 @@
 import csv
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -23,10 +24,14 @@ def _bench(workdir, *extra):
       cwd=ROOT, capture_output=True, text=True, timeout=600)
 
 
-def test_tiny_benchmark_writes_the_table_and_pictures(tmp_path):
+def test_tiny_benchmark_writes_the_table_and_pictures(tmp_path, bce_run):
   workdir = tmp_path / 'bench'
+  # BCE's run is the shared finished one (a run with results.json is not trained again): only
+  # Focal trains here.
+  shutil.copytree(bce_run[0], workdir / 'bce' / 'seed0')
   out = _bench(workdir, '--methods=bce,focal', '--seeds=1')
   assert out.returncode == 0, out.stderr[-2000:]
+  assert '2 runs, 1 already finished, 1 to train' in out.stdout
   with open(workdir / 'bce' / 'seed0' / 'results.json') as f:
     bce = json.load(f)['BCE']
   with open(workdir / 'focal' / 'seed0' / 'results.json') as f:
@@ -42,7 +47,7 @@ def test_tiny_benchmark_writes_the_table_and_pictures(tmp_path):
   assert float(rows[0]['total_mean']) == pytest.approx(bce['total'], abs=1e-4)
   for picture in ('per_class_ap.png', 'class_distribution.png'):
     assert (workdir / picture).stat().st_size > 10_000
-  assert 'BCE' in (workdir / 'bce' / 'seed0' / 'log.txt').read_text()   # the run's own output
+  assert 'Focal' in (workdir / 'focal' / 'seed0' / 'log.txt').read_text()   # the run's own output
   # A second call finds both runs finished and trains nothing.
   again = _bench(workdir, '--methods=bce,focal', '--seeds=1')
   assert '2 runs, 2 already finished, 0 to train' in again.stdout

@@ -8,6 +8,7 @@ import pytest
 
 from comic_jax import metrics, train
 from comic_jax.data import sources
+from comic_jax.methods import registry
 from conftest import COMIC_TINY, tiny_config
 
 
@@ -53,25 +54,38 @@ def test_each_branch_is_trained_by_its_own_terms_only(tmp_path):
       assert _nonzero(g) == (module in owned), (term, module)
 
 
-def test_comic_state_holds_energies_and_rlc_counters(tmp_path):
-  run = train.Run(tiny_comic_config(), str(tmp_path))
-  ms = run.state.method_state
+def _method_and_shapes(config):
+  """The method a Run of `config` builds and the shapes of its initial (params, batch_stats,
+  method_state), traced without compiling (jax.eval_shape)."""
+  data = sources.load_dataset(config.data)
+  method = registry.create_method(config, data.y_train, len(data.x_train) // config.batch_size,
+                                  data.class_names)
+  samplers = train.create_samplers(method, data, config)
+  example = jax.tree.map(lambda x: x[:1],
+                         train.train_batch(data, samplers, method.streams, 0, config.seed))
+  return method, jax.eval_shape(method.init, jax.random.key(0), example)
+
+
+def test_comic_state_holds_energies_and_rlc_counters():
+  config = tiny_comic_config()
+  method, (_, _, ms) = _method_and_shapes(config)
   assert set(ms) == {'energy', 'rlc'}
   assert set(ms['energy']) == {'head', 'tail'}
-  assert ms['energy']['head'].trace.shape == (run.config.model.projection_dim,)
+  assert ms['energy']['head'].trace.shape == (config.model.projection_dim,)
   assert set(ms['rlc']) == {'head', 'tail', 'balanced'}
-  assert {k: s.sampler for k, s in run.method.streams.items()} == {'main': 'uniform',
-                                                                  'tail': 'class_reversed'}
+  assert {k: s.sampler for k, s in method.streams.items()} == {'main': 'uniform',
+                                                              'tail': 'class_reversed'}
 
 
-def test_ablations_change_the_model(tmp_path):
-  no_htb = train.Run(tiny_comic_config(**{'comic.htb.enabled': False}), str(tmp_path / 'a'))
-  assert set(no_htb.state.params) == {'balanced'}
-  assert no_htb.method.report_names == ('COMIC',)
-  assert {k: s.sampler for k, s in no_htb.method.streams.items()} == {'main': 'uniform'}
-  assert 'energy' not in no_htb.state.method_state
-  no_rlc = train.Run(tiny_comic_config(**{'comic.lambda_c': 0.0}), str(tmp_path / 'b'))
-  assert not no_rlc.method.use_rlc
+def test_ablations_change_the_model():
+  no_htb, (params, _, method_state) = _method_and_shapes(
+      tiny_comic_config(**{'comic.htb.enabled': False}))
+  assert set(params) == {'balanced'}
+  assert no_htb.report_names == ('COMIC',)
+  assert {k: s.sampler for k, s in no_htb.streams.items()} == {'main': 'uniform'}
+  assert 'energy' not in method_state
+  no_rlc, _ = _method_and_shapes(tiny_comic_config(**{'comic.lambda_c': 0.0}))
+  assert not no_rlc.use_rlc
 
 
 def test_tiny_comic_run_reports_three_models_and_corrections(comic_trained):

@@ -1,5 +1,6 @@
 import json
 import os
+import shutil
 
 import jax
 import jax.numpy as jnp
@@ -49,9 +50,9 @@ def test_ml_gcn_says_when_it_falls_back(capsys):
   assert m.network.classifier.node_features.shape == (4, 4)    # one-hot
 
 
-def test_lws_learns_only_scales_and_keeps_per_class_ap(tmp_path):
-  stage1 = str(tmp_path / 'bce')
-  train.train_and_evaluate(tiny_config(num_epochs=1), stage1)
+def test_lws_learns_only_scales_and_keeps_per_class_ap(tmp_path, bce_run):
+  stage1 = str(tmp_path / 'bce')          # the shared 1-epoch BCE run (a copy: LWS only reads it)
+  shutil.copytree(bce_run[0], stage1)
   with pytest.raises(UserError, match='stage1_workdir'):
     train.Run(tiny_config(method='lws'), str(tmp_path / 'x'))
   config = tiny_config(method='lws', num_epochs=2, **{'baselines.lws.stage1_workdir': stage1,

@@ -3,6 +3,7 @@ and its pictures, with no edit to the package; and the TensorBoard event files a
 import glob
 import json
 import os
+import shutil
 import struct
 
 import jax
@@ -33,12 +34,14 @@ def toy_method():
 
 
 def test_a_method_registered_in_a_test_file_trains_and_enters_table_and_plots(tmp_path,
-                                                                              toy_method):
+                                                                              toy_method, bce_run):
   assert 'toy_squared' in registry.names()
   base = tiny_config(num_epochs=1)
   exps = benchmark.experiments('main', ('bce', 'toy_squared'))
   assert [e.method for e in exps] == ['bce', 'toy_squared']
   workdir = str(tmp_path)
+  # BCE's run is the shared 1-epoch one (the same config and seed): only the toy method trains.
+  shutil.copytree(bce_run[0], benchmark.run_dir(workdir, exps[0], 0))
   benchmark.run_all(base, [(e, 0) for e in exps], workdir)
   with open(os.path.join(workdir, 'toy_squared', 'seed0', 'results.json')) as f:
     toy = json.load(f)['Toy-SE']

@@ -1,5 +1,8 @@
+import contextlib
+import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -41,10 +44,19 @@ def test_sharded_step_on_4_devices_equals_1_device(tmp_path):
                params[1], params[4])
 
 
-def test_end_to_end_run_beats_random_scores_and_writes_outputs(tmp_path, capsys):
-  workdir = str(tmp_path / 'run')
+@pytest.fixture(scope='module')
+def three_epochs(tmp_path_factory):
+  """(workdir, config, printed output) of an uninterrupted 3-epoch BCE run: the end-to-end test
+  reads it, and the resume test compares a resumed run with it."""
+  workdir = str(tmp_path_factory.mktemp('three_epochs'))
   config = tiny_config(num_epochs=3)
-  train.train_and_evaluate(config, workdir)
+  with contextlib.redirect_stdout(io.StringIO()) as out:
+    train.train_and_evaluate(config, workdir)
+  return workdir, config, out.getvalue()
+
+
+def test_end_to_end_run_beats_random_scores_and_writes_outputs(three_epochs):
+  workdir, config, printed = three_epochs
   results = _read(workdir, 'results.json')
   assert list(results) == ['BCE'] and list(results['BCE']) == list(metrics.METRIC_KEYS)
   # Random scores score about the prevalence of each class; computed, not assumed.
@@ -61,16 +73,14 @@ def test_end_to_end_run_beats_random_scores_and_writes_outputs(tmp_path, capsys)
   assert len(per_class['ap']['BCE']) == data.num_classes
   np.testing.assert_allclose(np.mean(per_class['ap']['BCE']), results['BCE']['total'])
   assert _read(workdir, 'config.json')['num_epochs'] == 3
-  assert 'BCE' in capsys.readouterr().out          # the final table is printed
+  assert 'BCE' in printed                         # the final table is printed
   # --mode=eval on the finished run reproduces the final metrics.
   evaluated = train.evaluate(config, workdir)
   assert evaluated['BCE'] == pytest.approx(results['BCE'])
 
 
-def test_interrupted_and_resumed_run_ends_like_an_uninterrupted_one(tmp_path):
-  config = tiny_config(num_epochs=3)
-  straight = str(tmp_path / 'straight')
-  train.train_and_evaluate(config, straight)
+def test_interrupted_and_resumed_run_ends_like_an_uninterrupted_one(tmp_path, three_epochs):
+  straight, config, _ = three_epochs
   resumed = str(tmp_path / 'resumed')
   train.train_and_evaluate(config, resumed, stop_after_epochs=1)
   assert not os.path.exists(os.path.join(resumed, 'results.json'))
@@ -96,9 +106,9 @@ def test_a_restored_state_has_the_types_of_a_fresh_one(bce_run, tmp_path):
   wd.release_lock(str(tmp_path / 'fresh'))
 
 
-def test_resume_refuses_a_different_config(tmp_path):
+def test_resume_refuses_a_different_config(tmp_path, bce_run):
   workdir = str(tmp_path / 'run')
-  train.train_and_evaluate(tiny_config(num_epochs=1), workdir)
+  shutil.copytree(bce_run[0], workdir)          # a finished tiny_config(num_epochs=1) run
   with pytest.raises(UserError, match='optim.learning_rate'):
     train.train_and_evaluate(tiny_config(**{'num_epochs': 1, 'optim.learning_rate': 0.5}), workdir)
   # The compilation cache changes no result: a workdir saved before the field existed, or with
