@@ -127,10 +127,11 @@ def get_config() -> ml_collections.ConfigDict:
   htb.enabled = True                    # False: the balanced model alone (-HTB)
   htb.alpha = 2.0                       # kappa exponent
   htb.loss = 'product'                  # reading of L_htb: 'product' (softmax(zhat) x softmax(z_b),
-                                        # the paper's equation) | 'distill' (zhat as soft target)
-                                        # | 'official' (the authors' file: MFM of the product,
-                                        # kappa with a gradient)
-  htb.temperature = 1.0                 # 'distill': softmax temperature T (loss times T^2)
+                                        # the paper's equation) | 'distill' (softmax(zhat) as soft
+                                        # target) | 'distill_sigmoid' (each class's sigmoid(zhat)
+                                        # as soft target) | 'official' (the authors' file: MFM of
+                                        # the product, kappa with a gradient)
+  htb.temperature = 1.0                 # 'distill*': temperature T (loss times T^2)
   htb.beta = 1.0                        # weight of the attention output (authors' code: 0.1)
   htb.attention_dim = 128               # hidden size of the additive attention
   htb.attention_dropout = 0.1
@@ -144,8 +145,9 @@ def get_config() -> ml_collections.ConfigDict:
   # each chosen on the validation set (docs/method.md "COMIC+"); htb_loss='product' and
   # kappa='worse' (with report='balanced') train and report exactly what COMIC does.
   config.comic_plus = cplus = ml_collections.ConfigDict()
-  cplus.htb_loss = 'distill'            # L_htb reading: 'product' (paper) | 'distill'
-  cplus.temperature = 1.0               # 'distill': softmax temperature T (loss times T^2)
+  cplus.htb_loss = 'distill_sigmoid'    # L_htb reading: 'product' (paper) | 'distill' |
+                                        # 'distill_sigmoid' (as config.comic.htb.loss)
+  cplus.temperature = 1.0               # 'distill*': temperature T (loss times T^2)
   cplus.kappa = 'better'                # kappa trusts the teacher that fits the batch 'worse'
                                         # (paper) | 'better'
   cplus.report = 'balanced'             # "COMIC+" is 'balanced' (z_b) | 'fusion' of the members

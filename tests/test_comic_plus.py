@@ -43,6 +43,30 @@ def test_distill_loss_matches_numpy_and_trains_only_the_student(temperature):
   assert not np.any(np.asarray(g_t))
 
 
+@pytest.mark.parametrize('temperature', [1.0, 2.0])
+def test_sigmoid_distill_loss_matches_numpy_and_trains_only_the_student(temperature):
+  rng = np.random.default_rng(2)
+  teacher, student = rng.normal(size=(2, 5, 6)) * 3
+  t = 1 / (1 + np.exp(-teacher / temperature))
+  q = 1 / (1 + np.exp(-student / temperature))
+  expected = temperature ** 2 * np.mean(-(t * np.log(q) + (1 - t) * np.log(1 - q)).sum(1))
+  ours = htb.sigmoid_distill_loss(jnp.asarray(teacher), jnp.asarray(student), temperature)
+  np.testing.assert_allclose(ours, expected, rtol=1e-5)
+  # Gradient w.r.t. the student: T * (sigmoid(s / T) - sigmoid(t / T)) / B; none to the teacher.
+  g_s = jax.grad(lambda s: htb.sigmoid_distill_loss(jnp.asarray(teacher), s, temperature))(
+      jnp.asarray(student))
+  np.testing.assert_allclose(g_s, temperature * (q - t) / 5, rtol=1e-4, atol=1e-6)
+  g_t = jax.grad(lambda x: htb.sigmoid_distill_loss(x, jnp.asarray(student), temperature))(
+      jnp.asarray(teacher))
+  assert not np.any(np.asarray(g_t))
+  zh, zt = jnp.asarray(teacher), jnp.asarray(rng.normal(size=(5, 6)))
+  y = jnp.zeros((5, 6))
+  np.testing.assert_allclose(
+      htb.htb_loss_of('distill_sigmoid', zh, zt, jnp.asarray(student), y, 0.3, 0.7, temperature),
+      0.3 * htb.sigmoid_distill_loss(zh, jnp.asarray(student), temperature) +
+      0.7 * htb.sigmoid_distill_loss(zt, jnp.asarray(student), temperature), rtol=1e-6)
+
+
 def test_htb_loss_of_dispatches_both_readings():
   rng = np.random.default_rng(1)
   zh, zt, zb = (jnp.asarray(rng.normal(size=(4, 5))) for _ in range(3))

@@ -127,19 +127,39 @@ def official_htb_loss(adjusted_head: jnp.ndarray, adjusted_tail: jnp.ndarray,
   return kappa_h * term(adjusted_head) + kappa_t * term(adjusted_tail)
 
 
-HTB_LOSSES = ('product', 'distill', 'official')
+def sigmoid_distill_loss(teacher_logits: jnp.ndarray, student_logits: jnp.ndarray,
+                         temperature: float = 1.0) -> jnp.ndarray:
+  """T^2 * mean over samples of sum over classes of BCE(sigmoid(student / T); sigmoid(sg teacher
+  / T)).
+
+  Distillation class by class, as multi-label outputs are read (COMIC+'s reading of L_htb,
+  docs/method.md "COMIC+"): each class's teacher probability is a soft target for the
+  student's, where `distill_loss` makes the classes compete in one softmax, so a class the
+  teacher is sure of takes target mass from every other class of the image.
+  """
+  t = jax.nn.sigmoid(jax.lax.stop_gradient(teacher_logits).astype(jnp.float32) / temperature)
+  z = student_logits.astype(jnp.float32) / temperature
+  per_element = -(t * jax.nn.log_sigmoid(z) + (1.0 - t) * jax.nn.log_sigmoid(-z))
+  return temperature ** 2 * jnp.mean(per_element.sum(axis=-1))
+
+
+HTB_LOSSES = ('product', 'distill', 'distill_sigmoid', 'official')
 
 
 def htb_loss_of(kind: str, adjusted_head, adjusted_tail, balanced_logits, labels, kappa_h,
                 kappa_t, temperature: float = 1.0,
                 mfm_loss: Callable | None = None) -> jnp.ndarray:
-  """L_htb in one of its forms: 'product' (`htb_loss`), 'distill' (`distill_loss`) or
-  'official' (`official_htb_loss`, which needs the branch's `mfm_loss`)."""
+  """L_htb in one of its forms: 'product' (`htb_loss`), 'distill' (`distill_loss`),
+  'distill_sigmoid' (`sigmoid_distill_loss`) or 'official' (`official_htb_loss`, which needs
+  the branch's `mfm_loss`)."""
   if kind == 'product':
     return htb_loss(adjusted_head, adjusted_tail, balanced_logits, labels, kappa_h, kappa_t)
   if kind == 'distill':
     return (kappa_h * distill_loss(adjusted_head, balanced_logits, temperature) +
             kappa_t * distill_loss(adjusted_tail, balanced_logits, temperature))
+  if kind == 'distill_sigmoid':
+    return (kappa_h * sigmoid_distill_loss(adjusted_head, balanced_logits, temperature) +
+            kappa_t * sigmoid_distill_loss(adjusted_tail, balanced_logits, temperature))
   if kind == 'official':
     return official_htb_loss(adjusted_head, adjusted_tail, balanced_logits, labels, kappa_h,
                              kappa_t, mfm_loss)

@@ -4,7 +4,8 @@ off; with all of them off COMIC+ trains and reports exactly what COMIC does.
 
 - `comic_plus.htb_loss`: the reading of L_htb ('product': the paper's equation, which trains the
   balanced model as a product of experts with its teachers; 'distill': the teachers' class
-  distributions as soft targets), with `comic_plus.temperature`.
+  distributions (softmax) as soft targets; 'distill_sigmoid', COMIC+'s: each class's teacher
+  probability (sigmoid) as a soft target), with `comic_plus.temperature`.
 - `comic_plus.kappa`: which teacher kappa trusts ('worse': the paper's kappa, the branch that
   fits the batch worse; 'better': the branch that fits it better).
 - `comic_plus.report`: what is reported as "COMIC+" ('balanced': z_b, as COMIC does; 'fusion':
@@ -134,12 +135,14 @@ def validate(config) -> None:
 
 # `--preset=modules` for COMIC+: every change switched off in turn, and the paper's modules.
 STUDIES = {
-    # Each of the first three changes both ways: the row equal to the recipe's own value is
+    # Each of the first three changes every way: the row equal to the recipe's own value is
     # left out by the benchmark (configs/synthetic_pretrained.py sets 'product' and 'fusion').
     'modules': (StudyRow('', 'COMIC+'),
                 StudyRow('product', 'product L_htb (the paper)',
                          (('comic_plus.htb_loss', 'product'),)),
                 StudyRow('distill', 'distillation L_htb', (('comic_plus.htb_loss', 'distill'),)),
+                StudyRow('distill_sigmoid', 'per-class distillation L_htb',
+                         (('comic_plus.htb_loss', 'distill_sigmoid'),)),
                 StudyRow('kappa_worse', "-kappa (paper's kappa)", (('comic_plus.kappa', 'worse'),)),
                 StudyRow('fusion', 'report the fusion', (('comic_plus.report', 'fusion'),)),
                 StudyRow('balanced', 'report z_b', (('comic_plus.report', 'balanced'),)),
