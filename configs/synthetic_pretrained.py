@@ -43,6 +43,7 @@ def get_config(mode: str = 'frozen'):
     # distill + fusion 34.02, product + z_b 33.92, distill + z_b (the from-scratch choice) 33.28.
     config.comic_plus.htb_loss = 'product'
     config.comic_plus.report = 'fusion'
+    config.comic_plus.lambda_b = 1.0    # as measured here (0.5 was chosen later, from scratch)
   elif mode == 'finetune':
     config.optim.lr_scale.backbone = 0.1
   else:

@@ -156,7 +156,7 @@ def test_tiny_comic_plus_run_resumes_and_reports_the_fusion(tmp_path):
 def test_comic_plus_with_every_change_off_is_comic(tmp_path):
   _npz(tmp_path / 'd.npz')
   off = {'comic_plus.htb_loss': 'product', 'comic_plus.kappa': 'worse',
-         'comic_plus.report': 'balanced', 'num_epochs': 1}
+         'comic_plus.report': 'balanced', 'comic_plus.lambda_b': 1.0, 'num_epochs': 1}
   train.train_and_evaluate(_config(tmp_path, **off), str(tmp_path / 'plus'))
   train.train_and_evaluate(_config(tmp_path, method='comic', num_epochs=1), str(tmp_path / 'c'))
   plus = json.load(open(tmp_path / 'plus' / 'results.json'))

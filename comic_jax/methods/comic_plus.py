@@ -5,7 +5,8 @@ off; with all of them off COMIC+ trains and reports exactly what COMIC does.
 - `comic_plus.htb_loss`: the reading of L_htb ('product': the paper's equation, which trains the
   balanced model as a product of experts with its teachers; 'distill': the teachers' class
   distributions (softmax) as soft targets; 'distill_sigmoid', COMIC+'s: each class's teacher
-  probability (sigmoid) as a soft target), with `comic_plus.temperature`.
+  probability (sigmoid) as a soft target), with `comic_plus.temperature`, and its weight
+  `comic_plus.lambda_b` (COMIC+'s 0.5; the paper's 1 switches it off).
 - `comic_plus.kappa`: which teacher kappa trusts ('worse': the paper's kappa, the branch that
   fits the batch worse; 'better': the branch that fits it better).
 - `comic_plus.report`: what is reported as "COMIC+" ('balanced': z_b, as COMIC does; 'fusion':
@@ -63,12 +64,14 @@ def trust_better_weights(loss_head, loss_tail, alpha: float = 2.0, *, detach: bo
 
 
 def comic_config(config):
-  """`config` with config.comic carrying COMIC+'s HTB reading (the section COMIC reads)."""
+  """`config` with config.comic carrying COMIC+'s HTB reading and weight (the section COMIC
+  reads): for COMIC+, `comic_plus.lambda_b` replaces `comic.lambda_b`."""
   cp = config.comic_plus
   out = config.copy_and_resolve_references()
   out.unlock()
   out.comic.htb.loss = cp.htb_loss
   out.comic.htb.temperature = cp.temperature
+  out.comic.lambda_b = cp.lambda_b
   out.lock()
   return out
 
@@ -143,6 +146,8 @@ STUDIES = {
                 StudyRow('distill', 'distillation L_htb', (('comic_plus.htb_loss', 'distill'),)),
                 StudyRow('distill_sigmoid', 'per-class distillation L_htb',
                          (('comic_plus.htb_loss', 'distill_sigmoid'),)),
+                StudyRow('lambda_b_1', "L_htb weight 1 (the paper's)",
+                         (('comic_plus.lambda_b', 1.0),)),
                 StudyRow('kappa_worse', "-kappa (paper's kappa)", (('comic_plus.kappa', 'worse'),)),
                 StudyRow('fusion', 'report the fusion', (('comic_plus.report', 'fusion'),)),
                 StudyRow('balanced', 'report z_b', (('comic_plus.report', 'balanced'),)),
