@@ -496,6 +496,7 @@ def test_cli_sigterm_saves_a_checkpoint_and_says_so(tmp_path, command):
   last = err.strip().splitlines()[-1]
   assert last.startswith('stopped at step ') and 'checkpoint saved; rerun the same command' in last
   assert 'Traceback' not in err
+  assert 'Type handler registry' not in err     # checkpoint.py's handler choice is not shown
   step = int(last.split()[3])
   assert step in [int(n) for n in os.listdir(ckpt) if n.isdigit()]
   assert not (workdir / 'lock').exists()
