@@ -174,6 +174,11 @@ def test_comic_plus_config_errors_and_registration():
                        ('branch_loss', 'asl')):
     with pytest.raises(UserError, match=f'comic'):
       spec.validate(tiny_config(**{'method': 'comic_plus', f'comic_plus.{field}': value}))
+  # COMIC's weight of L_htb, given to COMIC+, would be ignored: refused, naming the right field.
+  with pytest.raises(UserError, match='comic_plus.lambda_b'):
+    spec.validate(tiny_config(**{'method': 'comic_plus', 'comic.lambda_b': 2.0}))
+  spec.validate(tiny_config(**{'method': 'comic_plus', 'comic.lambda_b': 2.0,
+                               'comic_plus.lambda_b': 2.0}))
 
 
 def test_branch_loss_choices_match_their_references():

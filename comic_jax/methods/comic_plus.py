@@ -122,6 +122,10 @@ def validate(config) -> None:
   """Checks config.comic (COMIC's own rules) and config.comic_plus."""
   comic.validate(comic_config(config))
   cp = config.comic_plus
+  # comic_plus.lambda_b replaces comic.lambda_b: a value given to the latter would be ignored.
+  require(config.comic.lambda_b in (1.0, cp.lambda_b),
+          f'config.comic.lambda_b={config.comic.lambda_b!r} is COMIC\'s weight of L_htb; '
+          'COMIC+ reads config.comic_plus.lambda_b')
   require(cp.report in REPORTS,
           f'config.comic_plus.report={cp.report!r} is not one of: {", ".join(REPORTS)}')
   require(cp.fusion in FUSIONS,
@@ -138,8 +142,9 @@ def validate(config) -> None:
 
 # `--preset=modules` for COMIC+: every change switched off in turn, and the paper's modules.
 STUDIES = {
-    # Each of the first three changes every way: the row equal to the recipe's own value is
-    # left out by the benchmark (configs/synthetic_pretrained.py sets 'product' and 'fusion').
+    # The HTB reading, its weight and what is reported, each every way: the row equal to the
+    # recipe's own value is left out by the benchmark (configs/synthetic_pretrained.py sets
+    # 'product', lambda_b 1 and 'fusion').
     'modules': (StudyRow('', 'COMIC+'),
                 StudyRow('product', 'product L_htb (the paper)',
                          (('comic_plus.htb_loss', 'product'),)),
