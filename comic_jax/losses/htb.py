@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from comic_jax.losses.baselines import bce
 from comic_jax.models.heads import split_groups
 
 _TINY = 1e-12
@@ -138,9 +139,7 @@ def sigmoid_distill_loss(teacher_logits: jnp.ndarray, student_logits: jnp.ndarra
   teacher is sure of takes target mass from every other class of the image.
   """
   t = jax.nn.sigmoid(jax.lax.stop_gradient(teacher_logits).astype(jnp.float32) / temperature)
-  z = student_logits.astype(jnp.float32) / temperature
-  per_element = -(t * jax.nn.log_sigmoid(z) + (1.0 - t) * jax.nn.log_sigmoid(-z))
-  return temperature ** 2 * jnp.mean(per_element.sum(axis=-1))
+  return temperature ** 2 * bce(student_logits.astype(jnp.float32) / temperature, t)
 
 
 HTB_LOSSES = ('product', 'distill', 'distill_sigmoid', 'official')
@@ -154,12 +153,10 @@ def htb_loss_of(kind: str, adjusted_head, adjusted_tail, balanced_logits, labels
   the branch's `mfm_loss`)."""
   if kind == 'product':
     return htb_loss(adjusted_head, adjusted_tail, balanced_logits, labels, kappa_h, kappa_t)
-  if kind == 'distill':
-    return (kappa_h * distill_loss(adjusted_head, balanced_logits, temperature) +
-            kappa_t * distill_loss(adjusted_tail, balanced_logits, temperature))
-  if kind == 'distill_sigmoid':
-    return (kappa_h * sigmoid_distill_loss(adjusted_head, balanced_logits, temperature) +
-            kappa_t * sigmoid_distill_loss(adjusted_tail, balanced_logits, temperature))
+  if kind in ('distill', 'distill_sigmoid'):
+    distill = distill_loss if kind == 'distill' else sigmoid_distill_loss
+    return (kappa_h * distill(adjusted_head, balanced_logits, temperature) +
+            kappa_t * distill(adjusted_tail, balanced_logits, temperature))
   if kind == 'official':
     return official_htb_loss(adjusted_head, adjusted_tail, balanced_logits, labels, kappa_h,
                              kappa_t, mfm_loss)
