@@ -8,11 +8,11 @@ import pytest
 from comic_jax import features, train
 from comic_jax.data import sources
 from comic_jax.models import pretrained
-from conftest import tiny_config
+from conftest import COMIC_TINY, tiny_config
 
 
 def test_frozen_backbone_features_are_cached_and_the_heads_train(tmp_path):
-  config = tiny_config(method='comic', **{'model.backbone_trainable': False,
+  config = tiny_config(method='comic', **{**COMIC_TINY, 'model.backbone_trainable': False,
                                           'model.feature_cache': True, 'model.feature_views': 2,
                                           'num_epochs': 2, 'data.cache_dir': str(tmp_path)})
   workdir = str(tmp_path / 'run')
@@ -22,24 +22,26 @@ def test_frozen_backbone_features_are_cached_and_the_heads_train(tmp_path):
   test_path = features.cache_path(config, data.x_test)
   assert train_path.startswith(str(tmp_path / 'features'))
   train_views, test_features = np.load(train_path), np.load(test_path)
-  assert train_views.shape == (1387, 2, 128) and test_features.shape == (2000, 128)
+  dim = config.model.small_cnn_widths[-1]          # the backbone's output width
+  assert train_views.shape == (1387, 2, dim) and test_features.shape == (300, dim)
   # Two views of the same image differ (augmentation), the features are not all equal.
   assert not np.allclose(train_views[:, 0], train_views[:, 1])
   # Another training seed, method or missing ratio shares the cache; other views or other
   # images do not.
-  other = tiny_config(**{'seed': 3, 'method': 'bce', 'data.missing_ratio': 0.3,
+  other = tiny_config(**{**COMIC_TINY, 'seed': 3, 'method': 'bce', 'data.missing_ratio': 0.3,
                          'data.cache_dir': str(tmp_path)})
   assert features.cache_path(other, data.x_train, views=2) == train_path
   assert features.cache_path(other, data.x_train, views=3) != train_path
   assert features.cache_path(other, data.x_train[1:], views=2) != train_path
-  tapped = tiny_config(**{'data.cache_dir': str(tmp_path), 'model.feature_taps': ('stage3',)})
+  tapped = tiny_config(**{**COMIC_TINY, 'data.cache_dir': str(tmp_path),
+                          'model.feature_taps': ('stage3',)})
   assert features.cache_path(tapped, data.x_train, views=2) != train_path
   # The heads hold no backbone weights: the backbone is the identity on cached features.
   assert set(state.params['head']) == {'projection', 'classifier'}
   with open(os.path.join(workdir, 'results.json')) as f:
     assert list(json.load(f)) == ['COMIC', 'Head Model', 'Tail Model']
   run = train.Run(config, workdir)                       # a rerun reads the cache
-  assert run.data.x_train.shape == (1387, 2, 128)
+  assert run.data.x_train.shape == (1387, 2, dim)
 
 
 def test_feature_cache_needs_a_frozen_backbone():

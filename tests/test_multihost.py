@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from comic_jax import metrics
-from conftest import ROOT
+from conftest import ROOT, xla_flags
 
 
 def _free_port() -> int:
@@ -22,7 +22,7 @@ def test_two_processes_match_one_process(tmp_path, bce_run):
   overrides = ['--config.method=bce', '--config.num_epochs=1', '--config.progress_bar=False']
   workdir = tmp_path / 'multi'
   port = _free_port()
-  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=2',
+  env = dict(os.environ, XLA_FLAGS=xla_flags(2),
              JAX_PLATFORMS='cpu')
   procs = [subprocess.Popen(
       [sys.executable, '-m', 'comic_jax.main', '--config=configs/synthetic.py',
