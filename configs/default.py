@@ -143,8 +143,8 @@ def get_config() -> ml_collections.ConfigDict:
   # ---------------------------------------------------------------------------- COMIC+
   # method='comic_plus': COMIC (every config.comic field above applies) with these changes,
   # each chosen on the validation set (docs/method.md "COMIC+"); htb_loss='product',
-  # lambda_b=1 and kappa='worse' (with report='balanced') train and report exactly what COMIC
-  # does.
+  # lambda_b=1, kappa='worse', teacher_loss='mfm', teacher_classifier='' and teacher_energy=True
+  # (with report='balanced', branch_loss='mfm') train and report exactly what COMIC does.
   config.comic_plus = cplus = ml_collections.ConfigDict()
   cplus.htb_loss = 'distill_sigmoid'    # L_htb reading: 'product' (paper) | 'distill' |
                                         # 'distill_sigmoid' (as config.comic.htb.loss)
@@ -156,8 +156,13 @@ def get_config() -> ml_collections.ConfigDict:
   cplus.report = 'balanced'             # "COMIC+" is 'balanced' (z_b) | 'fusion' of the members
   cplus.fusion = 'logit'                # 'prob': mean of the sigmoids | 'logit': mean of logits
   cplus.members = ('balanced', 'head', 'tail')  # models fused ('balanced', 'head', 'tail')
-  cplus.branch_loss = 'mfm'             # each branch's own loss (and kappa's): 'mfm' (COMIC's) |
-                                        # 'hill' (config.baselines.hill) | 'bce'; RLC keeps MFM
+  cplus.teacher_loss = 'hill'           # the head and tail branches' own loss (and kappa's):
+                                        # 'mfm' (COMIC's) | 'hill' (config.baselines.hill) | 'bce'
+  cplus.teacher_classifier = 'linear'   # their classifier: 'linear' | '' (the method's: cosine)
+  cplus.teacher_energy = False          # True: their logits energy-adjusted (COMIC's zhat);
+                                        # False: as they are (comic.htb.a_head = a_tail = 0)
+  cplus.branch_loss = 'mfm'             # the balanced branch's own loss: 'mfm' (COMIC's) | 'hill'
+                                        # | 'bce'; RLC keeps MFM
 
   # ---------------------------------------------------------------------------- baselines
   # docs/baselines.md; defaults are each original's training defaults (DB: its COCO values).

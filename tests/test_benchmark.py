@@ -76,7 +76,9 @@ def test_a_study_row_that_repeats_the_recipe_is_left_out():
   rows = lambda base: [e.label for e in benchmark.experiments('modules', ('comic_plus',), base)]
   every = ['COMIC+', 'product L_htb (the paper)', 'distillation L_htb',
            'per-class distillation L_htb', "L_htb weight 1 (the paper's)",
-           "-kappa (paper's kappa)", 'report the fusion', 'report z_b', '-RLC', '-MFM']
+           "-kappa (paper's kappa)", "MFM teachers (the paper's)", "cosine teachers (the paper's)",
+           "teachers' energy term (the paper's)", 'report the fusion', 'report z_b', '-RLC',
+           '-MFM']
   assert rows(None) == every
   # From scratch COMIC+ distils class by class and reports z_b; the frozen recipe reads L_htb as
   # the product and reports the fusion: each leaves out the rows equal to its own values.
@@ -84,4 +86,6 @@ def test_a_study_row_that_repeats_the_recipe_is_left_out():
       r for r in every if r not in ('per-class distillation L_htb', 'report z_b')]
   assert rows(synthetic_pretrained.get_config()) == [
       r for r in every if r not in ('product L_htb (the paper)', 'report the fusion',
-                                    "L_htb weight 1 (the paper's)")]
+                                    "L_htb weight 1 (the paper's)", "MFM teachers (the paper's)",
+                                    "cosine teachers (the paper's)",
+                                    "teachers' energy term (the paper's)")]

@@ -156,7 +156,9 @@ def test_tiny_comic_plus_run_resumes_and_reports_the_fusion(tmp_path):
 def test_comic_plus_with_every_change_off_is_comic(tmp_path):
   _npz(tmp_path / 'd.npz')
   off = {'comic_plus.htb_loss': 'product', 'comic_plus.kappa': 'worse',
-         'comic_plus.report': 'balanced', 'comic_plus.lambda_b': 1.0, 'num_epochs': 1}
+         'comic_plus.report': 'balanced', 'comic_plus.lambda_b': 1.0,
+         'comic_plus.teacher_loss': 'mfm', 'comic_plus.teacher_classifier': '',
+         'comic_plus.teacher_energy': True, 'num_epochs': 1}
   train.train_and_evaluate(_config(tmp_path, **off), str(tmp_path / 'plus'))
   train.train_and_evaluate(_config(tmp_path, method='comic', num_epochs=1), str(tmp_path / 'c'))
   plus = json.load(open(tmp_path / 'plus' / 'results.json'))
@@ -171,7 +173,8 @@ def test_comic_plus_config_errors_and_registration():
   assert [r.label for r in spec.studies['modules']][0] == 'COMIC+'
   for field, value in (('report', 'best'), ('fusion', 'max'), ('kappa', 'x'),
                        ('htb_loss', 'official2'), ('members', ('balanced', 'nope')),
-                       ('branch_loss', 'asl')):
+                       ('branch_loss', 'asl'), ('teacher_loss', 'asl'),
+                       ('teacher_classifier', 'gcn')):
     with pytest.raises(UserError, match=f'comic'):
       spec.validate(tiny_config(**{'method': 'comic_plus', f'comic_plus.{field}': value}))
   # COMIC's weight of L_htb, given to COMIC+, would be ignored: refused, naming the right field.
@@ -179,6 +182,11 @@ def test_comic_plus_config_errors_and_registration():
     spec.validate(tiny_config(**{'method': 'comic_plus', 'comic.lambda_b': 2.0}))
   spec.validate(tiny_config(**{'method': 'comic_plus', 'comic.lambda_b': 2.0,
                                'comic_plus.lambda_b': 2.0}))
+  # The teachers' energy weights are refused when COMIC+ leaves the energy term out.
+  with pytest.raises(UserError, match='teacher_energy'):
+    spec.validate(tiny_config(**{'method': 'comic_plus', 'comic.htb.a_head': 2.0}))
+  spec.validate(tiny_config(**{'method': 'comic_plus', 'comic.htb.a_head': 2.0,
+                               'comic_plus.teacher_energy': True}))
 
 
 def test_branch_loss_choices_match_their_references():
@@ -188,9 +196,12 @@ def test_branch_loss_choices_match_their_references():
   z = rng.normal(size=(6, 5)).astype(np.float32) * 3
   y = (rng.random((6, 5)) < 0.4).astype(np.float32)
 
-  def loss(kind):
-    config = tiny_config(**{'method': 'comic_plus', 'comic_plus.branch_loss': kind})
-    return float(comic_plus.ComicPlus(config, y_train, 10).mfm_loss(jnp.asarray(z), jnp.asarray(y)))
+  def loss(kind, teacher=False):
+    field = 'teacher_loss' if teacher else 'branch_loss'
+    config = tiny_config(**{'method': 'comic_plus', f'comic_plus.{field}': kind})
+    method = comic_plus.ComicPlus(config, y_train, 10)
+    fn = method.teacher_loss if teacher else method.mfm_loss
+    return float(fn(jnp.asarray(z), jnp.asarray(y)))
 
   p = 1 / (1 + np.exp(-z))
   pm = 1 / (1 + np.exp(-(z - 1.0)))
@@ -199,3 +210,31 @@ def test_branch_loss_choices_match_their_references():
   assert loss('hill') == pytest.approx(hill.sum(1).mean(), rel=1e-5)
   assert loss('bce') == pytest.approx(bce.sum(1).mean(), rel=1e-5)
   assert loss('mfm') != pytest.approx(loss('bce'), rel=1e-3)
+  # comic_plus.teacher_loss: the same choices for the head and tail branches (and kappa).
+  assert loss('hill', teacher=True) == pytest.approx(hill.sum(1).mean(), rel=1e-5)
+  assert loss('mfm', teacher=True) == pytest.approx(loss('mfm'), rel=1e-6)
+
+
+def test_teachers_have_their_own_classifier_and_no_energy_term():
+  """COMIC+'s teachers: a linear classifier (kernel (d, C)) while the balanced branch keeps the
+  cosine one, and logits without the energy term (a_head = a_tail = 0); with the paper's
+  settings, cosine teachers and COMIC's energy factors."""
+  from comic_jax.methods import comic
+  y_train = (np.random.default_rng(0).random((40, 5)) < 0.3).astype(np.int8)
+  config = tiny_config(method='comic_plus')
+  method = comic_plus.ComicPlus(config, y_train, 10)
+  params = jax.eval_shape(method.network.init, jax.random.key(0),
+                          jnp.zeros((2, 32, 32, 3), jnp.float32))['params']
+  d = config.model.projection_dim
+  for branch in ('head', 'tail'):
+    assert params[branch]['classifier']['dense']['kernel'].shape == (d, 5)
+  assert 'dense' not in params['balanced']['classifier']
+  assert method.energy_factor == {'head': 0.0, 'tail': 0.0}
+  paper = comic_plus.ComicPlus(tiny_config(**{
+      'method': 'comic_plus', 'comic_plus.teacher_classifier': '',
+      'comic_plus.teacher_energy': True}), y_train, 10)
+  paper_params = jax.eval_shape(paper.network.init, jax.random.key(0),
+                                jnp.zeros((2, 32, 32, 3), jnp.float32))['params']
+  assert 'dense' not in paper_params['head']['classifier']
+  assert paper.energy_factor == comic.Comic(tiny_config(method='comic'), y_train,
+                                            10).energy_factor == {'head': 1.0, 'tail': -1.0}

@@ -30,19 +30,25 @@ from comic_jax.models import comic_branches, heads, networks
 BRANCHES = ('head', 'tail', 'balanced')
 
 
-def create_comic_network(config, num_classes: int) -> comic_branches.ComicNet:
+def create_comic_network(config, num_classes: int,
+                         teacher_classifier: str = '') -> comic_branches.ComicNet:
+  """The three branches (or the balanced one alone without HTB), each with the method's
+  classifier; the head and tail branches with `teacher_classifier` instead when given (COMIC+)."""
   classifier = registry.classifier_kind(config)
-  branch = lambda: networks.create_network(config.model, num_classes, classifier)
+  branch = lambda kind: networks.create_network(config.model, num_classes, kind)
   if not config.comic.htb.enabled:
-    return comic_branches.ComicNet(balanced=branch())
+    return comic_branches.ComicNet(balanced=branch(classifier))
   attention = comic_branches.AdditiveAttention(config.comic.htb.attention_dim,
                                                config.comic.htb.attention_dropout)
-  return comic_branches.ComicNet(balanced=branch(), head=branch(), tail=branch(),
-                                 attention=attention, beta=config.comic.htb.beta)
+  teacher = teacher_classifier or classifier
+  return comic_branches.ComicNet(balanced=branch(classifier), head=branch(teacher),
+                                 tail=branch(teacher), attention=attention,
+                                 beta=config.comic.htb.beta)
 
 
 class Comic:
   """Correction (RLC), modification (MFM) and balance (HTB) over three branches."""
+  teacher_classifier = ''   # the head and tail branches' classifier ('': the method's)
 
   def __init__(self, config, observed_labels: np.ndarray, steps_per_epoch: int,
                class_names=()):
@@ -51,7 +57,7 @@ class Comic:
     self.config, self.cc = config, cc
     self.num_classes = observed_labels.shape[1]
     self.counts = jnp.asarray(np.asarray(observed_labels).sum(0), jnp.float32)   # n_c
-    self.network = create_comic_network(config, self.num_classes)
+    self.network = create_comic_network(config, self.num_classes, self.teacher_classifier)
     self.use_htb = cc.htb.enabled
     self.use_rlc = cc.lambda_c > 0
     self.branches = BRANCHES if self.use_htb else ('balanced',)
@@ -101,6 +107,10 @@ class Comic:
     the authors' HTB form, `comic.htb.loss='official'`)."""
     return htb.htb_weights(loss_head, loss_tail, self.cc.htb.alpha,
                            detach=self.cc.htb.loss != 'official')
+
+  def teacher_loss(self, logits, labels):
+    """The head and tail branches' own loss, and kappa's measure of their fit: MFM."""
+    return self.mfm_loss(logits, labels)
 
   def mfm_loss(self, logits, labels):
     return mfm.mfm_loss_from_counts(logits, labels, self.counts, self.mfm,
@@ -161,7 +171,7 @@ class Comic:
       batch_stats = upd['batch_stats']
       energy['head'] = htb.update_energy(energy['head'], out_h['features'], cc.htb.energy_decay)
       zhat_h = self.adjusted_logits(params, 'head', out_h, energy['head'])
-      terms['head'] = metrics['head_mfm'] = self.mfm_loss(out_h['logits'], u_y)
+      terms['head'] = metrics['head_mfm'] = self.teacher_loss(out_h['logits'], u_y)
       if self.use_rlc:
         logits = zhat_h if cc.rlc.official_adjusted_logits else out_h['logits']
         terms['head'] += rlc_for('head', logits, u_y, u_full, u_neg)
@@ -171,7 +181,7 @@ class Comic:
                          method='tail_forward', mutable=['batch_stats'])
       batch_stats = upd['batch_stats']
       energy['tail'] = htb.update_energy(energy['tail'], out_t['features'], cc.htb.energy_decay)
-      terms['tail'] = metrics['tail_mfm'] = self.mfm_loss(out_t['logits'], r_y)
+      terms['tail'] = metrics['tail_mfm'] = self.teacher_loss(out_t['logits'], r_y)
       if self.use_rlc:
         logits = (self.adjusted_logits(params, 'tail', out_t, energy['tail'])
                   if cc.rlc.official_adjusted_logits else out_t['logits'])
@@ -194,7 +204,8 @@ class Comic:
     if self.use_rlc:
       terms['balanced'] += rlc_for('balanced', out_b['logits'], u_y, u_full, u_neg)
     if self.use_htb and cc.lambda_b > 0:
-      kappa_h, kappa_t = self.htb_weights(self.mfm_loss(zhat_h, u_y), self.mfm_loss(zhat_tu, u_y))
+      kappa_h, kappa_t = self.htb_weights(self.teacher_loss(zhat_h, u_y),
+                                          self.teacher_loss(zhat_tu, u_y))
       loss_htb = htb.htb_loss_of(cc.htb.loss, zhat_h, zhat_tu, out_b['logits'], u_y, kappa_h,
                                  kappa_t, cc.htb.temperature, mfm_loss=self.mfm_loss)
       terms['balanced'] += cc.lambda_b * loss_htb

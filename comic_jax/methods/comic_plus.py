@@ -14,8 +14,14 @@ off; with all of them off COMIC+ trains and reports exactly what COMIC does.
   product reading needs (its z_b is trained as a product of experts with the teachers); with
   the distillation reading z_b alone was better on validation, so 'balanced' is COMIC+'s value.
 
-- `comic_plus.branch_loss`: each branch's own loss ('mfm', COMIC's; 'hill'; 'bce'), measured
-  against MFM on validation and not taken (docs/method.md "COMIC+"): 'mfm' is the default.
+- The teachers (the head and tail branches): `comic_plus.teacher_loss` (their own loss and
+  kappa's measure of their fit: COMIC+'s 'hill', Hill's loss; COMIC's 'mfm'),
+  `comic_plus.teacher_classifier` (COMIC+'s 'linear'; '' keeps the method's cosine classifier)
+  and `comic_plus.teacher_energy` (False: the teachers' logits are used as they are, without
+  the energy term: `comic.htb.a_head = a_tail = 0`; True: COMIC's energy-adjusted zhat).
+  Measured together on validation (3 seeds) and each switched off (docs/method.md "COMIC+").
+- `comic_plus.branch_loss`: the balanced branch's own loss ('mfm', COMIC's; 'hill'; 'bce'),
+  measured against MFM on validation and not taken: 'mfm' is the default.
 
 The balanced, head and tail models are reported too ("Balanced Model", "Head Model",
 "Tail Model"), so one run measures every reporting choice on the validation set.
@@ -36,6 +42,7 @@ FUSIONS = ('prob', 'logit')
 BRANCH_LOSSES = ('mfm', 'hill', 'bce')
 REPORTS = ('balanced', 'fusion')
 KAPPAS = ('worse', 'better')
+TEACHER_CLASSIFIERS = ('', 'linear', 'cosine')
 
 
 def fuse_logits(logits: list[jnp.ndarray], kind: str = 'prob') -> jnp.ndarray:
@@ -72,6 +79,8 @@ def comic_config(config):
   out.comic.htb.loss = cp.htb_loss
   out.comic.htb.temperature = cp.temperature
   out.comic.lambda_b = cp.lambda_b
+  if not cp.teacher_energy:
+    out.comic.htb.a_head = out.comic.htb.a_tail = 0.0
   out.lock()
   return out
 
@@ -80,23 +89,32 @@ class ComicPlus(comic.Comic):
   """COMIC with `config.comic_plus`'s changes (module docstring)."""
 
   def __init__(self, config, observed_labels, steps_per_epoch: int, class_names=()):
-    super().__init__(comic_config(config), observed_labels, steps_per_epoch, class_names)
     self.cp = config.comic_plus
+    self.teacher_classifier = self.cp.teacher_classifier
+    super().__init__(comic_config(config), observed_labels, steps_per_epoch, class_names)
     if self.use_htb:
       self.report_names = ('Balanced Model', 'Head Model', 'Tail Model', 'COMIC+')
     else:
       self.report_names = ('COMIC+',)
 
-  def mfm_loss(self, logits, labels):
-    """Each branch's own loss (and kappa's measure of fit): COMIC's MFM, or Hill's or plain BCE
-    (`comic_plus.branch_loss`). RLC keeps MFM on its corrected targets."""
-    kind = self.cp.branch_loss
+  def own_loss(self, kind: str, logits, labels):
+    """A branch's own loss: COMIC's MFM ('mfm'), Hill's ('hill') or plain BCE ('bce')."""
     if kind == 'hill':
       h = self.config.baselines.hill
       return baseline_losses.hill(logits, labels, margin=h.margin, gamma=h.gamma, lam=h.lam)
     if kind == 'bce':
       return mfm.mfm_loss_from_counts(logits, labels, self.counts, mfm.MFMSettings.bce())
     return super().mfm_loss(logits, labels)
+
+  def mfm_loss(self, logits, labels):
+    """The balanced branch's own loss (`comic_plus.branch_loss`). RLC keeps MFM on its corrected
+    targets."""
+    return self.own_loss(self.cp.branch_loss, logits, labels)
+
+  def teacher_loss(self, logits, labels):
+    """The head and tail branches' own loss and kappa's measure of their fit
+    (`comic_plus.teacher_loss`)."""
+    return self.own_loss(self.cp.teacher_loss, logits, labels)
 
   def htb_weights(self, loss_head, loss_tail):
     if self.cp.kappa == 'better':
@@ -132,9 +150,17 @@ def validate(config) -> None:
           f'config.comic_plus.fusion={cp.fusion!r} is not one of: {", ".join(FUSIONS)}')
   require(cp.kappa in KAPPAS,
           f'config.comic_plus.kappa={cp.kappa!r} is not one of: {", ".join(KAPPAS)}')
-  require(cp.branch_loss in BRANCH_LOSSES,
-          f'config.comic_plus.branch_loss={cp.branch_loss!r} is not one of: '
-          f'{", ".join(BRANCH_LOSSES)}')
+  for field in ('branch_loss', 'teacher_loss'):
+    require(cp[field] in BRANCH_LOSSES,
+            f'config.comic_plus.{field}={cp[field]!r} is not one of: {", ".join(BRANCH_LOSSES)}')
+  require(cp.teacher_classifier in TEACHER_CLASSIFIERS,
+          f'config.comic_plus.teacher_classifier={cp.teacher_classifier!r} is not one of: '
+          "'' (the method's), linear, cosine")
+  # Without the teachers' energy term, COMIC's weights of it would be ignored.
+  htb_config = config.comic.htb
+  require(cp.teacher_energy or (htb_config.a_head, htb_config.a_tail) == (1.0, 1.0),
+          f'config.comic.htb.a_head={htb_config.a_head!r} / a_tail={htb_config.a_tail!r} weigh '
+          'the teachers\' energy term, which config.comic_plus.teacher_energy=False leaves out')
   members = tuple(cp.members)
   require(len(members) > 0 and all(m in MODELS for m in members),
           f'config.comic_plus.members={members!r}: choose from {", ".join(MODELS)}')
@@ -154,6 +180,12 @@ STUDIES = {
                 StudyRow('lambda_b_1', "L_htb weight 1 (the paper's)",
                          (('comic_plus.lambda_b', 1.0),)),
                 StudyRow('kappa_worse', "-kappa (paper's kappa)", (('comic_plus.kappa', 'worse'),)),
+                StudyRow('teacher_mfm', "MFM teachers (the paper's)",
+                         (('comic_plus.teacher_loss', 'mfm'),)),
+                StudyRow('teacher_cosine', "cosine teachers (the paper's)",
+                         (('comic_plus.teacher_classifier', ''),)),
+                StudyRow('teacher_energy', "teachers' energy term (the paper's)",
+                         (('comic_plus.teacher_energy', True),)),
                 StudyRow('fusion', 'report the fusion', (('comic_plus.report', 'fusion'),)),
                 StudyRow('balanced', 'report z_b', (('comic_plus.report', 'balanced'),)),
                 StudyRow('no_rlc', '-RLC', (('comic.lambda_c', 0.0),)),
