@@ -153,9 +153,9 @@ def get_config() -> ml_collections.ConfigDict:
                                         # (the paper's 1.0 switches this change off)
   cplus.kappa = 'better'                # kappa trusts the teacher that fits the batch 'worse'
                                         # (paper) | 'better'
-  cplus.report = 'balanced'             # "COMIC+" is 'balanced' (z_b) | 'fusion' of the members
-  cplus.fusion = 'logit'                # 'prob': mean of the sigmoids | 'logit': mean of logits
-  cplus.members = ('balanced', 'head', 'tail')  # models fused ('balanced', 'head', 'tail')
+  cplus.report = 'fusion'               # "COMIC+" is 'balanced' (z_b) | 'fusion' of the members
+  cplus.fusion = 'prob'                 # 'prob': mean of the sigmoids | 'logit': mean of logits
+  cplus.members = ('balanced', 'head')  # models fused ('balanced', 'head', 'tail')
   cplus.teacher_loss = 'hill'           # the head and tail branches' own loss (and kappa's):
                                         # 'mfm' (COMIC's) | 'hill' (config.baselines.hill) | 'bce'
   cplus.teacher_classifier = 'linear'   # their classifier: 'linear' | '' (the method's: cosine)

@@ -43,6 +43,8 @@ def get_config(mode: str = 'frozen'):
     # distill + fusion 34.02, product + z_b 33.92, distill + z_b (the earlier from-scratch choice) 33.28.
     config.comic_plus.htb_loss = 'product'
     config.comic_plus.report = 'fusion'
+    config.comic_plus.fusion = 'logit'
+    config.comic_plus.members = ('balanced', 'head', 'tail')
     config.comic_plus.lambda_b = 1.0    # as measured here (0.5 was chosen later, from scratch)
     # COMIC's teachers, as measured here (Hill's linear teachers without the energy term were
     # chosen later, from scratch, and are not measured in this regime).

@@ -12,7 +12,9 @@ off; with all of them off COMIC+ trains and reports exactly what COMIC does.
 - `comic_plus.report`: what is reported as "COMIC+" ('balanced': z_b, as COMIC does; 'fusion':
   the average of the members' logits or probabilities, `fuse_logits`). The fusion is what the
   product reading needs (its z_b is trained as a product of experts with the teachers); with
-  the distillation reading z_b alone was better on validation, so 'balanced' is COMIC+'s value.
+  the distillation reading and COMIC's teachers z_b alone was better on validation; with the
+  stronger teachers below, the mean probability of z_b and the Head Model was best (3 seeds),
+  so COMIC+ reports it ('fusion', `comic_plus.fusion='prob'`, `members=('balanced', 'head')`).
 
 - The teachers (the head and tail branches): `comic_plus.teacher_loss` (their own loss and
   kappa's measure of their fit: COMIC+'s 'hill', Hill's loss; COMIC's 'mfm'),
@@ -170,7 +172,7 @@ def validate(config) -> None:
 STUDIES = {
     # The HTB reading, its weight and what is reported, each every way: the row equal to the
     # recipe's own value is left out by the benchmark (configs/synthetic_pretrained.py sets
-    # 'product', lambda_b 1 and 'fusion').
+    # 'product', lambda_b 1 and COMIC's teachers).
     'modules': (StudyRow('', 'COMIC+'),
                 StudyRow('product', 'product L_htb (the paper)',
                          (('comic_plus.htb_loss', 'product'),)),
