@@ -127,7 +127,8 @@ def _config(tmp_path, **overrides):
 def test_tiny_comic_plus_run_resumes_and_reports_the_fusion(tmp_path):
   _npz(tmp_path / 'd.npz')
   config = _config(tmp_path, num_epochs=2, **{'comic_plus.report': 'fusion',
-                                               'comic_plus.fusion': 'prob'})
+                                               'comic_plus.fusion': 'prob',
+                                               'comic_plus.members': ('balanced', 'head', 'tail')})
   straight, resumed = str(tmp_path / 's'), str(tmp_path / 'r')
   train.train_and_evaluate(config, straight)
   train.train_and_evaluate(config, resumed, stop_after_epochs=1)
