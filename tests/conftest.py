@@ -3,7 +3,6 @@ import os
 import sys
 
 
-
 def xla_flags(devices: int = 4) -> str:
   """XLA flags of the tests (and of the processes they start): `devices` fake CPU devices, and
   LLVM's optimisation level 1 instead of XLA's default 3. The suite compiles a few hundred small
