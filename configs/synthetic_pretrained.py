@@ -40,7 +40,8 @@ def get_config(mode: str = 'frozen'):
     config.model.feature_taps = tuple(f'stage{i}' for i in range(1, 8))
     # COMIC+ on these features, chosen on validation (3 seeds, total mAP) among the product /
     # distillation readings of L_htb x reporting z_b / the fusion: product + fusion 34.25,
-    # distill + fusion 34.02, product + z_b 33.92, distill + z_b (the earlier from-scratch choice) 33.28.
+    # distill + fusion 34.02, product + z_b 33.92, distill + z_b (the earlier from-scratch
+    # choice) 33.28.
     config.comic_plus.htb_loss = 'product'
     config.comic_plus.report = 'fusion'
     config.comic_plus.fusion = 'logit'
