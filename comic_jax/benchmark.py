@@ -314,6 +314,7 @@ def main(argv):
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
   logging.set_verbosity(logging.WARNING)
   cli.keep_freed_memory()   # XLA's per-step buffers reuse the heap (cli.keep_freed_memory)
+  cli.use_cpu_devices(FLAGS.config)         # before JAX starts; every run shares the split
   cli.use_compilation_cache(FLAGS.config)   # every run of a recipe after the first skips compiling
   from comic_jax import plots
   from comic_jax.methods import registry

@@ -41,6 +41,7 @@ def main(argv):
   if len(argv) > 1:
     cli.fail(f'unexpected argument(s) {" ".join(argv[1:])}: give options as --name=value '
              '(see --help)')
+  cli.use_cpu_devices(FLAGS.config)   # before JAX starts: a CPU-only run splits the CPU
   if FLAGS.multihost:  # must come before any other JAX call
     import jax
     jax.distributed.initialize(coordinator_address=FLAGS.coordinator_address,

@@ -199,13 +199,12 @@ def run_pictures(run, num_examples: int = 6) -> list[str]:
   run's reported model at 0.5 or the run's validation thresholds) of a finished run. Every
   process predicts (the step is sharded); process 0 draws."""
   import jax
-  from comic_jax import predict, train
+  from comic_jax import predict
   written = []
   x = run.data.x_test
   if np.asarray(x[:1]).ndim == 4 and np.asarray(x[:1]).shape[-1] == 3:
     x = np.asarray(x[:num_examples])
-    probs = train.predict_dataset(run.predict_step, run.state, x, run.config.eval_batch_size,
-                                  run.sharded)
+    probs = run.test_probabilities(num_examples)
     model = run.method.report_names[0]
     thresholds = np.full(run.data.num_classes, 0.5)
     saved = os.path.join(run.workdir, predict.THRESHOLDS_FILE)

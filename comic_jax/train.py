@@ -60,14 +60,19 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
                'checkpoint_every_epochs', 'keep_checkpoints'):
     require(config[name] > 0, f'config.{name}={config[name]!r} must be > 0')
   require(config.num_devices >= 0, f'config.num_devices={config.num_devices!r} must be >= 0')
+  cpu_devices = config.get('cpu_devices', 1)
+  require(isinstance(cpu_devices, int) and not isinstance(cpu_devices, bool) and cpu_devices >= 1,
+          f'config.cpu_devices={cpu_devices!r} must be a whole number >= 1')
   require(config.num_devices <= jax.device_count(),
           f'config.num_devices={config.num_devices} but only {jax.device_count()} devices exist')
   require(config.num_devices == 0 or jax.process_count() == 1,
           'config.num_devices must be 0 (all devices) in a multi-process run')
   n_dev = config.num_devices or jax.device_count()
+  split = (f' (config.cpu_devices={cpu_devices})'
+           if cpu_devices > 1 and jax.default_backend() == 'cpu' else '')
   for name in ('batch_size', 'eval_batch_size'):
     require(config[name] % n_dev == 0,
-            f'config.{name}={config[name]} is not divisible by the {n_dev} devices')
+            f'config.{name}={config[name]} is not divisible by the {n_dev} devices{split}')
 
 
 # The workdir checks (lock, config check, atomic config.json) live in comic_jax/workdir.py.
@@ -191,6 +196,7 @@ class Run:
     rng = jax.random.key(config.seed)
     self.state = jax.jit(init_state, out_shardings=self.replicated)(rng)
     self._val_probs = (None, None)   # (state, validation predictions) of the last evaluation
+    self._test_probs = (None, None)  # ... and of the last test evaluation
     self.manager = checkpoint.create_manager(workdir, config.keep_checkpoints)
     if not config.model.feature_cache and self.manager.latest_step() is None:
       variables = pretrained.load_into(
@@ -220,7 +226,18 @@ class Run:
                             self.sharded)
     if split == 'val':   # kept for `write_val_thresholds` (the same state: no second pass)
       self._val_probs = (self.state, probs)
+    else:                # ... and for `test_probabilities` (the pictures)
+      self._test_probs = (self.state, probs)
     return evaluate_predictions(probs, y, self.groups)
+
+  def test_probabilities(self, n: int) -> dict[str, np.ndarray]:
+    """Probabilities of every reported model for the first `n` test images: those of the last
+    test evaluation when it predicted the current state (no second pass), else predicted now."""
+    state, probs = self._test_probs
+    if state is self.state:
+      return {name: p[:n] for name, p in probs.items()}
+    return predict_dataset(self.predict_step, self.state, np.asarray(self.data.x_test[:n]),
+                           self.config.eval_batch_size, self.sharded)
 
   def evaluate_val(self):
     """Validation metrics per model, or None where the data has no validation set."""

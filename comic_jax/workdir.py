@@ -32,8 +32,9 @@ from comic_jax.errors import UserError, require, warn
 
 LOCK_NAME = 'lock'
 # Fields that may differ when a run is resumed in the same workdir (they change no result).
-RESUME_SAFE_FIELDS = ('progress_bar', 'num_devices', 'eval_batch_size', 'keep_checkpoints',
-                      'checkpoint_every_epochs', 'eval_every_epochs', 'compilation_cache')
+RESUME_SAFE_FIELDS = ('progress_bar', 'num_devices', 'cpu_devices', 'eval_batch_size',
+                      'keep_checkpoints', 'checkpoint_every_epochs', 'eval_every_epochs',
+                      'compilation_cache')
 # Exit status of a run stopped by a signal after saving its checkpoint: the shell's convention
 # (128 + signal number: 143 for SIGTERM, 130 for SIGINT), so schedulers see "preempted".
 PREEMPTED_EXIT_BASE = 128

@@ -576,3 +576,47 @@ def test_use_compilation_cache_folder(tmp_path, monkeypatch):
     assert jax.config.jax_compilation_cache_dir == str(tmp_path / 'xla')
   finally:
     jax.config.update('jax_compilation_cache_dir', before)
+
+
+def test_use_cpu_devices_splits_the_cpu_before_jax_starts(monkeypatch, capsys):
+  """cpu_devices=2 gives two CPU devices when asked before JAX runs anything (a fresh process);
+  a device count in XLA_FLAGS (the tests' own) wins; asked after JAX has started (this process):
+  one warning line, nothing changed."""
+  import jax
+  from comic_jax import cli
+  code = ('from configs import synthetic; from comic_jax import cli; import jax; '
+          'c = synthetic.get_config(); c.cpu_devices = 2; '
+          'n = cli.use_cpu_devices(c); print(n, jax.device_count())')
+  env = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}
+  env['JAX_PLATFORMS'] = 'cpu'
+  out = subprocess.run([sys.executable, '-c', code], cwd=ROOT, env=env, capture_output=True,
+                       text=True, timeout=120)
+  assert out.returncode == 0, out.stderr[-2000:]
+  assert out.stdout.split() == ['2', '2'], (out.stdout, out.stderr)
+  assert 'warning' not in out.stderr
+  config = tiny_config(cpu_devices=2)
+  assert 'xla_force_host_platform_device_count' in os.environ['XLA_FLAGS']
+  assert cli.use_cpu_devices(config) == 0          # the tests' 4 fake devices stay
+  monkeypatch.delenv('XLA_FLAGS')
+  capsys.readouterr()
+  assert cli.use_cpu_devices(config) == 0          # too late: JAX runs here already
+  err = capsys.readouterr().err.strip().splitlines()
+  assert len(err) == 1 and err[0].startswith('warning: config.cpu_devices=2 is ignored'), err
+  assert jax.device_count() == 4
+
+
+@pytest.mark.parametrize('value', [0, -1])
+def test_bad_cpu_devices_is_one_line(value, tmp_path):
+  config = tiny_config()
+  config.cpu_devices = value
+  with pytest.raises(UserError) as excinfo:
+    train.validate_config(config)
+  assert_one_line(excinfo, 'config.cpu_devices=', 'whole number >= 1')
+
+
+def test_batch_not_divisible_names_cpu_devices():
+  config = tiny_config(cpu_devices=4, batch_size=6)   # the tests' 4 CPU devices
+  with pytest.raises(UserError) as excinfo:
+    train.validate_config(config)
+  assert_one_line(excinfo, 'config.batch_size=6 is not divisible by the 4 devices',
+                  '(config.cpu_devices=4)')

@@ -205,3 +205,21 @@ def test_a_run_that_failed_before_training_can_be_rerun_with_a_fixed_config(tmp_
   # Nothing was trained there, so the corrected config is not "another run's config".
   train.train_and_evaluate(tiny_config(num_epochs=1), workdir)
   assert os.path.exists(os.path.join(workdir, 'results.json'))
+
+
+def test_test_probabilities_reuse_the_last_test_evaluation(tmp_path):
+  """The pictures' predictions of the first test images: taken from the final test evaluation
+  while the state is the one it predicted, equal to predicting them afresh; predicted afresh
+  once the state has changed."""
+  run = train.Run(tiny_config(), str(tmp_path))
+  fresh = train.predict_dataset(run.predict_step, run.state, np.asarray(run.data.x_test[:5]),
+                                run.config.eval_batch_size, run.sharded)
+  run.evaluate('test')
+  reused = run.test_probabilities(5)
+  assert reused['BCE'].shape == (5, run.data.num_classes)
+  np.testing.assert_array_equal(reused['BCE'], fresh['BCE'])
+  assert reused['BCE'].base is not None                         # a view of the evaluation's
+  run.state = run.state.replace(step=run.state.step + 1)        # another state object
+  again = run.test_probabilities(5)
+  assert again['BCE'].base is None or again['BCE'].base is not reused['BCE'].base
+  np.testing.assert_array_equal(again['BCE'], fresh['BCE'])

@@ -11,22 +11,53 @@ import dataclasses
 from typing import Any, Callable, Sequence
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 from comic_jax.errors import require
 from comic_jax.models import efficientnet, resnet
 
 
+def _windows(x):
+  """(B, H, W, C) -> (B, H/2, 2, W/2, 2, C): the 2x2 windows (an odd last row / column dropped)."""
+  b, h, w, c = x.shape
+  return x[:, :h // 2 * 2, :w // 2 * 2].reshape(b, h // 2, 2, w // 2, 2, c)
+
+
+@jax.custom_vjp
 def max_pool_2x2(x):
   """2x2 max-pooling with stride 2 (an odd last row / column is dropped, like nn.max_pool's
   VALID windows) as a reshape and a max. The same values as nn.max_pool, and the same gradients
-  but for exact ties inside a window (shared instead of given to one; after a ReLU the ties are
-  zeros, whose gradient the ReLU stops). Why: XLA's CPU backend differentiates nn.max_pool
-  through a reduce-window carrying four input-sized iota index arrays, about a third of the
-  small CNN's train step in a profile (benchmarks/step_speed.py --profile)."""
-  b, h, w, c = x.shape
-  x = x[:, :h // 2 * 2, :w // 2 * 2]
-  return x.reshape(b, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
+  but for exact ties inside a window (shared equally instead of given to one; after a ReLU the
+  ties are zeros, whose gradient the ReLU stops).
+
+  Why not nn.max_pool: XLA's CPU backend differentiates it through a reduce-window carrying four
+  input-sized iota index arrays, about a third of the small CNN's train step in a profile
+  (benchmarks/step_speed.py --profile). Why a custom gradient: JAX's own gradient of the
+  reshape-and-max counts each window's maxima with a sum over the two window axes, which XLA's
+  CPU backend ran as a strided reduction taking ~20% of the BCE step (the profile in
+  docs/architecture.md "Speed"); here the four window positions are counted with elementwise
+  adds. The gradient is the same as JAX's, value for value (tested, ties included).
+  """
+  return _windows(x).max(axis=(2, 4))
+
+
+def _max_pool_fwd(x):
+  y = max_pool_2x2(x)
+  return y, (x, y)
+
+
+def _max_pool_bwd(residuals, g):
+  x, y = residuals
+  hit = (_windows(x) == y[:, :, None, :, None, :]).astype(g.dtype)   # a maximum of its window
+  count = hit[:, :, 0, :, 0] + hit[:, :, 0, :, 1] + hit[:, :, 1, :, 0] + hit[:, :, 1, :, 1]
+  dx = (hit * (g / count)[:, :, None, :, None, :]).reshape(
+      x.shape[0], y.shape[1] * 2, y.shape[2] * 2, x.shape[3])
+  return (jnp.pad(dx, ((0, 0), (0, x.shape[1] - dx.shape[1]), (0, x.shape[2] - dx.shape[2]),
+                       (0, 0))),)
+
+
+max_pool_2x2.defvjp(_max_pool_fwd, _max_pool_bwd)
 
 
 class SmallCNN(nn.Module):
