@@ -88,8 +88,8 @@ def use_cpu_devices(config) -> int:
   statistics and gradients are all-reduced, so the model is the same up to float rounding).
 
   Why: XLA:CPU parallelises the small CNN's convolutions poorly: on this project's 2-core
-  machine the BCE step ran as fast on one core as on two, while two devices of one core each
-  trained it ~1.35x faster (README "Speed"). Only the CPU platform is split: GPUs and TPUs, where
+  machine the BCE step ran as fast on one core as on two, while two devices trained it 1.46x
+  faster and the COMIC step 1.09x (README "Speed"). Only the CPU platform is split: GPUs and TPUs, where
   present, are the devices as before. A device count set by the user in `XLA_FLAGS`
   (`--xla_force_host_platform_device_count`, as the tests do) wins. Call before JAX's first use;
   returns the count asked of JAX (0: left as it was)."""

@@ -31,7 +31,8 @@ from comic_jax import checkpoint
 from comic_jax.errors import UserError, require, warn
 
 LOCK_NAME = 'lock'
-# Fields that may differ when a run is resumed in the same workdir (they change no result).
+# Fields that may differ when a run is resumed in the same workdir (they change no result, or,
+# for the device counts, only its float rounding).
 RESUME_SAFE_FIELDS = ('progress_bar', 'num_devices', 'cpu_devices', 'eval_batch_size',
                       'keep_checkpoints', 'checkpoint_every_epochs', 'eval_every_epochs',
                       'compilation_cache')
