@@ -278,6 +278,12 @@ class Run:
           'ap': {k: v.tolist() for k, v in per_class.items()}}), indent=2)
 
 
+def trained_line(images: int, seconds: float) -> str:
+  """The line a finished run prints about its training rate (`benchmarks/commands.py` reads it)."""
+  return (f'trained {images} images in {seconds:.1f}s ({images / seconds:.0f} img/s, '
+          'first-step compile included)')
+
+
 def _log(fmt: str, *args) -> None:
   """A progress message, printed by process 0 only."""
   if jax.process_index() == 0:
@@ -375,8 +381,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   plots.run_pictures(run)
   if is_main:
     if train_images:
-      print(f'trained {train_images} images in {train_time:.1f}s '
-            f'({train_images / train_time:.0f} img/s, first-step compile included)')
+      print(trained_line(train_images, train_time))
     print(metrics.format_table(results))
   workdir_lib.release_lock(workdir)
   return run.state

@@ -1,0 +1,35 @@
+"""benchmarks/commands.py: it reads the rate line a run prints, and its machine probe measures."""
+import importlib.util
+import os
+
+import numpy as np
+
+from comic_jax import train
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _commands():
+  spec = importlib.util.spec_from_file_location(
+      'commands', os.path.join(ROOT, 'benchmarks', 'commands.py'))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+commands = _commands()
+
+
+def test_the_benchmark_reads_the_line_a_run_prints():
+  stdout = 'epoch 30: loss 0.1\n' + train.trained_line(41280, 58.3) + '\n  table\n'
+  seconds, rate = commands.parse_trained_line(stdout)
+  assert seconds == 58.3
+  assert rate == round(41280 / 58.3)   # 708 by hand
+  assert commands.parse_trained_line('evaluated the checkpoint of step 10\n') == (None, None)
+
+
+def test_the_probe_measures_a_matrix_product():
+  gflops = commands.probe_gflops(seconds=0.05, n=64)
+  # One 64 x 64 product is 2 * 64**3 flops; any working CPU does at least one per millisecond.
+  assert 2 * 64 ** 3 / 1e-3 / 1e9 < gflops < 1e4
+  assert np.isfinite(gflops)
