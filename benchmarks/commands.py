@@ -6,11 +6,12 @@
 Runs `python -m comic_jax.main --config=CONFIG --config.method=M --workdir=...` for each method,
 `--repeats` rounds in alternating order, each into a fresh workdir (the persistent compilation
 cache is used as the README's commands use it: run once before timing if it is cold). Before each
-command a probe measures the machine: one thread's float32 1024 x 1024 matrix product in NumPy,
-GFLOP/s over 2 s. The project's 2-core machine runs at different speeds at different times (the
-same BCE command took 24.1 s and 34.2 s ten minutes apart), so a wall time means something only
-beside the probe taken with it. Prints per command its start time, wall and CPU seconds, the
-run's own training rate, and the probe; writes `commands.json` to the workdir.
+command a probe measures the machine: one single-threaded NumPy process per core multiplying
+float32 1024 x 1024 matrices for 2 s, GFLOP/s summed. The project's 2-core machine runs at
+different speeds at different times (the same BCE command took 34.2 s and 24.1 s seven minutes
+apart, with 55.1 and 38.0 CPU seconds), so a wall time means something only beside the probe
+taken with it. Prints per command its start time, wall and CPU seconds, the run's own training
+rate and the probe; writes `commands.json` to the workdir.
 """
 from __future__ import annotations
 
@@ -29,18 +30,21 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def probe_gflops(seconds: float = 2.0, n: int = 1024) -> float:
-  """One thread's float32 matrix-product speed in GFLOP/s (run in a child process, so that
-  the BLAS thread count can be pinned to one)."""
+def probe_gflops(seconds: float = 2.0, n: int = 1024, processes: int = 1) -> float:
+  """The machine's matrix-product speed in GFLOP/s: `processes` single-threaded NumPy processes
+  (BLAS pinned to one thread each) multiplying float32 n x n matrices for `seconds`, summed."""
   code = (f'import numpy as np, time\n'
           f'a = np.random.default_rng(0).random(({n}, {n}), dtype=np.float32); a @ a\n'
           f't = time.perf_counter(); k = 0\n'
           f'while time.perf_counter() - t < {seconds}:\n  a @ a; k += 1\n'
           f'print(2 * {n}**3 * k / (time.perf_counter() - t) / 1e9)\n')
   env = dict(os.environ, OMP_NUM_THREADS='1', OPENBLAS_NUM_THREADS='1', MKL_NUM_THREADS='1')
-  out = subprocess.run([sys.executable, '-c', code], env=env, capture_output=True, text=True,
-                       check=True)
-  return float(out.stdout.strip())
+  procs = [subprocess.Popen([sys.executable, '-c', code], env=env, stdout=subprocess.PIPE,
+                            text=True) for _ in range(processes)]
+  outs = [p.communicate()[0] for p in procs]
+  if any(p.returncode for p in procs):
+    sys.exit('the machine probe (a NumPy matrix product) failed')
+  return sum(float(out.strip()) for out in outs)
 
 
 def parse_trained_line(stdout: str) -> tuple[float | None, int | None]:
@@ -74,10 +78,12 @@ def main() -> None:
   parser.add_argument('--repeats', type=int, default=2)
   parser.add_argument('--config', default='configs/synthetic.py')
   parser.add_argument('--workdir', default='runs/commands')
+  parser.add_argument('--probe-processes', type=int, default=os.cpu_count() or 1,
+                      help='concurrent single-threaded probe processes (default: one per core)')
   args = parser.parse_args()
   methods = [m for m in args.methods.split(',') if m]
-  if args.repeats < 1 or not methods:
-    sys.exit('--repeats must be >= 1 and --methods must name at least one method')
+  if args.repeats < 1 or args.probe_processes < 1 or not methods:
+    sys.exit('--repeats and --probe-processes must be >= 1 and --methods must name a method')
   workdir = os.path.abspath(args.workdir)
   os.makedirs(workdir, exist_ok=True)
   rows = []
@@ -85,7 +91,7 @@ def main() -> None:
         f'{"train s":>7s} {"img/s":>6s} {"probe GFLOP/s":>13s}', flush=True)
   for r in range(args.repeats):
     for method in (methods if r % 2 == 0 else methods[::-1]):
-      probe = probe_gflops()
+      probe = probe_gflops(processes=args.probe_processes)
       start = time.strftime('%H:%M:%S')
       row = run_command(args.config, method, os.path.join(workdir, f'{method}_{r}'))
       row.update(start=start, probe_gflops=probe)
