@@ -40,6 +40,16 @@ cli.keep_freed_memory()
 SHARED_DATA = os.path.join(os.path.dirname(ROOT), 'shared', 'data')
 
 
+def load_benchmark(name: str):
+  """The script `benchmarks/<name>.py` as a module (the benchmarks are scripts, not a package)."""
+  import importlib.util
+  spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, 'benchmarks',
+                                                                   f'{name}.py'))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
 def assert_one_line(excinfo, *fragments):
   """The error of `pytest.raises` is one line that contains every fragment."""
   text = str(excinfo.value)

@@ -1,23 +1,10 @@
 """benchmarks/commands.py: it reads the rate line a run prints, and its machine probe measures."""
-import importlib.util
-import os
-
 import numpy as np
 
 from comic_jax import train
+from conftest import load_benchmark
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def _commands():
-  spec = importlib.util.spec_from_file_location(
-      'commands', os.path.join(ROOT, 'benchmarks', 'commands.py'))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
-
-
-commands = _commands()
+commands = load_benchmark('commands')
 
 
 def test_the_benchmark_reads_the_line_a_run_prints():

@@ -1,7 +1,5 @@
 """benchmarks/step_speed.py: XLA's flops count, the peak table, and the PyTorch twin's layers
 (same parameter count as ours; skipped where PyTorch is not installed)."""
-import importlib.util
-import os
 
 import jax
 import jax.numpy as jnp
@@ -10,19 +8,9 @@ import pytest
 
 from comic_jax.methods import comic
 from comic_jax.models import networks
+from conftest import load_benchmark
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def _step_speed():
-  spec = importlib.util.spec_from_file_location(
-      'step_speed', os.path.join(ROOT, 'benchmarks', 'step_speed.py'))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
-
-
-step_speed = _step_speed()
+step_speed = load_benchmark('step_speed')
 
 
 @pytest.mark.parametrize('dtype', [jnp.float32, jnp.bfloat16])
