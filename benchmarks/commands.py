@@ -5,12 +5,12 @@
 
 Runs `python -m comic_jax.main --config=CONFIG --config.method=M --workdir=...` for each method,
 `--repeats` rounds in alternating order, each into a fresh workdir (the persistent compilation
-cache is used as the README's commands use it: run once before timing if it is cold). Before each
-command a probe measures the machine: one single-threaded NumPy process per core multiplying
-float32 1024 x 1024 matrices for 2 s, GFLOP/s summed. The project's 2-core machine runs at
+cache is used as the README's commands use it: run once before timing if it is cold). Before and
+after each command a probe measures the machine: one single-threaded NumPy process per core
+multiplying float32 1024 x 1024 matrices for 2 s, GFLOP/s summed. The project's 2-core machine runs at
 different speeds at different times (the same BCE command took 34.2 s and 24.1 s seven minutes
-apart, with 55.1 and 38.0 CPU seconds), so a wall time means something only beside the probe
-taken with it. Prints per command its start time, wall and CPU seconds, the run's own training
+apart, with 55.1 and 38.0 CPU seconds), so a wall time means something only beside the probes
+taken with it (a command whose two probes differ much ran across a change of speed). Prints per command its start time, wall and CPU seconds, the run's own training
 rate and the probe; writes `commands.json` to the workdir.
 """
 from __future__ import annotations
@@ -88,21 +88,23 @@ def main() -> None:
   os.makedirs(workdir, exist_ok=True)
   rows = []
   print(f'{"start":8s}  {"method":10s} {"wall s":>7s} {"user s":>7s} {"sys s":>6s} '
-        f'{"train s":>7s} {"img/s":>6s} {"probe GFLOP/s":>13s}', flush=True)
+        f'{"train s":>7s} {"img/s":>6s} {"probe before/after GFLOP/s":>26s}', flush=True)
   for r in range(args.repeats):
     for method in (methods if r % 2 == 0 else methods[::-1]):
       probe = probe_gflops(processes=args.probe_processes)
       start = time.strftime('%H:%M:%S')
       row = run_command(args.config, method, os.path.join(workdir, f'{method}_{r}'))
-      row.update(start=start, probe_gflops=probe)
+      after = probe_gflops(processes=args.probe_processes)
+      row.update(start=start, probe_gflops=probe, probe_after_gflops=after)
       rows.append(row)
       print(f'{start:8s}  {method:10s} {row["wall_s"]:7.1f} {row["user_s"]:7.1f} '
             f'{row["sys_s"]:6.1f} {row["train_s"] or float("nan"):7.1f} '
-            f'{row["train_img_per_s"] or 0:6d} {probe:13.1f}', flush=True)
+            f'{row["train_img_per_s"] or 0:6d} {probe:17.1f} / {after:6.1f}', flush=True)
   print()
   for method in methods:
     walls = [r['wall_s'] for r in rows if r['method'] == method]
-    probes = [r['probe_gflops'] for r in rows if r['method'] == method]
+    probes = [p for r in rows if r['method'] == method
+              for p in (r['probe_gflops'], r['probe_after_gflops'])]
     print(f'{method}: wall median {np.median(walls):.1f} s (min {min(walls):.1f}, max '
           f'{max(walls):.1f}); probe {min(probes):.1f}-{max(probes):.1f} GFLOP/s')
   with open(os.path.join(workdir, 'commands.json'), 'w') as f:

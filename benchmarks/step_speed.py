@@ -132,7 +132,7 @@ def compiled_flops(compiled) -> float | None:
   return None if flops is None or flops < 0 else float(flops)
 
 
-def step_flops(step, lowered, state, batch) -> float | None:
+def step_flops(step, lowered, *args) -> float | None:
   """Flops of one train step: XLA's cost analysis of the step's HLO before optimisation.
 
   Not the compiled module's: on a GPU that leaves out the convolutions that run as cuDNN custom
@@ -142,7 +142,7 @@ def step_flops(step, lowered, state, batch) -> float | None:
   flops = compiled_flops(lowered)
   if flops is None:
     try:
-      flops = compiled_flops(step.trace(state, batch).lower(lowering_platforms=('cpu',)))
+      flops = compiled_flops(step.trace(*args).lower(lowering_platforms=('cpu',)))
     except Exception:  # noqa: BLE001  (a count for the report only; absent if it cannot be had)
       flops = None
   return flops
@@ -169,17 +169,19 @@ class JaxBench:
     self.batches = [pipeline.host_to_global(b, self.run.sharded) for b in self.host_batches]
     self.state = self.run.state
     start = time.perf_counter()
-    lowered = self.run.train_step.lower(self.state, self.batches[0])
+    self.key = self.run.train_key
+    lowered = self.run.train_step.lower(self.state, self.batches[0], self.key)
     self.compiled = lowered.compile()
     self.compile_s = time.perf_counter() - start
-    self.flops = step_flops(self.run.train_step, lowered, self.state, self.batches[0])
+    self.flops = step_flops(self.run.train_step, lowered, self.state, self.batches[0], self.key)
     self.i = 0
 
   def steps(self, n: int) -> float:
     """Seconds for n steps, device-synchronised."""
     start = time.perf_counter()
     for _ in range(n):
-      self.state, metrics = self.compiled(self.state, self.batches[self.i % len(self.batches)])
+      self.state, metrics = self.compiled(self.state, self.batches[self.i % len(self.batches)],
+                                          self.key)
       self.i += 1
     jax.block_until_ready((self.state, metrics))
     return time.perf_counter() - start
@@ -462,13 +464,9 @@ def report_line(r: dict, device_kind: str) -> str:
 
 def breakdown(method: str, epochs: int, profile_dir: str | None) -> dict:
   """The README's main command (configs/synthetic.py) for `epochs` epochs through the training
-  loop's own calls, timed by part: host batch assembly (`run.batch`, or `run.batch_indices` when
-  the training set lives on the devices), host-to-device (`host_to_global`), step dispatch, the
-  end-of-epoch wait for the device (metrics to floats), evaluation and checkpointing.
-
-  Odd epochs take the loop's path (`Run.train`: device-resident training set, in-step gather),
-  even epochs host batches (the path before it), so one run compares both; each path compiles
-  in its first epoch, reported as such."""
+  loop's own calls, timed by part: host batch assembly (`run.batch`), host-to-device
+  (`host_to_global`), step dispatch, the end-of-epoch wait for the device (metrics to floats),
+  evaluation and checkpointing. The first epoch compiles (or loads) the steps."""
   config = synth_config(method)
   workdir = tempfile.mkdtemp(prefix='step_speed_bd_')
   t0 = time.perf_counter()
@@ -477,9 +475,7 @@ def breakdown(method: str, epochs: int, profile_dir: str | None) -> dict:
   spe = run.steps_per_epoch
   parts = []
   trace = jax.profiler.trace(os.path.join(profile_dir, f'loop_{method}')) if profile_dir else None
-  device_data = getattr(run, 'device_data', None)
   for epoch in range(epochs):
-    on_device = device_data is not None and epoch % 2 == 0
     if trace is not None and epoch == min(1, epochs - 1):
       trace.__enter__()
     t = dict.fromkeys(('batch', 'transfer', 'dispatch', 'sync', 'eval', 'checkpoint'), 0.0)
@@ -487,14 +483,11 @@ def breakdown(method: str, epochs: int, profile_dir: str | None) -> dict:
     epoch_metrics = []
     for step in range(epoch * spe, (epoch + 1) * spe):
       a = time.perf_counter()
-      host = run.batch_indices(step) if on_device else run.batch(step)
+      host = run.batch(step)
       b = time.perf_counter()
       batch = pipeline.host_to_global(host, run.sharded)
       c = time.perf_counter()
-      if on_device:
-        run.state, m = run.indexed_train_step(run.state, device_data, batch)
-      else:
-        run.state, m = run.train_step(run.state, batch)
+      run.state, m = run.train_step(run.state, batch, run.train_key)
       d = time.perf_counter()
       epoch_metrics.append(m)
       t['batch'] += b - a
@@ -508,7 +501,7 @@ def breakdown(method: str, epochs: int, profile_dir: str | None) -> dict:
     checkpoint.save(run.manager, (epoch + 1) * spe, run.state)
     checkpoint.wait(run.manager)
     d = time.perf_counter()
-    t.update(path='device data' if on_device else 'host batches', sync=b - a, eval=c - b,
+    t.update(sync=b - a, eval=c - b,
              checkpoint=d - c, total=d - start,
              load=os.getloadavg()[0])
     parts.append(t)
@@ -526,7 +519,7 @@ def print_breakdown(r: dict) -> None:
   for i, t in enumerate(r['epochs']):
     train_s = t['batch'] + t['transfer'] + t['dispatch'] + t['sync']
     img_s = r['steps_per_epoch'] * r['batch_size'] / train_s
-    print(f"  epoch {i + 1}, {t['path']}{' (compiles)' if i < 2 else ''}: "
+    print(f"  epoch {i + 1}{' (compiles)' if i == 0 else ''}: "
           f"total {t['total']:.2f}s = "
           f"batch {t['batch']:.2f} + host_to_global {t['transfer']:.2f} + step dispatch "
           f"{t['dispatch']:.2f} + wait for device {t['sync']:.2f} + eval {t['eval']:.2f} + "

@@ -101,9 +101,15 @@ def create_samplers(method, data, config) -> dict[str, Any]:
 # ------------------------------------------------------------------------------- steps
 
 def make_train_step(method, config) -> Callable:
-  """train_step(state, batch) -> (state, metrics): augment, loss, one gradient update."""
-  def train_step(state: TrainState, batch: dict):
-    rng = jax.random.fold_in(jax.random.key(config.seed), state.step)
+  """train_step(state, batch, key) -> (state, metrics): augment, loss, one gradient update.
+
+  `key` is the run's training key, `jax.random.key(config.seed)` (`Run.train_key`); each step
+  folds its step number into it. It is an argument, not a constant of the program, so runs that
+  differ only in their seed (the benchmark's seeds) share one compiled step: a later seed loads
+  it from the compilation cache instead of compiling it again.
+  """
+  def train_step(state: TrainState, batch: dict, key: jax.Array):
+    rng = jax.random.fold_in(key, state.step)
     aug_rng, loss_rng = jax.random.split(rng)
     batch = {name: dict(b) for name, b in batch.items()}
     for name, stream in method.streams.items():
@@ -202,8 +208,11 @@ class Run:
       variables = pretrained.load_into(
           config.model, {'params': self.state.params, 'batch_stats': self.state.batch_stats})
       self.state = self.state.replace(**jax.device_put(variables, self.replicated))
+    # The same key as `jax.random.key(config.seed)` computed anywhere, on every device.
+    self.train_key = jax.jit(lambda: jax.random.key(config.seed),
+                             out_shardings=self.replicated)()
     self.train_step = jax.jit(make_train_step(self.method, config),
-                              in_shardings=(self.replicated, self.sharded),
+                              in_shardings=(self.replicated, self.sharded, self.replicated),
                               out_shardings=(self.replicated, self.replicated),
                               donate_argnums=(0,))
     self.predict_step = jax.jit(make_predict_step(self.method),
@@ -324,7 +333,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       log.close()
       guard.stop(step)                        # raises workdir.Preempted
     batch = host_to_global(run.batch(step), run.sharded)
-    run.state, step_metrics = run.train_step(run.state, batch)
+    run.state, step_metrics = run.train_step(run.state, batch, run.train_key)
     epoch_metrics.append(step_metrics)
     bar.update(config.batch_size)
     if (step + 1) % spe:

@@ -133,5 +133,6 @@ def test_comic_trains_with_a_linear_classifier(tmp_path):
   np.testing.assert_array_equal(heads.class_weights(classifier),
                                 np.asarray(classifier['dense']['kernel']).T)
   batch = train.host_to_global(run.batch(run.method.warmup_steps + 1), run.sharded)
-  state, step_metrics = jax.eval_shape(run.train_step, run.state, batch)   # traces every term
+  state, step_metrics = jax.eval_shape(run.train_step, run.state, batch,
+                                         run.train_key)   # traces every term
   assert {'loss', 'head_rlc', 'balanced_corrections'} <= set(step_metrics)

@@ -35,7 +35,7 @@ def test_sharded_step_on_4_devices_equals_1_device(tmp_path):
     state = run.state
     for step in range(3):
       batch = train.host_to_global(run.batch(step), run.sharded)
-      state, m = run.train_step(state, batch)
+      state, m = run.train_step(state, batch, run.train_key)
     assert state.params['backbone']['conv0']['kernel'].sharding.is_fully_replicated
     params[n] = jax.device_get((state.params, state.batch_stats))
     losses[n] = float(m['loss'])
@@ -53,6 +53,20 @@ def three_epochs(tmp_path_factory):
   with contextlib.redirect_stdout(io.StringIO()) as out:
     train.train_and_evaluate(config, workdir)
   return workdir, config, out.getvalue()
+
+
+def test_runs_differing_only_in_seed_share_one_train_step_program(tmp_path):
+  """The seed enters the step as its key argument, not as a constant: the benchmark's seeds
+  compile the step once (later seeds load it from the compilation cache)."""
+  texts = []
+  for seed in (0, 3):
+    run = train.Run(tiny_config(seed=seed), str(tmp_path / f's{seed}'))
+    np.testing.assert_array_equal(jax.random.key_data(run.train_key),
+                                  jax.random.key_data(jax.random.key(seed)))
+    assert run.train_key.sharding.is_fully_replicated
+    batch = train.host_to_global(run.batch(0), run.sharded)
+    texts.append(run.train_step.lower(run.state, batch, run.train_key).as_text())
+  assert texts[0] == texts[1]
 
 
 def test_end_to_end_run_beats_random_scores_and_writes_outputs(three_epochs):
