@@ -69,6 +69,40 @@ def test_runs_differing_only_in_seed_share_one_train_step_program(tmp_path):
   assert texts[0] == texts[1]
 
 
+def _compilations(fn) -> int:
+  """How many XLA compilations (or compilation-cache loads) calling fn() started."""
+  from jax._src import dispatch
+  events = []
+  listener = lambda event, duration, **kwargs: events.append(event)
+  jax.monitoring.register_event_duration_secs_listener(listener)
+  try:
+    fn()
+  finally:
+    jax.monitoring.unregister_event_duration_listener(listener)
+  return events.count(dispatch.BACKEND_COMPILE_EVENT)
+
+
+def test_steps_compiled_ahead_are_not_compiled_again_by_their_first_calls(tmp_path):
+  """compile_ahead compiles the train and predict steps from the state's shapes on a worker
+  thread; the first step and the first evaluation must find them (a shape, dtype or sharding
+  that differs would compile a second program). Without it, the first call compiles."""
+  runs = {ahead: train.Run(tiny_config(), str(tmp_path / str(ahead)), compile_ahead=ahead)
+          for ahead in (False, True)}
+  runs[True].wait_compiled('train')
+  runs[True].wait_compiled('predict')
+  for ahead, run in runs.items():
+    batch = train.host_to_global(run.batch(0), run.sharded)
+
+    def first_step(run=run, batch=batch):
+      run.state, m = run.train_step(run.state, batch, run.train_key)
+      jax.block_until_ready(m)
+
+    assert _compilations(first_step) == (0 if ahead else 1)
+    assert _compilations(run.evaluate) == (0 if ahead else 1)
+  jax.tree.map(np.testing.assert_array_equal, *[jax.device_get(run.state.params)
+                                                for run in runs.values()])
+
+
 def test_end_to_end_run_beats_random_scores_and_writes_outputs(three_epochs):
   workdir, config, printed = three_epochs
   results = _read(workdir, 'results.json')
