@@ -235,7 +235,10 @@ class Run:
     "Speed"). A compiled step is kept by its `jax.jit`, so its first call runs it at once;
     `wait_compiled` waits for it, and raises what compiling raised.
     """
-    batch = host_to_global(self.batch(0), self.sharded)
+    # Global shapes of a batch: each process holds its rows (`host_to_global`).
+    batch = jax.tree.map(lambda v: jax.ShapeDtypeStruct(
+        (v.shape[0] * jax.process_count(), *v.shape[1:]), v.dtype, sharding=self.sharded),
+        self.batch(0))
     x = self.data.x_test
     images = jax.ShapeDtypeStruct((self.config.eval_batch_size, *x.shape[1:]), x.dtype,
                                   sharding=self.sharded)
