@@ -231,7 +231,7 @@ class Run:
 
     XLA compiles a program on one core, so while the main thread compiles and runs the state's
     initialisation the worker compiles the train step: on the project's 2-core machine the
-    README's COMIC command reached its first step ~8 s sooner when nothing was cached (README
+    README's COMIC command reached its first step 5-6.5 s sooner when nothing was cached (README
     "Speed"). A compiled step is kept by its `jax.jit`, so its first call runs it at once;
     `wait_compiled` waits for it, and raises what compiling raised.
     """
