@@ -7,11 +7,12 @@ Runs `python -m comic_jax.main --config=CONFIG --config.method=M --workdir=...` 
 `--repeats` rounds in alternating order, each into a fresh workdir (the persistent compilation
 cache is used as the README's commands use it: run once before timing if it is cold). Before and
 after each command a probe measures the machine: one single-threaded NumPy process per core
-multiplying float32 1024 x 1024 matrices for 2 s, GFLOP/s summed. The project's 2-core machine runs at
-different speeds at different times (the same BCE command took 34.2 s and 24.1 s seven minutes
-apart, with 55.1 and 38.0 CPU seconds), so a wall time means something only beside the probes
-taken with it (a command whose two probes differ much ran across a change of speed). Prints per command its start time, wall and CPU seconds, the run's own training
-rate and the probe; writes `commands.json` to the workdir.
+multiplying float32 1024 x 1024 matrices for 2 s, GFLOP/s summed. The project's 2-core machine
+runs at different speeds at different times (the same BCE command took 34.2 s and 24.1 s seven
+minutes apart, with 55.1 and 38.0 CPU seconds), so a wall time means something only beside the
+probes taken with it (a command whose two probes differ much ran across a change of speed).
+Prints per command its start time, wall and CPU seconds, the run's own training rate and the
+probes; writes `commands.json` to the workdir.
 """
 from __future__ import annotations
 
