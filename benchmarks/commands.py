@@ -29,6 +29,8 @@ import time
 import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+from comic_jax import cli  # noqa: E402  (imports no JAX)
 
 
 def probe_gflops(seconds: float = 2.0, n: int = 1024, processes: int = 1) -> float:
@@ -88,6 +90,8 @@ def main() -> None:
   workdir = os.path.abspath(args.workdir)
   os.makedirs(workdir, exist_ok=True)
   rows = []
+  cpu = cli.local_cpu()
+  print(f"CPU: {cli.describe_cpu({'cpu': cpu, 'cpu_cores': os.cpu_count()})}")
   print(f'{"start":8s}  {"method":10s} {"wall s":>7s} {"user s":>7s} {"sys s":>6s} '
         f'{"train s":>7s} {"img/s":>6s} {"probe before/after GFLOP/s":>26s}', flush=True)
   for r in range(args.repeats):
@@ -109,7 +113,8 @@ def main() -> None:
     print(f'{method}: wall median {np.median(walls):.1f} s (min {min(walls):.1f}, max '
           f'{max(walls):.1f}); probe {min(probes):.1f}-{max(probes):.1f} GFLOP/s')
   with open(os.path.join(workdir, 'commands.json'), 'w') as f:
-    json.dump({'config': args.config, 'machine_cpus': os.cpu_count(), 'runs': rows}, f, indent=2)
+    json.dump({'config': args.config, 'machine_cpus': os.cpu_count(), 'cpu': cpu, 'runs': rows},
+              f, indent=2)
 
 
 if __name__ == '__main__':

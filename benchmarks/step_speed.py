@@ -556,6 +556,7 @@ def main(argv=None) -> None:
   print(f'JAX {jax.__version__} on {device.device_kind} ({jax.default_backend()}), '
         f'{os.cpu_count()} CPU cores, load average {os.getloadavg()}, freed memory '
         f'{"kept" if kept else "returned (malloc defaults)"}')
+  print(f'CPU: {cli.describe_cpu(cli.machine_description())}')
   if args.breakdown:
     for method in args.methods.split(','):
       print_breakdown(breakdown(method, args.breakdown, args.profile or None))
