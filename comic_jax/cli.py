@@ -194,5 +194,6 @@ def describe_cpu(machine: dict) -> str:
   2 cores, avx2 fma avx512f avx512_vnni avx512_bf16'."""
   cpu = machine['cpu']
   ids = ' '.join(f'{k} {cpu[k]}' for k in ('family', 'model') if k in cpu)
+  features = ' '.join(cpu.get('features', [])) or 'no listed features'
   return (f"{cpu.get('model_name') or 'unknown CPU'}{f' ({ids})' if ids else ''}, "
-          f"{machine['cpu_cores']} cores, {' '.join(cpu.get('features', [])) or 'no listed features'}")
+          f"{machine['cpu_cores']} cores, {features}")

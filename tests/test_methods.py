@@ -75,12 +75,12 @@ def test_lws_learns_only_scales_and_keeps_per_class_ap(tmp_path, bce_run):
   # two neighbouring scores equal (seen on one of this project's machines: two probabilities 1 ulp
   # apart, 0.03765999 and 0.03766001, both 0.06217807 after scaling), and AP counts tied scores
   # as one threshold; so each class's AP is that of stage 1's scores with LWS's ties merged.
-  def test_probabilities(run_config, workdir, name):
+  def probabilities(run_config, workdir, name):
     run = train.Run(run_config, workdir)
     run.restore()
     return run.predict(np.asarray(run.data.x_test))[name], run.data.y_test
-  p_bce, y = test_probabilities(tiny_config(num_epochs=1), stage1, 'BCE')
-  p_lws, _ = test_probabilities(config, str(tmp_path / 'lws'), 'LWS')
+  p_bce, y = probabilities(tiny_config(num_epochs=1), stage1, 'BCE')
+  p_lws, _ = probabilities(config, str(tmp_path / 'lws'), 'LWS')
   ap_lws, ap_bce = _per_class(str(tmp_path / 'lws'), 'LWS'), _per_class(stage1, 'BCE')
   for c in range(y.shape[1]):
     order = np.argsort(-p_bce[:, c], kind='mergesort')
