@@ -91,7 +91,7 @@ def main() -> None:
   os.makedirs(workdir, exist_ok=True)
   rows = []
   cpu = cli.local_cpu()
-  print(f"CPU: {cli.describe_cpu({'cpu': cpu, 'cpu_cores': os.cpu_count()})}")
+  print(f'CPU: {cli.describe_cpu(cpu, os.cpu_count())}')
   print(f'{"start":8s}  {"method":10s} {"wall s":>7s} {"user s":>7s} {"sys s":>6s} '
         f'{"train s":>7s} {"img/s":>6s} {"probe before/after GFLOP/s":>26s}', flush=True)
   for r in range(args.repeats):

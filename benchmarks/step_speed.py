@@ -556,7 +556,7 @@ def main(argv=None) -> None:
   print(f'JAX {jax.__version__} on {device.device_kind} ({jax.default_backend()}), '
         f'{os.cpu_count()} CPU cores, load average {os.getloadavg()}, freed memory '
         f'{"kept" if kept else "returned (malloc defaults)"}')
-  print(f'CPU: {cli.describe_cpu(cli.machine_description())}')
+  print(f'CPU: {cli.describe_cpu(cli.local_cpu(), os.cpu_count())}')
   if args.breakdown:
     for method in args.methods.split(','):
       print_breakdown(breakdown(method, args.breakdown, args.profile or None))

@@ -159,7 +159,7 @@ def cpu_description(cpuinfo: str) -> dict:
 
 def machine_description() -> dict:
   """What a run's numbers depend on beyond its config: the software's versions, JAX's devices
-  and the CPU (written to the workdir as `environment.json`; the benchmarks print it). The same
+  and the CPU (written to the workdir as `environment.json`; the benchmarks print the CPU). The same
   config on the same software gives the same results to the last digit on the same CPU type,
   and digits that differ from the second decimal on another one (docs/architecture.md)."""
   import platform
@@ -189,11 +189,10 @@ def local_cpu() -> dict:
     return {'model_name': platform.processor() or platform.machine()}
 
 
-def describe_cpu(machine: dict) -> str:
-  """One line naming the CPU of `machine_description()`, e.g. 'AMD EPYC (family 25 model 17),
-  2 cores, avx2 fma avx512f avx512_vnni avx512_bf16'."""
-  cpu = machine['cpu']
+def describe_cpu(cpu: dict, cores: int) -> str:
+  """One line naming a CPU of `local_cpu()`, e.g. 'AMD EPYC (family 25 model 17), 2 cores,
+  avx2 fma avx512f avx512_vnni avx512_bf16'."""
   ids = ' '.join(f'{k} {cpu[k]}' for k in ('family', 'model') if k in cpu)
   features = ' '.join(cpu.get('features', [])) or 'no listed features'
   return (f"{cpu.get('model_name') or 'unknown CPU'}{f' ({ids})' if ids else ''}, "
-          f"{machine['cpu_cores']} cores, {features}")
+          f"{cores} cores, {features}")

@@ -79,7 +79,7 @@ def test_lws_learns_only_scales_and_keeps_per_class_ap(tmp_path, bce_run):
     run = train.Run(run_config, workdir)
     run.restore()
     return run.predict(np.asarray(run.data.x_test))[name], run.data.y_test
-  p_bce, y = probabilities(tiny_config(num_epochs=1), stage1, 'BCE')
+  p_bce, y = probabilities(bce_run[1], stage1, 'BCE')
   p_lws, _ = probabilities(config, str(tmp_path / 'lws'), 'LWS')
   ap_lws, ap_bce = _per_class(str(tmp_path / 'lws'), 'LWS'), _per_class(stage1, 'BCE')
   for c in range(y.shape[1]):

@@ -297,7 +297,6 @@ def test_the_cpu_is_read_from_the_first_processor_of_cpuinfo():
   cpu = cli.cpu_description(CPUINFO)
   assert cpu == {'model_name': 'AMD EPYC 9R14', 'vendor': 'AuthenticAMD', 'family': 25,
                  'model': 17, 'stepping': 1, 'features': ['avx2', 'fma', 'avx512f', 'avx512_bf16']}
-  machine = {'cpu': cpu, 'cpu_cores': 2}
-  assert cli.describe_cpu(machine) == ('AMD EPYC 9R14 (family 25 model 17), 2 cores, '
-                                       'avx2 fma avx512f avx512_bf16')
+  assert cli.describe_cpu(cpu, 2) == ('AMD EPYC 9R14 (family 25 model 17), 2 cores, '
+                                      'avx2 fma avx512f avx512_bf16')
   assert cli.cpu_description('') == {'model_name': '', 'vendor': '', 'features': []}
