@@ -100,3 +100,37 @@ def test_runs_write_tensorboard_event_files_with_the_logged_numbers(comic_traine
   schedule = optax.cosine_decay_schedule(config.optim.learning_rate, log[-1]['step'])
   np.testing.assert_allclose([v for _, v in scalars['learning_rate']],
                              [schedule(line['step'] - 1) for line in log], rtol=1e-5)
+
+
+def _signature(function):
+  """The parameter names of a function, without `self`."""
+  import inspect
+  return [p for p in inspect.signature(function).parameters if p != 'self']
+
+
+def test_every_registered_method_has_the_method_interface(bce_run):
+  """Each registered method's object has every member of `registry.Method`, with the protocol's
+  parameter names (the training loop calls them by position), and streams / report_names of the
+  documented types."""
+  rng = np.random.default_rng(0)
+  y = (rng.random((40, 4)) < 0.4).astype(np.float32)
+  members = [n for n in vars(registry.Method) if not n.startswith('_')]
+  functions = [n for n in members if callable(getattr(registry.Method, n))]
+  assert set(functions) == {'init', 'loss', 'predict', 'epoch_summary'}
+  assert set(registry.Method.__annotations__) == {'streams', 'report_names'}
+  for name in registry.names():
+    config = tiny_config(method=name, **{'baselines.lws.stage1_workdir': bce_run[0]})
+    method = registry.create_method(config, y, 2, ['a', 'b', 'c', 'd'])
+    assert isinstance(method, registry.Method), name
+    for function in functions:
+      assert _signature(getattr(method, function)) == _signature(
+          getattr(registry.Method, function)), (name, function)
+    assert method.streams and all(isinstance(s, StreamSpec) for s in method.streams.values())
+    assert 'main' in method.streams, name
+    assert isinstance(method.report_names, tuple) and method.report_names, name
+    assert all(isinstance(n, str) for n in method.report_names), name
+  # A method object without one of the members is not a Method.
+  class NoSummary:
+    streams, report_names = registry.MAIN, ('X',)
+    init = loss = predict = lambda self, *args: None
+  assert not isinstance(NoSummary(), registry.Method)

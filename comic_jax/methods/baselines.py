@@ -55,6 +55,10 @@ class SingleBranch:
     out = self.network.apply({'params': params, 'batch_stats': batch_stats}, images, train=False)
     return {self.report_names[0]: out['logits']}
 
+  def epoch_summary(self, method_state) -> dict:
+    del method_state
+    return {}
+
 
 def _counts(observed_labels) -> np.ndarray:
   return np.asarray(observed_labels).sum(0).astype(np.float32)
