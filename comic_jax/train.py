@@ -406,8 +406,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       if last:
         results, per_class = run.evaluate()
         line['eval'] = results
-      if hasattr(run.method, 'epoch_summary'):
-        line.update(run.method.epoch_summary(jax.device_get(run.state.method_state)))
+      line.update(run.method.epoch_summary(jax.device_get(run.state.method_state)))
       log.write(line)
       shown = [(split, r) for split, r in (('val', val_results), ('test', results if last else
                                                                    None)) if r is not None]
