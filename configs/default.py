@@ -240,8 +240,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.keep_checkpoints = 2           # keep the last N checkpoints
   config.num_devices = 0                # 0: all devices; N: the first N (single process only)
   config.cpu_devices = 1                # CPU only: split the host CPU into N devices (data parallel;
-                                        # cli.use_cpu_devices); GPUs / TPUs are unaffected
+                                        # runtime.use_cpu_devices); GPUs / TPUs are unaffected
   config.progress_bar = True            # tqdm bar with img/s and ETA (process 0 only)
   config.compilation_cache = True       # keep compiled steps in <data.cache_dir>/xla: a later run
-                                        # of the same recipe skips compiling (cli.py)
+                                        # of the same recipe skips compiling (runtime.py)
   return config

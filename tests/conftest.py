@@ -32,10 +32,10 @@ sys.path.insert(0, ROOT)
 
 import pytest  # noqa: E402
 
-from comic_jax import cli  # noqa: E402
+from comic_jax import runtime  # noqa: E402
 
 # As the training commands do: XLA's per-step buffers reuse the heap (the tests train a lot).
-cli.keep_freed_memory()
+runtime.keep_freed_memory()
 
 SHARED_DATA = os.path.join(os.path.dirname(ROOT), 'shared', 'data')
 
