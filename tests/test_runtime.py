@@ -61,6 +61,7 @@ def test_use_cpu_devices_splits_the_cpu_before_jax_starts(monkeypatch, capsys):
   config = tiny_config(cpu_devices=2)
   assert 'xla_force_host_platform_device_count' in os.environ['XLA_FLAGS']
   assert runtime.use_cpu_devices(config) == 0          # the tests' 4 fake devices stay
+  assert jax.device_count() == 4                   # JAX has started in this process
   monkeypatch.delenv('XLA_FLAGS')
   capsys.readouterr()
   assert runtime.use_cpu_devices(config) == 0          # too late: JAX runs here already
