@@ -26,7 +26,7 @@ import optax
 from flax.training import train_state
 import tqdm
 
-from comic_jax import checkpoint, cli, features, metrics, optim, writers
+from comic_jax import checkpoint, features, machine, metrics, optim, writers
 from comic_jax import workdir as workdir_lib
 from comic_jax.data import augment, longtail, pipeline, samplers, sources
 from comic_jax.data.pipeline import host_to_global, train_batch
@@ -316,7 +316,7 @@ class Run:
       return
     workdir_lib.write_json(self.path('results.json'), writers.json_safe(results), indent=2)
     # The machine the numbers were computed on (their last digits depend on the CPU type).
-    workdir_lib.write_json(self.path('environment.json'), cli.machine_description(), indent=2)
+    workdir_lib.write_json(self.path('environment.json'), machine.machine_description(), indent=2)
     if val_results is not None:
       workdir_lib.write_json(self.path('val_results.json'), writers.json_safe(val_results),
                              indent=2)

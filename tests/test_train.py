@@ -11,7 +11,7 @@ import numpy as np
 import optax
 import pytest
 
-from comic_jax import cli, metrics, optim, train
+from comic_jax import machine, metrics, optim, train
 from comic_jax import workdir as wd
 from comic_jax.data import sources
 from comic_jax.errors import UserError
@@ -123,7 +123,7 @@ def test_end_to_end_run_beats_random_scores_and_writes_outputs(three_epochs):
   assert _read(workdir, 'config.json')['num_epochs'] == 3
   environment = _read(workdir, 'environment.json')    # the machine behind the numbers
   assert (environment['jax'], environment['devices']) == (jax.__version__, jax.device_count())
-  assert environment['cpu'] == cli.local_cpu() and environment['cpu_cores'] == os.cpu_count()
+  assert environment['cpu'] == machine.local_cpu() and environment['cpu_cores'] == os.cpu_count()
   assert 'BCE' in printed                         # the final table is printed
   # --mode=eval on the finished run reproduces the final metrics.
   evaluated = train.evaluate(config, workdir)
@@ -276,27 +276,3 @@ def test_test_probabilities_reuse_the_last_test_evaluation(tmp_path):
                                    run.config.eval_batch_size, run.sharded)
   np.testing.assert_array_equal(again['BCE'], expected['BCE'])
   assert not np.allclose(again['BCE'], reused['BCE'])
-
-
-CPUINFO = """processor\t: 0
-vendor_id\t: AuthenticAMD
-cpu family\t: 25
-model\t\t: 17
-model name\t: AMD EPYC 9R14
-stepping\t: 1
-flags\t\t: fpu sse2 avx2 fma avx512f avx512bw avx512_bf16 sha_ni
-
-processor\t: 1
-vendor_id\t: GenuineIntel
-model name\t: another CPU
-flags\t\t: amx_tile
-"""
-
-
-def test_the_cpu_is_read_from_the_first_processor_of_cpuinfo():
-  cpu = cli.cpu_description(CPUINFO)
-  assert cpu == {'model_name': 'AMD EPYC 9R14', 'vendor': 'AuthenticAMD', 'family': 25,
-                 'model': 17, 'stepping': 1, 'features': ['avx2', 'fma', 'avx512f', 'avx512_bf16']}
-  assert cli.describe_cpu(cpu, 2) == ('AMD EPYC 9R14 (family 25 model 17), 2 cores, '
-                                      'avx2 fma avx512f avx512_bf16')
-  assert cli.cpu_description('') == {'model_name': '', 'vendor': '', 'features': []}
