@@ -40,14 +40,22 @@ runtime.keep_freed_memory()
 SHARED_DATA = os.path.join(os.path.dirname(ROOT), 'shared', 'data')
 
 
-def load_benchmark(name: str):
-  """The script `benchmarks/<name>.py` as a module (the benchmarks are scripts, not a package)."""
+def _load_script(folder: str, name: str):
   import importlib.util
-  spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, 'benchmarks',
-                                                                   f'{name}.py'))
+  spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, folder, f'{name}.py'))
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   return module
+
+
+def load_benchmark(name: str):
+  """The script `benchmarks/<name>.py` as a module (the benchmarks are scripts, not a package)."""
+  return _load_script('benchmarks', name)
+
+
+def load_tool(name: str):
+  """The script `tools/<name>.py` as a module (the tools are scripts, not a package)."""
+  return _load_script('tools', name)
 
 
 def assert_one_line(excinfo, *fragments):
