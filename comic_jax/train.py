@@ -332,7 +332,7 @@ class Run:
 
 
 def trained_line(images: int, seconds: float) -> str:
-  """The line a finished run prints about its training rate (`benchmarks/commands.py` reads it)."""
+  """The line a finished run prints about its training rate (`tools/commands.py` reads it)."""
   return (f'trained {images} images in {seconds:.1f}s ({images / seconds:.0f} img/s, '
           'first-step compile included)')
 
