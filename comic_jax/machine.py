@@ -3,7 +3,6 @@ the CPU (`machine_description`, written to the workdir as `environment.json`; th
 print `describe_cpu(local_cpu(), cores)`)."""
 import os
 
-
 # CPU features that change which kernels XLA:CPU (and its YNNPACK / oneDNN libraries) pick, and
 # so the order in which floats are summed: the same run gives other digits on another CPU type.
 CPU_FEATURES = ('avx2', 'fma', 'avx512f', 'avx512_vnni', 'avx512_bf16', 'avx512_fp16',
@@ -36,6 +35,7 @@ def machine_description() -> dict:
   config on the same software gives the same results to the last digit on the same CPU type,
   and digits that differ from the second decimal on another one (docs/architecture.md)."""
   import platform
+
   import flax
   import jax
   import jaxlib

@@ -70,6 +70,7 @@ def use_compilation_cache(config) -> str | None:
   if not config.compilation_cache:
     return None
   import jax
+
   from comic_jax.data import splits
   path = os.path.join(splits.cache_dir(config.data.cache_dir), 'xla')
   jax.config.update('jax_compilation_cache_dir', path)

@@ -118,6 +118,7 @@ def comic_run(tmp_path_factory):
   every float of the method state (energies, class means) moved off its initial value, then
   checkpointed and evaluated as a finished run is."""
   import jax
+
   from comic_jax import checkpoint, train
   workdir = str(tmp_path_factory.mktemp('comic_run'))
   config = tiny_config(method='comic', num_epochs=1, **COMIC_TINY)

@@ -1,7 +1,6 @@
 """The machine description (machine.py): the CPU read from /proc/cpuinfo, named in one line."""
 from comic_jax import machine
 
-
 CPUINFO = """processor\t: 0
 vendor_id\t: AuthenticAMD
 cpu family\t: 25

@@ -80,8 +80,9 @@ def _tensorboard_scalars(workdir):
 def test_runs_write_tensorboard_event_files_with_the_logged_numbers(comic_trained):
   workdir, config = comic_trained          # a finished 2-epoch COMIC run (conftest.py)
   scalars = _tensorboard_scalars(workdir)
-  log = [json.loads(l) for l in open(os.path.join(workdir, 'metrics.jsonl'))]
-  for tag, key in (('train/loss', ('train', 'loss')), ('val/COMIC/total', ('val', 'COMIC', 'total')),
+  log = [json.loads(line) for line in open(os.path.join(workdir, 'metrics.jsonl'))]
+  for tag, key in (('train/loss', ('train', 'loss')),
+                   ('val/COMIC/total', ('val', 'COMIC', 'total')),
                    ('eval/COMIC/total', ('eval', 'COMIC', 'total')),     # the last line only
                    ('train/kappa_head', ('train', 'kappa_head')),
                    ('rlc/balanced/corrections', ('rlc', 'balanced', 'corrections'))):

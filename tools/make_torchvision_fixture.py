@@ -36,6 +36,7 @@ import torchvision
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 from comic_jax.models import torch_checkpoint  # noqa: E402  (NumPy only at import)
+
 sys.path.insert(0, os.path.join(ROOT, 'tests'))
 from random_weights import random_torchvision_state_dict  # noqa: E402  (NumPy only)
 

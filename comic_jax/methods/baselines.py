@@ -6,7 +6,6 @@ factory; LWS (two stages) lives in `lws.py`, COMIC in `comic.py`.
 """
 from __future__ import annotations
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 

@@ -20,6 +20,7 @@ from comic_jax.errors import require
 from comic_jax.models import backbones
 from comic_jax.models.torch_checkpoint import some_names
 
+
 def _as_path(path) -> Tuple[str, ...]:
   if isinstance(path, str):
     return tuple(p for p in path.split('/') if p)

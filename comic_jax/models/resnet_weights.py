@@ -92,7 +92,8 @@ def resnet_variables_from_torch(state_dict: Mapping[str, Any], depth: Union[int,
   require(not unexpected, f'unexpected key(s) in the ResNet-{depth} state dict: '
                           f'{some_names(unexpected)} {hint}')
   missing = [k for k in expected if k not in state_dict]
-  require(not missing, f'missing key(s) in the ResNet-{depth} state dict: {some_names(missing)} {hint}')
+  require(not missing, f'missing key(s) in the ResNet-{depth} state dict: {some_names(missing)} '
+                       f'{hint}')
   variables: Dict[str, Dict[str, Any]] = {'params': {}, 'batch_stats': {}}
   for key, (shape, collection, flax_path) in expected.items():
     value = np.asarray(state_dict[key])
