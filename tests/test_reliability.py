@@ -17,7 +17,7 @@ import time
 import numpy as np
 import pytest
 
-from comic_jax import checkpoint, train, workdir as wd
+from comic_jax import train, workdir as wd
 from comic_jax.data import sources, splits
 from comic_jax.errors import UserError
 from conftest import ROOT, assert_one_line, tiny_config
@@ -263,17 +263,6 @@ def test_image_cache_notices_replaced_and_damaged_images(tmp_path):
 
 # ----------------------------------------------------------------------------- config values
 
-@pytest.mark.parametrize('field,value,fragment', [
-    ('optim.warmup_epochs', float('inf'), 'config.optim.warmup_epochs=inf must be a finite'),
-    ('optim.b1', float('nan'), 'config.optim.b1=nan must be a finite number'),
-    ('optim.b2', 2.0, 'config.optim.b2=2.0 must be in [0, 1)'),
-])
-def test_bad_optimizer_values_are_named(field, value, fragment):
-  with pytest.raises(UserError) as e:
-    train.validate_config(tiny_config(**{field: value}))
-  assert_one_line(e, fragment)
-
-
 # ----------------------------------------------------------------------------- the workdir
 
 @pytest.fixture(scope='module')
@@ -334,19 +323,6 @@ def test_workdir_problems_are_refused_and_nothing_changes(tmp_path, trained, cas
   assert _snapshot(workdir) == before
 
 
-def test_a_stale_lock_of_a_dead_process_is_taken_over(tmp_path, capsys):
-  dead = subprocess.Popen([PY, '-c', 'pass'])
-  dead.wait()
-  workdir = tmp_path / 'w'
-  workdir.mkdir()
-  (workdir / 'lock').write_text(json.dumps({'pid': dead.pid, 'host': socket.gethostname()}))
-  wd.acquire_lock(str(workdir))
-  assert json.loads((workdir / 'lock').read_text())['pid'] == os.getpid()
-  assert f'took over the lock of pid {dead.pid} (gone)' in capsys.readouterr().err
-  wd.release_lock(str(workdir))
-  assert not (workdir / 'lock').exists()
-
-
 def test_eval_of_a_missing_or_empty_workdir_creates_nothing(tmp_path):
   with pytest.raises(UserError) as e:
     train.evaluate(tiny_config(), str(tmp_path / 'absent'))
@@ -357,25 +333,6 @@ def test_eval_of_a_missing_or_empty_workdir_creates_nothing(tmp_path):
     train.evaluate(tiny_config(), str(tmp_path / 'empty'))
   assert_one_line(e, 'has no checkpoint to evaluate; train first')
   assert os.listdir(tmp_path / 'empty') == []
-
-
-def test_metrics_log_with_a_partial_last_line_is_repaired(tmp_path, capsys):
-  path = tmp_path / 'metrics.jsonl'
-  path.write_text('{"step": 4, "epoch": 1}\n{"step": 8, "epoch": 2}\n{"step": 12, "ep')
-  wd.rewrite_metrics_log(str(path), max_step=8)
-  assert [json.loads(l)['step'] for l in path.read_text().splitlines()] == [4, 8]
-  assert 'dropped 1 unreadable line(s) (line 3' in capsys.readouterr().err
-
-
-def test_unwritable_checkpoints_end_in_one_line(tmp_path, monkeypatch):
-  manager = checkpoint.create_manager(str(tmp_path), keep=1)
-
-  def refuse(*args, **kwargs):
-    raise PermissionError(13, 'Permission denied')
-  monkeypatch.setattr(manager, 'save', refuse)
-  with pytest.raises(UserError) as e:
-    checkpoint.save(manager, 3, {'w': np.zeros(2)})
-  assert_one_line(e, 'cannot write the checkpoint of step 3', 'Permission denied', 'rerun')
 
 
 # ----------------------------------------------------------------------------- faults
