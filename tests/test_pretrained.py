@@ -74,3 +74,26 @@ def test_load_into_every_comic_branch_or_a_standalone_backbone(tmp_path):
     pretrained.load_into(types.SimpleNamespace(backbone='small_cnn', pretrained=path), comic)
   with pytest.raises(UserError, match='is this a torchvision/timm ResNet-34'):
     pretrained.load_into(types.SimpleNamespace(backbone='resnet34', pretrained=path), comic)
+
+
+def test_each_backbone_reads_its_published_weights_with_its_own_loader(tmp_path, monkeypatch):
+  """'imagenet' and the backbone's name both load the published weights (here a ResNet-18's
+  torchvision file, replaced by a local one: no network), through BACKBONES[name].load_weights."""
+  import types
+  sd = random_torchvision_state_dict(18, seed=2)
+  path = str(tmp_path / 'resnet18-00000000.npz')
+  np.savez(path, **sd)
+  calls = []
+
+  def fetch(arch, cache_dir=None):
+    calls.append((arch, cache_dir))
+    return path
+  monkeypatch.setattr(resnet_weights, 'fetch_torchvision_weights', fetch)
+  pre = resnet_weights.resnet_variables_from_torch(sd, 18)
+  zeros = jax.tree.map(np.zeros_like, pre)
+  for source in ('imagenet', 'resnet18', 'torchvision'):
+    config = types.SimpleNamespace(backbone='small_cnn' if source == 'resnet18' else 'resnet18',
+                                   pretrained=source)
+    out = pretrained.load_into(config, zeros, cache_dir='cache')
+    jax.tree.map(np.testing.assert_array_equal, out, pre)
+  assert calls == [('resnet18', 'cache')] * 3
