@@ -76,7 +76,7 @@ def _assert_cli_error(result, *fragments):
   lines = result.stderr.strip().splitlines()
   assert 'Traceback' not in result.stderr, result.stderr
   assert lines[-1].startswith('error: '), result.stderr
-  errors = [l for l in lines if l.startswith('error: ')]
+  errors = [line for line in lines if line.startswith('error: ')]
   assert len(errors) == 1
   for fragment in fragments:
     assert fragment in lines[-1], (fragment, lines[-1])
@@ -177,8 +177,8 @@ def test_classes_without_test_or_observed_positives_warn(tmp_path, capsys):
   err = capsys.readouterr().err.splitlines()
   assert ('warning: 1 class(es) (class_2) have no test positive: they are left out of mAP'
           in err), err
-  assert any(l.startswith('warning: 1 class(es) (class_1) have no observed training positive')
-             for l in err), err
+  assert any(line.startswith('warning: 1 class(es) (class_1) have no observed training positive')
+             for line in err), err
 
 
 # ----------------------------------------------------------------------------- label files
@@ -236,8 +236,9 @@ def test_test_labels_with_columns_in_another_order_are_refused(tmp_path):
 # ----------------------------------------------------------------------------- image cache
 
 def test_image_cache_notices_replaced_and_damaged_images(tmp_path):
-  from comic_jax.data import images
   from PIL import Image
+
+  from comic_jax.data import images
   root = _folder(tmp_path)
   config = _folder_config(tmp_path, root)
   first = np.array(sources.load_dataset(config.data).x_train)
@@ -340,7 +341,7 @@ def test_eval_of_a_missing_or_empty_workdir_creates_nothing(tmp_path):
 def _results(workdir):
   with open(os.path.join(workdir, 'results.json')) as f:
     results = json.load(f)
-  steps = [l['step'] for l in wd.read_metrics_log(os.path.join(workdir, 'metrics.jsonl'))]
+  steps = [entry['step'] for entry in wd.read_metrics_log(os.path.join(workdir, 'metrics.jsonl'))]
   return results, steps
 
 
@@ -356,7 +357,7 @@ def test_unreadable_latest_checkpoint_falls_back_to_the_previous_one(tmp_path, t
         f.truncate(os.path.getsize(f.name) // 3)
   capsys.readouterr()
   train.train_and_evaluate(config, resumed)
-  err = [l for l in capsys.readouterr().err.splitlines() if l.startswith('warning:')]
+  err = [line for line in capsys.readouterr().err.splitlines() if line.startswith('warning:')]
   assert len(err) == 1 and 'checkpoint of step 8 is unreadable' in err[0], err
   assert 'falling back to step 4' in err[0]
   assert os.path.isdir(os.path.join(resumed, 'checkpoints', 'unreadable_8'))   # kept, not lost
@@ -457,7 +458,7 @@ def test_cli_sigterm_saves_a_checkpoint_and_says_so(tmp_path, command):
   step = int(last.split()[3])
   assert step in [int(n) for n in os.listdir(ckpt) if n.isdigit()]
   assert not (workdir / 'lock').exists()
-  assert all(l['step'] <= step for l in wd.read_metrics_log(str(workdir / 'metrics.jsonl')))
+  assert all(entry['step'] <= step for entry in wd.read_metrics_log(str(workdir / 'metrics.jsonl')))
 
 
 def test_an_unreadable_feature_cache_is_computed_again(tmp_path, capsys):

@@ -249,8 +249,9 @@ def test_pasl_trains_on_npz_with_known_negatives(tmp_path, capsys):
                                 'batch_size': 16, 'eval_batch_size': 16, 'num_epochs': 2})
   train.train_and_evaluate(config, str(tmp_path / 'run'))
   assert 'known negatives' in capsys.readouterr().out
-  lines = [json.loads(l) for l in (tmp_path / 'run' / 'metrics.jsonl').read_text().splitlines()]
-  assert [l['epoch'] for l in lines] == [1, 2] and np.isfinite(lines[-1]['train']['loss'])
+  text = (tmp_path / 'run' / 'metrics.jsonl').read_text()
+  lines = [json.loads(line) for line in text.splitlines()]
+  assert [entry['epoch'] for entry in lines] == [1, 2] and np.isfinite(lines[-1]['train']['loss'])
   assert 'P-ASL' in lines[-1]['eval'] and 'P-ASL' in lines[-1]['val']
   with open(tmp_path / 'run' / 'results.json') as f:
     results = json.load(f)
