@@ -15,8 +15,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from configs import synthetic  # noqa: E402
 from comic_jax import train  # noqa: E402
+from configs import synthetic  # noqa: E402
 
 
 def run(workdir, **overrides):
@@ -26,7 +26,7 @@ def run(workdir, **overrides):
   train.train_and_evaluate(config, workdir)
   total = time.time() - start
   with open(os.path.join(workdir, 'metrics.jsonl')) as f:
-    lines = [json.loads(l) for l in f]
+    lines = [json.loads(line) for line in f]
   # The last epoch's rate excludes compilation.
   return total, lines[-1]['train_img_per_sec'], lines[-1]['eval']['COMIC']['total']
 
@@ -42,7 +42,6 @@ def main():
             'num_epochs': args.epochs, 'progress_bar': False, 'eval_batch_size': 250}
   with tempfile.TemporaryDirectory() as tmp:
     e2e_total, e2e_rate, e2e_map = run(os.path.join(tmp, 'e2e'), **common)
-    start = time.time()
     cache_total, cache_rate, cache_map = run(
         os.path.join(tmp, 'cache'), **common, **{'model.backbone_trainable': False,
                                                   'model.feature_cache': True,
@@ -54,8 +53,8 @@ def main():
         '(extraction included)')
   print(f'  speed-up per training epoch x{cache_rate / e2e_rate:.1f}; whole run '
         f'x{e2e_total / cache_total:.1f}')
-  print(f'  (COMIC mAP after {args.epochs} epochs: end to end {e2e_map:.2f}, cached {cache_map:.2f};'
-        ' random weights, so only the speeds mean something here)')
+  print(f'  (COMIC mAP after {args.epochs} epochs: end to end {e2e_map:.2f}, cached '
+        f'{cache_map:.2f}; random weights, so only the speeds mean something here)')
 
 
 if __name__ == '__main__':

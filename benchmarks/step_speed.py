@@ -52,8 +52,7 @@ sys.path.insert(0, ROOT)
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
-from comic_jax import checkpoint, cli, train  # noqa: E402
-from comic_jax import workdir as workdir_lib  # noqa: E402
+from comic_jax import checkpoint, machine, runtime, train, workdir as workdir_lib  # noqa: E402
 from comic_jax.data import pipeline  # noqa: E402
 from configs import synthetic  # noqa: E402
 
@@ -543,12 +542,12 @@ def main(argv=None) -> None:
   parser.add_argument('--no-torch', action='store_true', help='JAX only')
   parser.add_argument('--malloc-defaults', action='store_true',
                       help="keep glibc's malloc defaults (by default the process keeps freed "
-                      'memory, as the training commands do: cli.keep_freed_memory)')
+                      'memory, as the training commands do: runtime.keep_freed_memory)')
   parser.add_argument('--profile', default='', help='directory for jax.profiler traces')
   parser.add_argument('--breakdown', type=int, default=0,
                       help='instead: time the training loop by part over this many epochs')
   args = parser.parse_args(argv)
-  kept = False if args.malloc_defaults else cli.keep_freed_memory()   # both frameworks alike
+  kept = False if args.malloc_defaults else runtime.keep_freed_memory()   # both frameworks alike
   if args.threads == 1:   # before the CPU backend starts (jax.devices() below)
     os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') + ' --xla_cpu_multi_thread_eigen'
                                '=false intra_op_parallelism_threads=1')
@@ -556,7 +555,7 @@ def main(argv=None) -> None:
   print(f'JAX {jax.__version__} on {device.device_kind} ({jax.default_backend()}), '
         f'{os.cpu_count()} CPU cores, load average {os.getloadavg()}, freed memory '
         f'{"kept" if kept else "returned (malloc defaults)"}')
-  print(f'CPU: {cli.describe_cpu(cli.local_cpu(), os.cpu_count())}')
+  print(f'CPU: {machine.describe_cpu(machine.local_cpu(), os.cpu_count())}')
   if args.breakdown:
     for method in args.methods.split(','):
       print_breakdown(breakdown(method, args.breakdown, args.profile or None))

@@ -37,7 +37,7 @@ from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 import numpy as np  # noqa: E402
 
-from comic_jax import cli  # noqa: E402
+from comic_jax import cli, runtime  # noqa: E402
 from comic_jax.errors import UserError, require  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -313,9 +313,9 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
   logging.set_verbosity(logging.WARNING)
-  cli.keep_freed_memory()   # XLA's per-step buffers reuse the heap (cli.keep_freed_memory)
-  cli.use_cpu_devices(FLAGS.config)         # before JAX starts; every run shares the split
-  cli.use_compilation_cache(FLAGS.config)   # every run of a recipe after the first skips compiling
+  runtime.keep_freed_memory()   # XLA's per-step buffers reuse the heap
+  runtime.use_cpu_devices(FLAGS.config)         # before JAX starts; every run shares the split
+  runtime.use_compilation_cache(FLAGS.config)   # a recipe's later runs skip compiling
   from comic_jax import plots
   from comic_jax.methods import registry
   from comic_jax.workdir import Preempted

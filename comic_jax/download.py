@@ -1,6 +1,6 @@
 """The one checksummed download of the package (published id lists, torchvision weights).
 
-Only the standard library: `models/pretrained.py` stays importable without JAX.
+Only the standard library: `models/resnet_weights.py` stays importable without JAX.
 """
 from __future__ import annotations
 

@@ -6,7 +6,6 @@ labels every parameter with one of `networks.PARAM_GROUPS`.
 """
 from __future__ import annotations
 
-
 import jax
 import optax
 

@@ -26,7 +26,7 @@ import optax
 from flax.training import train_state
 import tqdm
 
-from comic_jax import checkpoint, cli, features, metrics, optim, writers
+from comic_jax import checkpoint, features, machine, metrics, optim, writers
 from comic_jax import workdir as workdir_lib
 from comic_jax.data import augment, longtail, pipeline, samplers, sources
 from comic_jax.data.pipeline import host_to_global, train_batch
@@ -316,7 +316,7 @@ class Run:
       return
     workdir_lib.write_json(self.path('results.json'), writers.json_safe(results), indent=2)
     # The machine the numbers were computed on (their last digits depend on the CPU type).
-    workdir_lib.write_json(self.path('environment.json'), cli.machine_description(), indent=2)
+    workdir_lib.write_json(self.path('environment.json'), machine.machine_description(), indent=2)
     if val_results is not None:
       workdir_lib.write_json(self.path('val_results.json'), writers.json_safe(val_results),
                              indent=2)
@@ -332,7 +332,7 @@ class Run:
 
 
 def trained_line(images: int, seconds: float) -> str:
-  """The line a finished run prints about its training rate (`benchmarks/commands.py` reads it)."""
+  """The line a finished run prints about its training rate (`tools/commands.py` reads it)."""
   return (f'trained {images} images in {seconds:.1f}s ({images / seconds:.0f} img/s, '
           'first-step compile included)')
 
@@ -406,8 +406,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       if last:
         results, per_class = run.evaluate()
         line['eval'] = results
-      if hasattr(run.method, 'epoch_summary'):
-        line.update(run.method.epoch_summary(jax.device_get(run.state.method_state)))
+      line.update(run.method.epoch_summary(jax.device_get(run.state.method_state)))
       log.write(line)
       shown = [(split, r) for split, r in (('val', val_results), ('test', results if last else
                                                                    None)) if r is not None]

@@ -96,7 +96,7 @@ class MetricsLog:
     if not self.enabled:
       return
     line = json_safe(line)
-    from comic_jax import workdir as workdir_lib   # (it imports this module's neighbours)
+    from comic_jax import workdir as workdir_lib  # (it imports this module's neighbours)
     workdir_lib.append_line(self.path, line)
     self.tensorboard.write_scalars(line['step'], scalars_of(line))
     self.tensorboard.flush()

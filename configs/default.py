@@ -90,9 +90,9 @@ def get_config() -> ml_collections.ConfigDict:
   model.dtype = 'float32'               # compute dtype: 'float32' | 'bfloat16' (GPU / TPU)
 
   # ---------------------------------------------------------------------------- COMIC
-  # docs/method.md, equation by equation. Ablations: -RLC: comic.lambda_c=0; -MFM: comic.mfm.enabled=
-  # False; -HTB: comic.htb.enabled=False; MFM "P-N only": w_pos=w_neg=0; "H-T only":
-  # gamma_pn_pos=gamma_pn_neg=0.
+  # docs/method.md, equation by equation. Ablations: -RLC: comic.lambda_c=0; -MFM:
+  # comic.mfm.enabled=False; -HTB: comic.htb.enabled=False; MFM "P-N only": w_pos=w_neg=0;
+  # "H-T only": gamma_pn_pos=gamma_pn_neg=0.
   config.comic = comic = ml_collections.ConfigDict()
   comic.lambda_m = 1.0                  # weight of the balanced branch's MFM loss
   comic.lambda_c = 0.2                  # weight of every RLC loss (0: the -RLC ablation)
@@ -239,9 +239,10 @@ def get_config() -> ml_collections.ConfigDict:
   config.checkpoint_every_epochs = 1    # save a checkpoint this often (and at the end)
   config.keep_checkpoints = 2           # keep the last N checkpoints
   config.num_devices = 0                # 0: all devices; N: the first N (single process only)
-  config.cpu_devices = 1                # CPU only: split the host CPU into N devices (data parallel;
-                                        # cli.use_cpu_devices); GPUs / TPUs are unaffected
+  config.cpu_devices = 1                # CPU only: split the host CPU into N devices (data
+                                        # parallel; runtime.use_cpu_devices); GPUs / TPUs are
+                                        # unaffected
   config.progress_bar = True            # tqdm bar with img/s and ETA (process 0 only)
   config.compilation_cache = True       # keep compiled steps in <data.cache_dir>/xla: a later run
-                                        # of the same recipe skips compiling (cli.py)
+                                        # of the same recipe skips compiling (runtime.py)
   return config

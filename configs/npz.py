@@ -1,7 +1,7 @@
 """Your own arrays: an .npz with x_train, y_train, x_test, y_test (+ optional y_train_full,
 class_names). With feature vectors (N, D) the MLP backbone trains in seconds:
 
-    python -m comic_jax.main --config=configs/npz.py --config.data.path=my_data.npz --workdir=runs/mine
+    python -m comic_jax.main --config=configs/npz.py --config.data.path=mine.npz --workdir=runs/mine
 
 With images (N, H, W, 3) uint8, pick a backbone: --config.model.backbone=small_cnn (or resnet18).
 By default the data is taken as it is (already long-tailed) and positives are hidden with

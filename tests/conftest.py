@@ -32,22 +32,30 @@ sys.path.insert(0, ROOT)
 
 import pytest  # noqa: E402
 
-from comic_jax import cli  # noqa: E402
+from comic_jax import runtime  # noqa: E402
 
 # As the training commands do: XLA's per-step buffers reuse the heap (the tests train a lot).
-cli.keep_freed_memory()
+runtime.keep_freed_memory()
 
 SHARED_DATA = os.path.join(os.path.dirname(ROOT), 'shared', 'data')
 
 
-def load_benchmark(name: str):
-  """The script `benchmarks/<name>.py` as a module (the benchmarks are scripts, not a package)."""
+def _load_script(folder: str, name: str):
   import importlib.util
-  spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, 'benchmarks',
-                                                                   f'{name}.py'))
+  spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, folder, f'{name}.py'))
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   return module
+
+
+def load_benchmark(name: str):
+  """The script `benchmarks/<name>.py` as a module (the benchmarks are scripts, not a package)."""
+  return _load_script('benchmarks', name)
+
+
+def load_tool(name: str):
+  """The script `tools/<name>.py` as a module (the tools are scripts, not a package)."""
+  return _load_script('tools', name)
 
 
 def assert_one_line(excinfo, *fragments):
@@ -110,6 +118,7 @@ def comic_run(tmp_path_factory):
   every float of the method state (energies, class means) moved off its initial value, then
   checkpointed and evaluated as a finished run is."""
   import jax
+
   from comic_jax import checkpoint, train
   workdir = str(tmp_path_factory.mktemp('comic_run'))
   config = tiny_config(method='comic', num_epochs=1, **COMIC_TINY)

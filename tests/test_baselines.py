@@ -1,4 +1,5 @@
-"""The baseline losses (docs/baselines.md) against independent NumPy references written from the spec.
+"""The baseline losses (docs/baselines.md) against independent NumPy references written from the
+spec.
 
 Every reference computes per-element losses in float64 with plain NumPy (loops where the spec is
 written per image), then sums over classes and averages over samples (the project's reduction).

@@ -23,7 +23,7 @@ def tiny_comic_config(**overrides):
 
 def _read(workdir, name):
   with open(os.path.join(workdir, name)) as f:
-    return json.load(f) if name.endswith('.json') else [json.loads(l) for l in f]
+    return json.load(f) if name.endswith('.json') else [json.loads(line) for line in f]
 
 
 def _nonzero(tree) -> bool:

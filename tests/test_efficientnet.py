@@ -20,7 +20,7 @@ import pytest
 
 from comic_jax.data import images
 from comic_jax.errors import UserError
-from comic_jax.models import efficientnet, pretrained
+from comic_jax.models import efficientnet, torch_checkpoint
 from comic_jax.models.efficientnet import EFFICIENTNETS
 
 FIXTURE = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'fixtures',
@@ -165,7 +165,8 @@ def test_train_mode_pads_like_tensorflow_and_updates_batch_statistics():
 
 
 def test_a_wrong_shape_or_another_variant_is_refused():
-  state = pretrained.read_state_dict(efficientnet.efficientnet_weights_path('efficientnet_lite0'))
+  state = torch_checkpoint.read_state_dict(
+      efficientnet.efficientnet_weights_path('efficientnet_lite0'))
   bad = dict(state)
   bad['_blocks.3._depthwise_conv.weight'] = np.zeros((144, 1, 3, 3), np.float32)   # k5 block
   with pytest.raises(UserError, match=r'shape mismatch for _blocks\.3\._depthwise_conv\.weight: '

@@ -7,8 +7,9 @@ import pytest
 
 from comic_jax import features, train
 from comic_jax.data import sources
-from comic_jax.models import pretrained
+from comic_jax.models import resnet_weights
 from conftest import COMIC_TINY, tiny_config
+from random_weights import random_torchvision_state_dict
 
 
 def test_frozen_backbone_features_are_cached_and_the_heads_train(tmp_path):
@@ -51,12 +52,12 @@ def test_feature_cache_needs_a_frozen_backbone():
 
 
 def test_pretrained_weights_are_loaded_into_the_backbone(tmp_path):
-  sd = pretrained.random_torchvision_state_dict('resnet18', seed=3)
+  sd = random_torchvision_state_dict('resnet18', seed=3)
   path = str(tmp_path / 'resnet18.npz')
   np.savez(path, **sd)
   config = tiny_config(**{'model.backbone': 'resnet18', 'model.pretrained': path})
   run = train.Run(config, str(tmp_path / 'run'))
-  expected = pretrained.resnet_variables_from_torch(sd, 18)
+  expected = resnet_weights.resnet_variables_from_torch(sd, 18)
   got = jax.device_get({'params': run.state.params['backbone'],
                         'batch_stats': run.state.batch_stats['backbone']})
   jax.tree.map(np.testing.assert_array_equal, got, expected)

@@ -62,7 +62,7 @@ def test_kappa_weights():
   for lh, lt, a in ((0.3, 0.3, 2.0), (5.0, 0.1, 1.0), (0.0, 1.0, 2.0)):
     kh, kt = htb.htb_weights(jnp.array(lh), jnp.array(lt), alpha=a)
     assert float(kh + kt) == pytest.approx(1.0)
-  grads = jax.grad(lambda l: htb.htb_weights(l, jnp.array(2.0))[0])(jnp.array(1.0))
+  grads = jax.grad(lambda loss: htb.htb_weights(loss, jnp.array(2.0))[0])(jnp.array(1.0))
   assert grads == 0.0
 
 

@@ -35,7 +35,8 @@ def test_cooccurrence_statistics_hand_example():
 
 def test_class_group_thresholds():
   groups = longtail.class_groups(np.array([100, 99, 20, 19, 0]), 100, 20)
-  np.testing.assert_array_equal(groups, [longtail.MANY, longtail.MEDIUM, longtail.MEDIUM, longtail.FEW, longtail.FEW])
+  np.testing.assert_array_equal(groups, [longtail.MANY, longtail.MEDIUM, longtail.MEDIUM,
+                                         longtail.FEW, longtail.FEW])
 
 
 def test_greedy_subsample_hits_targets_without_cooccurrence():
@@ -88,6 +89,7 @@ def test_statistics_of_published_splits(name):
   """Our class statistics on DB's published COCO-MLT / VOC-MLT labels reproduce the class
   frequencies and conditional probabilities DB shipped with them."""
   import os
+
   from conftest import SHARED_DATA
   path = os.path.join(SHARED_DATA, name, 'class_freq.npz')
   if not os.path.exists(path):

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from comic_jax import metrics, train
-from comic_jax.methods import registry
 from comic_jax.errors import UserError
+from comic_jax.methods import registry
 from conftest import tiny_config
 
 

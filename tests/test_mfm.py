@@ -11,7 +11,8 @@ def np_sigmoid(z):
 
 
 def np_mfm(z, y, gp, gn, m, weight=None):
-  """docs/method.md's MFM written out in NumPy: per element, then sum over classes, mean over rows."""
+  """docs/method.md's MFM written out in NumPy: per element, then sum over classes, mean over
+  rows."""
   p = np_sigmoid(z)
   pm = np.maximum(p - m, 0)
   pos = -(1 - p) ** gp * np.log(np.maximum(p, 1e-8))

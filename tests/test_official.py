@@ -13,7 +13,6 @@ import pytest
 from comic_jax.losses import htb, mfm, rlc
 from comic_jax.methods import comic
 from comic_jax.methods.registry import get as get_method
-
 from conftest import COMIC_TINY, tiny_config
 
 EPS = 1e-8

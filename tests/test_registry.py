@@ -1,14 +1,11 @@
 """The method registry: a method defined in this file alone trains, enters the benchmark's table
 and its pictures, with no edit to the package; and the TensorBoard event files a run writes."""
-import glob
 import json
 import os
 import shutil
-import struct
 
 import jax
 import numpy as np
-import optax
 import pytest
 
 from comic_jax import benchmark, plots, train
@@ -60,43 +57,35 @@ def test_a_method_registered_in_a_test_file_trains_and_enters_table_and_plots(tm
   assert type(run.samplers['main']).__name__ == 'ClassAwareSampler'
 
 
-def _tensorboard_scalars(workdir):
-  """{tag: [(step, value)]} read from the TFRecord event files with the protobufs alone (an
-  independent reader: length, crc, payload, crc per record)."""
-  from tensorboard.compat.proto import event_pb2
-  out = {}
-  for path in glob.glob(os.path.join(workdir, 'events.out.tfevents.*')):
-    data = open(path, 'rb').read()
-    pos = 0
-    while pos < len(data):
-      (length,) = struct.unpack('<Q', data[pos:pos + 8])
-      event = event_pb2.Event.FromString(data[pos + 12:pos + 12 + length])
-      pos += 12 + length + 4
-      for v in event.summary.value:
-        out.setdefault(v.tag, []).append((event.step, v.simple_value))
-  return out
+def _signature(function):
+  """The parameter names of a function, without `self`."""
+  import inspect
+  return [p for p in inspect.signature(function).parameters if p != 'self']
 
 
-def test_runs_write_tensorboard_event_files_with_the_logged_numbers(comic_trained):
-  workdir, config = comic_trained          # a finished 2-epoch COMIC run (conftest.py)
-  scalars = _tensorboard_scalars(workdir)
-  log = [json.loads(l) for l in open(os.path.join(workdir, 'metrics.jsonl'))]
-  for tag, key in (('train/loss', ('train', 'loss')), ('val/COMIC/total', ('val', 'COMIC', 'total')),
-                   ('eval/COMIC/total', ('eval', 'COMIC', 'total')),     # the last line only
-                   ('train/kappa_head', ('train', 'kappa_head')),
-                   ('rlc/balanced/corrections', ('rlc', 'balanced', 'corrections'))):
-    expected = []
-    for line in log:
-      v = line
-      for k in key:
-        v = v.get(k, {}) if isinstance(v, dict) else v
-      if v != {}:
-        expected.append((line['step'], v))
-    assert expected, tag
-    got = scalars[tag]
-    assert [s for s, _ in got] == [s for s, _ in expected], tag
-    np.testing.assert_allclose([v for _, v in got], [v for _, v in expected], rtol=1e-6)
-  # The learning rate is the cosine schedule at the last step of each logged epoch.
-  schedule = optax.cosine_decay_schedule(config.optim.learning_rate, log[-1]['step'])
-  np.testing.assert_allclose([v for _, v in scalars['learning_rate']],
-                             [schedule(line['step'] - 1) for line in log], rtol=1e-5)
+def test_every_registered_method_has_the_method_interface(bce_run):
+  """Each registered method's object has every member of `registry.Method`, with the protocol's
+  parameter names (the training loop calls them by position), and streams / report_names of the
+  documented types."""
+  rng = np.random.default_rng(0)
+  y = (rng.random((40, 4)) < 0.4).astype(np.float32)
+  members = [n for n in vars(registry.Method) if not n.startswith('_')]
+  functions = [n for n in members if callable(getattr(registry.Method, n))]
+  assert set(functions) == {'init', 'loss', 'predict', 'epoch_summary'}
+  assert set(registry.Method.__annotations__) == {'streams', 'report_names'}
+  for name in registry.names():
+    config = tiny_config(method=name, **{'baselines.lws.stage1_workdir': bce_run[0]})
+    method = registry.create_method(config, y, 2, ['a', 'b', 'c', 'd'])
+    assert isinstance(method, registry.Method), name
+    for function in functions:
+      assert _signature(getattr(method, function)) == _signature(
+          getattr(registry.Method, function)), (name, function)
+    assert method.streams and all(isinstance(s, StreamSpec) for s in method.streams.values())
+    assert 'main' in method.streams, name
+    assert isinstance(method.report_names, tuple) and method.report_names, name
+    assert all(isinstance(n, str) for n in method.report_names), name
+  # A method object without one of the members is not a Method.
+  class NoSummary:
+    streams, report_names = registry.MAIN, ('X',)
+    init = loss = predict = lambda self, *args: None
+  assert not isinstance(NoSummary(), registry.Method)

@@ -1,14 +1,12 @@
 import json
-import os
-import shutil
 
 import numpy as np
 import pytest
 
 from comic_jax import train
-from comic_jax.data import sources, splits
+from comic_jax.data import sources
 from comic_jax.errors import UserError
-from conftest import SHARED_DATA, assert_one_line, tiny_config
+from conftest import assert_one_line, tiny_config
 
 
 def _config(tmp_path, **overrides):
@@ -16,49 +14,6 @@ def _config(tmp_path, **overrides):
 
 
 # ----------------------------------------------------------------------------- id lists
-
-def test_fetch_checks_the_sha256_of_a_download(tmp_path):
-  src = tmp_path / 'ids.txt'
-  src.write_text('7\n3\n\n11\n')
-  sha = splits.sha256_of(str(src))
-  dest = str(tmp_path / 'copy.txt')
-  assert splits.fetch(src.as_uri(), dest, sha) == dest        # file:// works offline
-  assert splits.parse_id_list(dest) == ['7', '3', '11']
-  with pytest.raises(UserError, match='expected'):
-    splits.fetch(src.as_uri(), str(tmp_path / 'other.txt'), '0' * 64)
-  assert not os.path.exists(tmp_path / 'other.txt')           # a bad download is not kept
-  with pytest.raises(UserError, match='download it by hand'):
-    splits.fetch((tmp_path / 'absent.txt').as_uri(), str(tmp_path / 'x.txt'), sha)
-
-
-@pytest.mark.parametrize('dataset,count,first', [('coco', 1909, '554625'),
-                                                 ('voc', 1142, '2008_000023')])
-def test_published_id_lists_match_their_checksums(tmp_path, dataset, count, first):
-  copy = os.path.join(SHARED_DATA, f'{dataset}_mlt', 'img_id.txt')
-  if not os.path.exists(copy):
-    pytest.skip('../shared/data is not present')
-  rel, _ = splits.PUBLISHED_ID_LISTS[dataset]
-  shutil.copy(copy, tmp_path / f'{dataset}_mlt_{os.path.basename(rel)}')
-  ids = splits.published_ids(dataset, str(tmp_path))     # checksum matches: no download
-  assert len(ids) == count and ids[0] == first
-
-
-def test_label_files(tmp_path):
-  (tmp_path / 'a.json').write_text(json.dumps({'x.jpg': [1, 0, 1], 'y.jpg': [0, 0, 1]}))
-  names, y = splits.read_label_json(str(tmp_path / 'a.json'))
-  assert names == ['x.jpg', 'y.jpg'] and y.tolist() == [[1, 0, 1], [0, 0, 1]]
-  (tmp_path / 'bad.json').write_text(json.dumps({'x.jpg': [1, 0, 1], 'y.jpg': [0, 1]}))
-  with pytest.raises(UserError, match="labels of 'y.jpg' have 2 entries, expected 3"):
-    splits.read_label_json(str(tmp_path / 'bad.json'))
-  (tmp_path / 'a.csv').write_text('filename,cat,dog\nx.jpg,1,0\ny.jpg,0,1\n')
-  names, y, classes = splits.read_label_csv(str(tmp_path / 'a.csv'))
-  assert classes == ['cat', 'dog'] and y.tolist() == [[1, 0], [0, 1]]
-  (tmp_path / 'bad.csv').write_text('filename,cat,dog\nx.jpg,1,0\ny.jpg,0\n')
-  with pytest.raises(UserError, match='line 3: 2 fields, expected 3'):
-    splits.read_label_csv(str(tmp_path / 'bad.csv'))
-  with pytest.raises(UserError, match='does not exist'):
-    splits.read_labels(str(tmp_path / 'none.json'))
-
 
 # ----------------------------------------------------------------------------- npz
 
@@ -257,27 +212,6 @@ def test_known_negatives_refuse_the_plt_json_long_tail(tmp_path):
   assert_one_line(e, "longtail='json'", 'unknown (-1)')
 
 
-def test_label_files_with_minus_one(tmp_path):
-  (tmp_path / 'a.json').write_text(json.dumps({'x.jpg': [1, -1, 0], 'y.jpg': [0, 1, -1]}))
-  _, y = splits.read_label_json(str(tmp_path / 'a.json'), unknown=True)
-  assert y.tolist() == [[1, -1, 0], [0, 1, -1]]
-  with pytest.raises(UserError) as e:                         # test labels: 0 / 1 only
-    splits.read_labels(str(tmp_path / 'a.json'))
-  assert_one_line(e, "the labels of 'x.jpg' hold -1 (unknown)", 'must be 0 or 1')
-  (tmp_path / 'a.csv').write_text('filename,cat,dog\nx.jpg,1,-1\ny.jpg,0,1\n')
-  _, y, classes = splits.read_labels(str(tmp_path / 'a.csv'), unknown=True)
-  assert classes == ['cat', 'dog'] and y.tolist() == [[1, -1], [0, 1]]
-  with pytest.raises(UserError) as e:
-    splits.read_label_csv(str(tmp_path / 'a.csv'))
-  assert_one_line(e, "the labels of 'x.jpg' hold -1 (unknown)")
-  (tmp_path / 'b.csv').write_text('filename,cat,dog\nx.jpg,1,2\n')
-  with pytest.raises(UserError, match=r'not all 0, 1 or -1 \(unknown\)'):
-    splits.read_label_csv(str(tmp_path / 'b.csv'), unknown=True)
-  (tmp_path / 'nohead.csv').write_text('x.jpg,1,-1\ny.jpg,0,1\n')      # a label row, not a header
-  with pytest.raises(UserError, match='is a label row, not a header'):
-    splits.read_label_csv(str(tmp_path / 'nohead.csv'), unknown=True)
-
-
 @pytest.mark.parametrize('kind', ['csv', 'json'])
 def test_image_folder_with_minus_one_labels(tmp_path, kind):
   root, rows = _folder(tmp_path, n_train=12, n_test=6)
@@ -304,29 +238,6 @@ def test_image_folder_with_minus_one_labels(tmp_path, kind):
   assert_one_line(e, str(tmp_path / 'test.csv'), "'test_0.png' hold -1 (unknown)")
 
 
-def test_train_batches_carry_the_known_negatives():
-  from comic_jax.data import pipeline, samplers
-  from comic_jax.data.types import PLTData
-  from comic_jax.methods.registry import MAIN
-  rng = np.random.default_rng(0)
-  raw = rng.integers(-1, 2, size=(24, 3))
-  y = (raw == 1).astype(np.int8)
-  x = rng.normal(size=(24, 4)).astype(np.float32)
-  stream = {'main': samplers.create_sampler('uniform', y, 8, 0)}
-  for neg in (raw == 0, None):
-    data = PLTData(name='t', class_names=('a', 'b', 'c'), x_train=x, y_train=y, y_train_full=y,
-                   x_test=x, y_test=y, neg_train=neg)
-    b = pipeline.train_batch(data, stream, MAIN, step=4)['main']
-    idx = stream['main'].indices(4)
-    assert b['label_negative'].dtype == np.float32 and b['label_negative'].shape == (8, 3)
-    expected = np.zeros((8, 3)) if neg is None else neg[idx]
-    np.testing.assert_array_equal(b['label_negative'], expected)
-    np.testing.assert_array_equal(b['label'], y[idx])
-  with pytest.raises(ValueError, match='observed positive'):
-    PLTData(name='t', class_names=('a', 'b', 'c'), x_train=x, y_train=y, y_train_full=y,
-            x_test=x, y_test=y, neg_train=raw >= 0)
-
-
 def test_pasl_trains_on_npz_with_known_negatives(tmp_path, capsys):
   arrays = _npz(tmp_path / 'd.npz')
   _npz(tmp_path / 'e.npz', y_train=_with_unknown(arrays['y_train']))
@@ -338,8 +249,9 @@ def test_pasl_trains_on_npz_with_known_negatives(tmp_path, capsys):
                                 'batch_size': 16, 'eval_batch_size': 16, 'num_epochs': 2})
   train.train_and_evaluate(config, str(tmp_path / 'run'))
   assert 'known negatives' in capsys.readouterr().out
-  lines = [json.loads(l) for l in (tmp_path / 'run' / 'metrics.jsonl').read_text().splitlines()]
-  assert [l['epoch'] for l in lines] == [1, 2] and np.isfinite(lines[-1]['train']['loss'])
+  text = (tmp_path / 'run' / 'metrics.jsonl').read_text()
+  lines = [json.loads(line) for line in text.splitlines()]
+  assert [entry['epoch'] for entry in lines] == [1, 2] and np.isfinite(lines[-1]['train']['loss'])
   assert 'P-ASL' in lines[-1]['eval'] and 'P-ASL' in lines[-1]['val']
   with open(tmp_path / 'run' / 'results.json') as f:
     results = json.load(f)

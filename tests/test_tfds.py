@@ -1,4 +1,6 @@
-"""VOC and COCO through TFDS, offline, under `tfds.testing.mock_data` (random records)."""
+"""VOC and COCO through TFDS (data/tfds_data.py), offline, under `tfds.testing.mock_data` (random
+records); TensorFlow stays off the GPU on that path, and PLT-COCO without TensorFlow names the
+extra to install."""
 import importlib.util
 import json
 import os
@@ -7,7 +9,8 @@ import numpy as np
 import pytest
 
 from comic_jax import train
-from comic_jax.data import sources
+from comic_jax.data import sources, tfds_data
+from comic_jax.errors import UserError
 
 tfds = pytest.importorskip('tensorflow_datasets')
 HAS_TF = importlib.util.find_spec('tensorflow') is not None
@@ -77,3 +80,39 @@ def test_pareto_long_tail_from_a_mock_source(tmp_path):
   assert 0 < len(data.x_train) < 200
   counts = data.y_train_full.sum(0)
   assert counts.min() > 0 and np.median(counts) < 100   # the pool has ~140 per class
+
+
+def test_coco_without_tensorflow_names_the_extra(monkeypatch):
+  real = importlib.util.find_spec
+  monkeypatch.setattr(importlib.util, 'find_spec',
+                      lambda name, *a: None if name == 'tensorflow' else real(name, *a))
+  with pytest.raises(UserError, match=r"comic-jax\[coco\]"):
+    tfds_data.open_dataset('coco', None, '')
+
+
+def test_tfds_data_path_leaves_tensorflow_no_gpu(tmp_path, monkeypatch):
+  """GPUs are hidden from TensorFlow before TFDS first runs (on a CPU-only TensorFlow the list
+  is empty anyway, so the order of the calls is what is checked)."""
+  tf = pytest.importorskip('tensorflow')
+  tfds = pytest.importorskip('tensorflow_datasets')
+  from configs import voc
+  events = []
+  real_hide, real_source = tf.config.set_visible_devices, tfds.data_source
+
+  def hide(devices, device_type=None):
+    events.append(('hide', list(devices), device_type))
+    return real_hide(devices, device_type)
+
+  def source(*args, **kwargs):
+    events.append(('tfds',))
+    return real_source(*args, **kwargs)
+
+  monkeypatch.setattr(tf.config, 'set_visible_devices', hide)
+  monkeypatch.setattr(tfds, 'data_source', source)
+  config = voc.get_config()
+  config.data.cache_dir, config.data.tfds_dir = str(tmp_path / 'cache'), str(tmp_path / 'tfds')
+  os.makedirs(config.data.cache_dir)
+  with tfds.testing.mock_data(num_examples=8):
+    train, test = tfds_data.open_dataset('voc', config.data, config.data.cache_dir)
+  assert len(train.keys) == 8 and events[0] == ('hide', [], 'GPU') and ('tfds',) in events
+  assert tf.config.get_visible_devices('GPU') == []

@@ -8,10 +8,9 @@ import sys
 
 import jax
 import numpy as np
-import optax
 import pytest
 
-from comic_jax import cli, metrics, optim, train
+from comic_jax import machine, metrics, train
 from comic_jax import workdir as wd
 from comic_jax.data import sources
 from comic_jax.errors import UserError
@@ -123,7 +122,7 @@ def test_end_to_end_run_beats_random_scores_and_writes_outputs(three_epochs):
   assert _read(workdir, 'config.json')['num_epochs'] == 3
   environment = _read(workdir, 'environment.json')    # the machine behind the numbers
   assert (environment['jax'], environment['devices']) == (jax.__version__, jax.device_count())
-  assert environment['cpu'] == cli.local_cpu() and environment['cpu_cores'] == os.cpu_count()
+  assert environment['cpu'] == machine.local_cpu() and environment['cpu_cores'] == os.cpu_count()
   assert 'BCE' in printed                         # the final table is printed
   # --mode=eval on the finished run reproduces the final metrics.
   evaluated = train.evaluate(config, workdir)
@@ -186,43 +185,6 @@ def test_bad_config_values_are_named(field, value, message):
   assert message in str(e.value)
 
 
-def test_schedules_and_module_learning_rates():
-  oc = tiny_config().optim
-  oc.learning_rate, oc.warmup_epochs = 1.0, 1
-  oc.schedule, oc.step_epochs, oc.step_factor = 'step', (3, 5), 0.1
-  sched = optim.create_learning_rate_schedule(oc, steps_per_epoch=10, num_epochs=6)
-  np.testing.assert_allclose([sched(s) for s in (0, 5, 10, 29, 30, 49, 50)],
-                             [0, 0.5, 1, 1, 0.1, 0.1, 0.01], rtol=1e-6)
-  oc.schedule, oc.warmup_epochs = 'cosine', 0
-  sched = optim.create_learning_rate_schedule(oc, steps_per_epoch=10, num_epochs=2)
-  np.testing.assert_allclose([sched(0), sched(10), sched(20)], [1, 0.5, 0], atol=1e-6)
-
-  config = tiny_config(**{'optim.optimizer': 'sgd', 'optim.momentum': 0.0,
-                          'optim.weight_decay': 0.0, 'optim.schedule': 'constant',
-                          'optim.learning_rate': 0.1, 'optim.lr_scale.backbone': 0.0,
-                          'optim.lr_scale.classifier': 0.5})
-  tx = optim.create_optimizer(config, steps_per_epoch=10)
-  params = {'backbone': {'w': np.ones(2)}, 'classifier': {'w': np.ones(2)},
-            'attention': {'w': np.ones(2)}}
-  updates, _ = tx.update(jax.tree.map(np.ones_like, params), tx.init(params), params)
-  np.testing.assert_allclose(updates['backbone']['w'], 0)          # frozen
-  np.testing.assert_allclose(updates['classifier']['w'], -0.05)    # 0.5 x lr
-  np.testing.assert_allclose(updates['attention']['w'], -0.1)      # 'other'
-
-
-def test_decoupled_weight_decay_applies_to_kernels_only():
-  config = tiny_config(**{'optim.optimizer': 'sgd', 'optim.momentum': 0.0,
-                          'optim.weight_decay': 0.1, 'optim.schedule': 'constant',
-                          'optim.learning_rate': 1.0})
-  tx = optim.create_optimizer(config, steps_per_epoch=1)
-  params = {'projection': {'kernel': 2 * np.ones((2, 2)), 'bias': 2 * np.ones(2)}}
-  zero = jax.tree.map(np.zeros_like, params)
-  updates, _ = tx.update(zero, tx.init(params), params)
-  np.testing.assert_allclose(updates['projection']['kernel'], -0.2)
-  np.testing.assert_allclose(updates['projection']['bias'], 0.0)
-  assert isinstance(tx, optax.GradientTransformation)
-
-
 def _cli(*args, env_extra=None):
   env = dict(os.environ, **(env_extra or {}))
   return subprocess.run([sys.executable, '-m', 'comic_jax.main', *args], cwd=ROOT, env=env,
@@ -276,27 +238,3 @@ def test_test_probabilities_reuse_the_last_test_evaluation(tmp_path):
                                    run.config.eval_batch_size, run.sharded)
   np.testing.assert_array_equal(again['BCE'], expected['BCE'])
   assert not np.allclose(again['BCE'], reused['BCE'])
-
-
-CPUINFO = """processor\t: 0
-vendor_id\t: AuthenticAMD
-cpu family\t: 25
-model\t\t: 17
-model name\t: AMD EPYC 9R14
-stepping\t: 1
-flags\t\t: fpu sse2 avx2 fma avx512f avx512bw avx512_bf16 sha_ni
-
-processor\t: 1
-vendor_id\t: GenuineIntel
-model name\t: another CPU
-flags\t\t: amx_tile
-"""
-
-
-def test_the_cpu_is_read_from_the_first_processor_of_cpuinfo():
-  cpu = cli.cpu_description(CPUINFO)
-  assert cpu == {'model_name': 'AMD EPYC 9R14', 'vendor': 'AuthenticAMD', 'family': 25,
-                 'model': 17, 'stepping': 1, 'features': ['avx2', 'fma', 'avx512f', 'avx512_bf16']}
-  assert cli.describe_cpu(cpu, 2) == ('AMD EPYC 9R14 (family 25 model 17), 2 cores, '
-                                      'avx2 fma avx512f avx512_bf16')
-  assert cli.cpu_description('') == {'model_name': '', 'vendor': '', 'features': []}

@@ -101,8 +101,8 @@ def test_run_logs_validation_every_epoch_and_the_test_set_once(tmp_path):
   workdir = str(tmp_path / 'run')
   train.train_and_evaluate(config, workdir)
   with open(os.path.join(workdir, 'metrics.jsonl')) as f:
-    log = [json.loads(l) for l in f]
-  assert [('val' in l, 'eval' in l) for l in log] == [(True, False)] * 2 + [(True, True)]
+    log = [json.loads(line) for line in f]
+  assert [('val' in e, 'eval' in e) for e in log] == [(True, False)] * 2 + [(True, True)]
   with open(os.path.join(workdir, 'results.json')) as f:
     assert log[-1]['eval'] == json.load(f)
   with open(os.path.join(workdir, 'val_results.json')) as f:
@@ -182,4 +182,5 @@ def test_benchmark_sweep_reports_the_chosen_values_test_metrics(tmp_path):
   assert best == '0.01'                      # a learning rate of 1e-7 learns nothing
   table = (workdir / 'table.md').read_text().splitlines()
   assert f'{test[best]["total"]:.2f} ± 0.00' in table[2]
-  assert '✓' in [l for l in (workdir / 'sweep.md').read_text().splitlines() if '| 0.01 |' in l][0]
+  sweep = (workdir / 'sweep.md').read_text().splitlines()
+  assert '✓' in [line for line in sweep if '| 0.01 |' in line][0]

@@ -36,7 +36,7 @@ from efficientnet_lite_pytorch import EfficientNet
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 from comic_jax.data import images  # noqa: E402  (NumPy + PIL only)
-from comic_jax.models import pretrained  # noqa: E402  (NumPy only at import)
+from comic_jax.models import torch_checkpoint  # noqa: E402  (NumPy only at import)
 
 FIXTURE = os.path.join(ROOT, 'tests', 'fixtures', 'efficientnet_lite_reference.npz')
 # The Lite models' input normalisation: (x - 127) / 128 on 0-255 pixels.
@@ -72,7 +72,7 @@ def check_reader():
   for n in range(3):
     path = weights_path(n)
     theirs = torch.load(path, map_location='cpu', weights_only=True)
-    ours = pretrained.read_state_dict(path)
+    ours = torch_checkpoint.read_state_dict(path)
     assert list(ours) == list(theirs), n
     assert all(np.array_equal(ours[k], v.numpy()) for k, v in theirs.items()), n
     print(f'read_state_dict({os.path.basename(path)}) == torch.load: {len(ours)} tensors')

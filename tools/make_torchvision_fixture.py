@@ -10,7 +10,7 @@ project's, e.g.
 
 It writes
   torchvision_resnet{18,50}_random.npz: torchvision's eval-mode output (fc = Identity) for a
-      ResNet with `comic_jax.models.pretrained.random_torchvision_state_dict(arch, seed)` weights
+      ResNet with `tests/random_weights.random_torchvision_state_dict(arch, seed)` weights
       on a fixed input. Keys: input (2, 3, 64, 64) NCHW, float16 (its values are float16-exact,
       so storing it as float16 loses nothing: cast it to float32), output (2, 512 | 2048) float32,
       output_float64 torchvision's output with the model and input in float64, seed, and
@@ -22,7 +22,7 @@ It writes
       an nn.Parameter, wrapped as a timm-style training checkpoint ({'epoch', 'args':
       argparse.Namespace, 'state_dict': {'module.' + name: ...}}).
 The values of the tiny files are spelled out in TINY / tiny_extras() below and in
-tests/test_pretrained.py.
+tests/test_torch_checkpoint.py.
 """
 import argparse
 import collections
@@ -35,7 +35,10 @@ import torchvision
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-from comic_jax.models import pretrained  # noqa: E402  (NumPy-only at import)
+from comic_jax.models import torch_checkpoint  # noqa: E402  (NumPy only at import)
+
+sys.path.insert(0, os.path.join(ROOT, 'tests'))
+from random_weights import random_torchvision_state_dict  # noqa: E402  (NumPy only)
 
 FIXTURES = os.path.join(ROOT, 'tests', 'fixtures')
 ARCHS = {'resnet18': 18, 'resnet50': 50}          # arch -> seed
@@ -53,14 +56,14 @@ def check_layouts():
     model = getattr(torchvision.models, f'resnet{depth}')(weights=None)
     theirs = [(k, tuple(v.shape)) for k, v in model.state_dict().items()
               if not k.startswith('fc.') and not k.endswith('num_batches_tracked')]
-    ours = [(k, v.shape) for k, v in pretrained.random_torchvision_state_dict(depth).items()
+    ours = [(k, v.shape) for k, v in random_torchvision_state_dict(depth).items()
             if not k.endswith('num_batches_tracked')]
     assert ours == theirs, f'resnet{depth}: layouts differ'
   print('key/shape layouts equal torchvision for ResNet-18/34/50/101')
 
 
 def make_parity(arch, seed):
-  weights = pretrained.random_torchvision_state_dict(arch, seed)
+  weights = random_torchvision_state_dict(arch, seed)
   model = getattr(torchvision.models, arch)(weights=None)
   model.fc = torch.nn.Identity()
   model.load_state_dict({k: torch.from_numpy(v) for k, v in weights.items()}, strict=True)
@@ -82,7 +85,7 @@ def make_parity(arch, seed):
   # Our reader and converter on a real torch.save of the full model (not kept: 45-100 MB).
   tmp = f'/tmp/{arch}_random_state_dict.pth'
   torch.save(model.float().state_dict(), tmp)
-  read = pretrained.read_state_dict(tmp)
+  read = torch_checkpoint.read_state_dict(tmp)
   assert read.keys() == weights.keys()
   assert all(np.array_equal(read[k], weights[k]) and read[k].dtype == weights[k].dtype
              for k in weights)

@@ -408,8 +408,8 @@ def validate_config(augment_config) -> None:
 def augment_images(images, rng, augment_config, image_size: int,
                    with_rand_augment: bool = False):
   """The configured on-device augmentation of one batch of NHWC images (feature vectors pass
-  through). A stream that asks for it (`with_rand_augment`, COMIC's tail batch) also gets RandAugment
-  when `augment.rand_augment_tail` is on."""
+  through). A stream that asks for it (`with_rand_augment`, COMIC's tail batch) also gets
+  RandAugment when `augment.rand_augment_tail` is on."""
   a = augment_config
   if images.ndim != 4 or a.kind == 'none':
     return images

@@ -25,7 +25,7 @@ import tqdm
 from comic_jax.data import images, longtail, own_data, splits, synthetic
 from comic_jax.data.own_data import Pool
 from comic_jax.data.types import PLTData
-from comic_jax.errors import UserError, require, warn
+from comic_jax.errors import require, warn
 
 SOURCES = ('synthetic', 'voc', 'coco', 'npz', 'folder')
 LONGTAIL = ('published', 'pareto', 'json', 'as_is')

@@ -2,7 +2,8 @@
 
 The world. 24 classes, each a (colour, texture, shape) triple: colours red / green / blue (hue
 jittered), textures solid / striped, shapes disk / square / triangle / plus. Telling a class apart
-needs all three attributes, e.g. `red_striped_square` vs `red_solid_square` vs `blue_striped_square`.
+needs all three attributes, e.g. `red_striped_square` vs `red_solid_square` vs
+`blue_striped_square`.
 Objects vary in size, position and rotation, overlap each other, and sit on noisy, shaded
 backgrounds with clutter: distractor objects in colours that belong to no class (yellow, magenta,
 grey) and random line segments.

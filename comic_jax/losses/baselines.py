@@ -17,7 +17,6 @@ import optax
 from comic_jax.losses.common import reduce_loss
 from comic_jax.losses.mfm import mfm_loss
 
-
 # DB-Focal's focusing factor is fixed by its authors' config (ResampleLoss focal=dict(gamma=2,
 # balance_param=2.0)); docs/baselines.md names the numbers, not knobs.
 _DB_FOCAL_GAMMA = 2.0

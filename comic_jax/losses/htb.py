@@ -31,10 +31,12 @@ def update_energy(energy_state, features: jnp.ndarray, mu: float = 0.9):
 def energy_adjusted_logits(logits: jnp.ndarray, features: jnp.ndarray, weights: jnp.ndarray,
                            energy: jnp.ndarray, *, factor: float, scale: float, eta: float,
                            num_groups: int) -> jnp.ndarray:
-  """zhat[c] = z[c] + factor * (rho / N_g) * sum_k cos(f_k, e_k) <w_{c,k}, ehat_k> / (||w_{c,k}|| + eta)
+  """zhat[c] = z[c] + factor * (rho / N_g) * sum_k cos(f_k, e_k) <w_{c,k}, ehat_k>
+                                                   / (||w_{c,k}|| + eta)
 
-  with ehat = e / ||e|| split into the N_g groups (docs/method.md "Energy-adjusted logits"); factor is
-  s_x * a_x (+a_h for the head model, -a_t for the tail model). A zero energy changes nothing.
+  with ehat = e / ||e|| split into the N_g groups (docs/method.md "Energy-adjusted logits");
+  factor is s_x * a_x (+a_h for the head model, -a_t for the tail model). A zero energy changes
+  nothing.
 
   Args:
     logits: (B, C) z. features: (B, d) f. weights: (C, d) cosine-classifier weights.

@@ -6,7 +6,6 @@ factory; LWS (two stages) lives in `lws.py`, COMIC in `comic.py`.
 """
 from __future__ import annotations
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -54,6 +53,10 @@ class SingleBranch:
     del method_state
     out = self.network.apply({'params': params, 'batch_stats': batch_stats}, images, train=False)
     return {self.report_names[0]: out['logits']}
+
+  def epoch_summary(self, method_state) -> dict:
+    del method_state
+    return {}
 
 
 def _counts(observed_labels) -> np.ndarray:

@@ -3,7 +3,6 @@ method. The network of a finished BCE run is frozen and per-class scales s (init
 on z_j = s_j (w_j . f + b_j) with class-aware sampling."""
 from __future__ import annotations
 
-
 import jax
 import jax.numpy as jnp
 
@@ -13,7 +12,7 @@ from comic_jax.errors import UserError, require
 from comic_jax.losses import baselines as losses
 from comic_jax.methods import registry
 from comic_jax.methods.baselines import SingleBranch
-from comic_jax.methods.registry import MethodSpec, StreamSpec
+from comic_jax.methods.registry import MethodSpec
 
 
 class LearnableWeightScaling(SingleBranch):

@@ -5,22 +5,13 @@ config checks) asks the registry about a method and never compares method names.
 is one module that calls `register(MethodSpec(...))` (see docs/architecture.md).
 
 A *method object* (what `MethodSpec.create` returns) is built once per run and used inside the
-jit-compiled train step; every function it exposes is pure:
-
-- `streams`: {stream name: StreamSpec}, the batches one step reads. The step gets
-  `batch[stream] = {'image', 'label' (observed), 'label_full' (diagnostics only),
-  'label_negative' (1 where the label is known absent; all 0 without known negatives)}`.
-- `report_names`: the models it reports, in the order the tables list them.
-- `init(rng, batch)` -> (params, batch_stats, method_state).
-- `loss(params, batch_stats, method_state, batch, rng, step)` ->
-  (scalar loss, (new batch_stats, new method_state, {name: scalar metric})).
-- `predict(params, batch_stats, method_state, images)` -> {report name: logits}.
-- optionally `epoch_summary(method_state)` -> extra fields of the epoch's metrics.jsonl line.
+jit-compiled train step; it has the interface `Method` below, and every function it exposes is
+pure.
 """
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Protocol, runtime_checkable
 
 from comic_jax.errors import require
 
@@ -44,6 +35,31 @@ class StreamSpec:
 MAIN = {'main': StreamSpec()}       # one uniform stream: what most methods read
 
 
+@runtime_checkable
+class Method(Protocol):
+  """The interface of a method object: what the training loop, the evaluation and prediction
+  call (tests/test_registry.py checks every registered method against it)."""
+
+  # {stream name: StreamSpec}, the batches one step reads. The step gets `batch[stream] =
+  # {'image', 'label' (observed), 'label_full' (diagnostics only), 'label_negative' (1 where the
+  # label is known absent; all 0 without known negatives)}`.
+  streams: Mapping[str, StreamSpec]
+  report_names: tuple[str, ...]       # the models it reports, in the order the tables list them
+
+  def init(self, rng, batch) -> tuple[Any, Any, Any]:
+    """-> (params, batch_stats, method_state)."""
+
+  def loss(self, params, batch_stats, method_state, batch, rng, step) -> tuple[Any, Any]:
+    """-> (scalar loss, (new batch_stats, new method_state, {name: scalar metric}))."""
+
+  def predict(self, params, batch_stats, method_state, images) -> Mapping[str, Any]:
+    """-> {report name: logits}."""
+
+  def epoch_summary(self, method_state) -> dict:
+    """Extra fields of the epoch's metrics.jsonl line ({} for none), from the host's copy of
+    the method state."""
+
+
 @dataclasses.dataclass(frozen=True)
 class StudyRow:
   """One row of a method's study preset (e.g. the '-RLC' ablation of COMIC)."""
@@ -58,8 +74,8 @@ class MethodSpec:
   name: str                         # the value of config.method
   display_name: str                 # its row in the tables ('BCE', 'COMIC', ...)
   category: str                     # one of CATEGORIES
-  create: Callable[..., Any]        # (config, observed_labels, steps_per_epoch, class_names)
-                                    # -> the method object (see the module docstring)
+  create: Callable[..., Method]     # (config, observed_labels, steps_per_epoch, class_names)
+                                    # -> the method object
   end_to_end: bool = True           # the tables' end-to-end column
   classifier: str = 'linear'        # the classifier when config.model.classifier == 'auto'
   table_models: tuple[str, ...] = ()  # reported models in the main table ((display_name,))
@@ -110,7 +126,7 @@ def get(name: str) -> MethodSpec:
   return _REGISTRY[name]
 
 
-def create_method(config, observed_labels, steps_per_epoch: int, class_names=()):
+def create_method(config, observed_labels, steps_per_epoch: int, class_names=()) -> Method:
   """The method object of `config.method`, knowing the observed training labels."""
   return get(config.method).create(config, observed_labels, steps_per_epoch, tuple(class_names))
 

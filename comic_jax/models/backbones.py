@@ -8,14 +8,14 @@ its input normalisation, whether ImageNet weights exist for it; see docs/archite
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 from comic_jax.errors import require
-from comic_jax.models import efficientnet, resnet
+from comic_jax.models import efficientnet, resnet, resnet_weights
 
 
 def _windows(x):
@@ -36,7 +36,8 @@ def max_pool_2x2(x):
   (benchmarks/step_speed.py --profile). Why a custom gradient: JAX's own gradient of the
   reshape-and-max counts each window's maxima with a sum over the two window axes, which XLA's
   CPU backend ran as strided reductions taking ~20% of the BCE step's thread time (README
-  "Speed"); here the four window positions are counted with elementwise adds. The gradient is the same as JAX's, value for value (tested, ties included).
+  "Speed"); here the four window positions are counted with elementwise adds. The gradient is
+  the same as JAX's, value for value (tested, ties included).
   """
   return _windows(x).max(axis=(2, 4))
 
@@ -114,13 +115,37 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 @dataclasses.dataclass(frozen=True)
 class BackboneSpec:
-  """A backbone by name: how to build it from config.model and how its uint8 inputs are
-  normalised ((x / 255 - mean) / std per channel)."""
+  """A backbone by name: how to build it from config.model, how its uint8 inputs are
+  normalised ((x / 255 - mean) / std per channel) and, for one with ImageNet weights, how to read
+  them."""
   create: Callable[[Any, Any], nn.Module]      # (model_config, dtype) -> module
   mean: tuple = IMAGENET_MEAN
   std: tuple = IMAGENET_STD
-  pretrained: bool = False                     # has ImageNet weights (model.pretrained)
+  # (source, cache_dir) -> {'params', 'batch_stats'} of the module that `create` builds; source
+  # is 'imagenet' (the published weights) or what model.pretrained names (a checkpoint path).
+  # None: no ImageNet weights.
+  load_weights: Optional[Callable[[str, Optional[str]], dict]] = None
   taps: tuple = ()                             # what model.feature_taps may name
+
+  @property
+  def pretrained(self) -> bool:
+    """Whether the backbone has ImageNet weights (model.pretrained)."""
+    return self.load_weights is not None
+
+
+def _resnet_loader(depth: int):
+  def load(source: str, cache_dir: Optional[str]):
+    return resnet_weights.load_resnet_variables(
+        'torchvision' if source == 'imagenet' else source, depth, cache_dir)
+  return load
+
+
+def _efficientnet_loader(name: str):
+  def load(source: str, cache_dir: Optional[str]):
+    del cache_dir                              # the weights come with an installed package
+    return efficientnet.load_efficientnet_variables(
+        name, path=None if source == 'imagenet' else source)
+  return load
 
 
 BACKBONES: dict[str, BackboneSpec] = {
@@ -128,13 +153,14 @@ BACKBONES: dict[str, BackboneSpec] = {
                                                         dtype=dtype)),
     'mlp': BackboneSpec(lambda m, dtype: MLP(widths=tuple(m.mlp_widths), dtype=dtype)),
 }
-for _name, _cls in (('resnet18', resnet.ResNet18), ('resnet34', resnet.ResNet34),
-                    ('resnet50', resnet.ResNet50), ('resnet101', resnet.ResNet101)):
-  BACKBONES[_name] = BackboneSpec(lambda m, dtype, _cls=_cls: _cls(dtype=dtype), pretrained=True)
+for _depth, _cls in ((18, resnet.ResNet18), (34, resnet.ResNet34), (50, resnet.ResNet50),
+                     (101, resnet.ResNet101)):
+  BACKBONES[f'resnet{_depth}'] = BackboneSpec(lambda m, dtype, _cls=_cls: _cls(dtype=dtype),
+                                              load_weights=_resnet_loader(_depth))
 for _name, _cls in efficientnet.EFFICIENTNETS.items():
   BACKBONES[_name] = BackboneSpec(
       lambda m, dtype, _cls=_cls: _cls(dtype=dtype, taps=tuple(m.feature_taps)), mean=_cls.MEAN,
-      std=_cls.STD, pretrained=True, taps=efficientnet.TAPS)
+      std=_cls.STD, load_weights=_efficientnet_loader(_name), taps=efficientnet.TAPS)
 
 
 def backbone_name(model_config) -> str:

@@ -1,4 +1,5 @@
-"""COMIC's three branches and the additive-attention fusion (docs/method.md "HTB: head-tail balancer").
+"""COMIC's three branches and the additive-attention fusion (docs/method.md "HTB: head-tail
+balancer").
 
 Each branch is a `MultiLabelNet` (backbone + projection to d + cosine classifier). The balanced
 branch's feature is fused with the head and tail features of the same images:

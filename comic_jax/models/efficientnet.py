@@ -34,7 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from comic_jax.errors import UserError, require
-from comic_jax.models import pretrained     # checkpoint readers; NumPy only
+from comic_jax.models.torch_checkpoint import BATCHNORM_LEAVES, read_state_dict, some_names
 
 STEM_CHANNELS = 32
 HEAD_CHANNELS = 1280
@@ -230,7 +230,7 @@ def _expected_keys(name: str, include_top: bool):
   expected = {}
   for module, flax_path, kind, shape in efficientnet_layout(name, include_top):
     if kind == 'bn':
-      for leaf, collection, flax_leaf in pretrained._BN_MAP:
+      for leaf, collection, flax_leaf in BATCHNORM_LEAVES:
         expected[f'{module}.{leaf}'] = (shape, collection, flax_path + (flax_leaf,))
       continue
     expected[f'{module}.weight'] = (shape, 'params', flax_path + ('kernel',))
@@ -256,9 +256,9 @@ def efficientnet_variables_from_torch(state_dict: Mapping[str, Any], name: str,
                                                             and k.startswith('_fc.'))
   unexpected = [k for k in state_dict if k not in expected and not ignored(k)]
   require(not unexpected, f'unexpected key(s) in the {name} state dict: '
-                          f'{pretrained._list(unexpected)} {hint}')
+                          f'{some_names(unexpected)} {hint}')
   missing = [k for k in expected if k not in state_dict]
-  require(not missing, f'missing key(s) in the {name} state dict: {pretrained._list(missing)} '
+  require(not missing, f'missing key(s) in the {name} state dict: {some_names(missing)} '
                        f'{hint}')
   variables: Dict[str, Dict[str, Any]] = {'params': {}, 'batch_stats': {}}
   for key, (shape, collection, flax_path) in expected.items():
@@ -319,4 +319,4 @@ def load_efficientnet_variables(name: str, include_top: bool = False,
   """Pretrained {'params', 'batch_stats'} for EFFICIENTNETS[name]: from `path` (a checkpoint
   with the packages' key names) or, by default, from the installed weights package."""
   path = efficientnet_weights_path(name) if path is None else path
-  return efficientnet_variables_from_torch(pretrained.read_state_dict(path), name, include_top)
+  return efficientnet_variables_from_torch(read_state_dict(path), name, include_top)

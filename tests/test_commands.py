@@ -1,10 +1,10 @@
-"""benchmarks/commands.py: it reads the rate line a run prints, and its machine probe measures."""
+"""tools/commands.py: it reads the rate line a run prints, and its machine probe measures."""
 import numpy as np
 
 from comic_jax import train
-from conftest import load_benchmark
+from conftest import load_tool
 
-commands = load_benchmark('commands')
+commands = load_tool('commands')
 
 
 def test_the_benchmark_reads_the_line_a_run_prints():

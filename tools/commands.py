@@ -1,7 +1,8 @@
-"""Wall time of the README's training commands, each with the machine's speed measured beside it.
+"""Maintainer tool: wall time of the README's training commands, each with the machine's speed
+measured beside it (for the README's timings; not a benchmark of the package).
 
-  python benchmarks/commands.py [--methods bce,comic] [--repeats 2] [--config configs/synthetic.py]
-                                [--workdir runs/commands]
+  python tools/commands.py [--methods bce,comic] [--repeats 2] [--config configs/synthetic.py]
+                             [--workdir runs/commands]
 
 Runs `python -m comic_jax.main --config=CONFIG --config.method=M --workdir=...` for each method,
 `--repeats` rounds in alternating order, each into a fresh workdir (the persistent compilation
@@ -30,7 +31,7 @@ import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-from comic_jax import cli  # noqa: E402  (imports no JAX)
+from comic_jax import machine  # noqa: E402  (imports no JAX)
 
 
 def probe_gflops(seconds: float = 2.0, n: int = 1024, processes: int = 1) -> float:
@@ -90,8 +91,8 @@ def main() -> None:
   workdir = os.path.abspath(args.workdir)
   os.makedirs(workdir, exist_ok=True)
   rows = []
-  cpu = cli.local_cpu()
-  print(f'CPU: {cli.describe_cpu(cpu, os.cpu_count())}')
+  cpu = machine.local_cpu()
+  print(f'CPU: {machine.describe_cpu(cpu, os.cpu_count())}')
   print(f'{"start":8s}  {"method":10s} {"wall s":>7s} {"user s":>7s} {"sys s":>6s} '
         f'{"train s":>7s} {"img/s":>6s} {"probe before/after GFLOP/s":>26s}', flush=True)
   for r in range(args.repeats):
