@@ -4,8 +4,10 @@ The Lite variants are EfficientNets made for quantised mobile inference: no sque
 ReLU6 instead of swish, and a stem (32 channels) and head (1280 channels) that the width
 multiplier does not scale; the first and last stages are not deepened either. Convs use
 TensorFlow's 'SAME' padding (the extra row/column of an even-sized stride-2 conv goes at the
-bottom/right), which Flax's padding='SAME' is, and BatchNorm eps 1e-3, momentum 0.99, as the TF
-originals that the PyTorch weights were converted from.
+bottom/right), which lax's padding='SAME' is, and BatchNorm eps 1e-3, momentum 0.99, as the TF
+originals that the PyTorch weights were converted from. The depthwise convs run as shifted
+multiply-adds and the 1x1 convs as matrix products (`_conv`: XLA's grouped convolution is
+several times slower on a CPU); the variables are nn.Conv's and nn.BatchNorm's.
 
 Module names say what each layer is (`stem_conv`, `blocks_3/expand_conv`, `blocks_3/depthwise_bn`,
 `head_conv`, `classifier`) and map one to one onto the PyTorch state dicts of the
@@ -115,10 +117,9 @@ def depthwise_conv(x, kernel, stride: int):
   rows, cols = (x.shape[1] - k) // stride + 1, (x.shape[2] - k) // stride + 1
   out = None
   for i in range(k):
-    for j in range(k):
-      tap = jax.lax.slice(x, (0, i, j, 0),
-                          (x.shape[0], i + (rows - 1) * stride + 1, j + (cols - 1) * stride + 1, c),
-                          (1, stride, stride, 1)) * kernel[i, j, 0]
+    for j in range(k):     # the output pixels' (i, j) inputs: rows i, i + stride, ...
+      end = (x.shape[0], i + (rows - 1) * stride + 1, j + (cols - 1) * stride + 1, c)
+      tap = jax.lax.slice(x, (0, i, j, 0), end, (1, stride, stride, 1)) * kernel[i, j, 0]
       out = tap if out is None else out + tap
   return out
 
@@ -145,20 +146,12 @@ class _Kernel(nn.Module):
 
 def _conv_bn(module: nn.Module, x, features: int, kernel: int, stride: int, train: bool,
              conv: str, bn: str, depthwise: bool = False):
-  """Conv `conv` (no bias) then BatchNorm `bn`, as submodules of `module` (called from its
-  compact method). At inference the BatchNorm is folded into the conv: kernel x scale /
-  sqrt(var + eps), then + bias - mean x that, one pass over the activations fewer; training
-  (batch statistics, their running averages) and init run the plain conv and nn.BatchNorm."""
+  """Conv `conv` (bias-free, `_conv`) then BatchNorm `bn`, submodules of `module` (called from
+  its compact method), in `module.dtype`: the tree of nn.Conv + nn.BatchNorm."""
   dtype = module.dtype
   shape = (kernel, kernel, 1 if depthwise else x.shape[-1], features)
-  w = _Kernel(shape, name=conv)()
-  x = x.astype(dtype)
-  if train or module.is_initializing():
-    return _batch_norm(train, dtype)(name=bn)(_conv(x, w.astype(dtype), stride, depthwise))
-  params, stats = module.variables['params'][bn], module.variables['batch_stats'][bn]
-  scale = params['scale'] * jax.lax.rsqrt(stats['var'] + BN_EPSILON)
-  y = _conv(x, (w * scale).astype(dtype), stride, depthwise)
-  return y + (params['bias'] - stats['mean'] * scale).astype(dtype)
+  w = _Kernel(shape, name=conv)().astype(dtype)
+  return _batch_norm(train, dtype)(name=bn)(_conv(x.astype(dtype), w, stride, depthwise))
 
 
 class MBConv(nn.Module):
