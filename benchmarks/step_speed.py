@@ -534,6 +534,7 @@ def main(argv=None) -> None:
   parser.add_argument('--dtypes', default='',
                       help="float32,bfloat16 (default: both on a GPU / TPU, float32 on a CPU)")
   parser.add_argument('--quick', action='store_true', help='fewer steps and repeats')
+  parser.add_argument('--batch', type=int, default=0, help='batch size (0: the recipes\' 32)')
   parser.add_argument('--steps', type=int, default=0, help='timed steps per repeat (0: preset)')
   parser.add_argument('--repeats', type=int, default=0, help='timed repeats (0: preset)')
   parser.add_argument('--threads', type=int, default=0,
@@ -578,11 +579,13 @@ def main(argv=None) -> None:
       schedule = SCHEDULE if jax.default_backend() == 'cpu' else ACCELERATOR_SCHEDULE
       warmup, steps, repeats = schedule[setup][int(args.quick)]
       sched = (warmup, args.steps or steps, args.repeats or repeats)
-      npz = write_random_npz(os.path.join(tmp, 'r.npz')) if setup == 'resnet50' else None
+      npz = (write_random_npz(os.path.join(tmp, 'r.npz'), num_train=max(96, args.batch))
+             if setup == 'resnet50' else None)
       for dtype in dtypes.split(','):
         for method in args.methods.split(','):
           config = (synth_config(method, dtype) if setup == 'synth'
                     else resnet50_config(method, dtype, npz))
+          config.batch_size = args.batch or config.batch_size
           r = measure(setup, config, sched, torch, args.profile or None)
           results.append(r)
           print(report_line(r, device.device_kind), flush=True)

@@ -40,7 +40,7 @@ def cache_path(config, images: np.ndarray, views: int = 0) -> str:
   key = {'images': content.hexdigest(), 'backbone': backbones.backbone_name(config.model),
          'pretrained': config.model.pretrained, 'dtype': config.model.dtype,
          'widths': [list(config.model.small_cnn_widths), list(config.model.mlp_widths)],
-         'version': 3}
+         'version': 4}   # 4: EfficientNet-Lite's depthwise and 1x1 convs computed differently
   if config.model.feature_taps:   # (absent otherwise, so existing caches keep their names)
     key['taps'] = list(config.model.feature_taps)
   if views:

@@ -13,6 +13,7 @@ import importlib.metadata
 import os
 import pathlib
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -266,3 +267,70 @@ def test_feature_taps_are_validated():
   config.model.feature_taps = ('stage3',)
   with pytest.raises(UserError, match="for the EfficientNet-Lite backbones, not 'small_cnn'"):
     backbones.validate_config(config.model)
+
+
+@pytest.mark.parametrize('kernel,stride,size', [(3, 1, 7), (3, 2, 8), (5, 2, 7), (5, 1, 6)])
+def test_depthwise_conv_equals_xla_grouped_convolution(kernel, stride, size):
+  """The shifted multiply-adds against lax's grouped convolution with 'SAME' padding (TF's: the
+  odd padding row / column after), values and gradients (what fine-tuning trains with)."""
+  rs = np.random.RandomState(kernel + stride + size)
+  x = rs.standard_normal((2, size, size + 1, 16)).astype(np.float32)
+  w = rs.standard_normal((kernel, kernel, 1, 16)).astype(np.float32)
+  cotangent = rs.standard_normal((2, -(-size // stride), -(-(size + 1) // stride), 16))
+
+  def grouped(x, w):
+    return jax.lax.conv_general_dilated(x, w, (stride, stride), 'SAME', feature_group_count=16,
+                                        dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+  ours = lambda x, w: efficientnet.depthwise_conv(x, w, stride)
+  np.testing.assert_allclose(ours(x, w), grouped(x, w), rtol=1e-5, atol=1e-5)
+  loss = lambda f: lambda x, w: jnp.sum(f(x, w) * cotangent)
+  for a, b in zip(jax.grad(loss(ours), (0, 1))(x, w), jax.grad(loss(grouped), (0, 1))(x, w)):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+class _ReferenceMBConv(nn.Module):
+  """MBConv written with Flax's nn.Conv (feature_group_count = channels for the depthwise) and
+  nn.BatchNorm, the straightforward form, as the reference for ours (same variable names)."""
+  spec: efficientnet.BlockSpec
+
+  @nn.compact
+  def __call__(self, x, train):
+    s = self.spec
+    norm = lambda name: nn.BatchNorm(use_running_average=not train, momentum=0.99,
+                                     epsilon=1e-3, name=name)
+    y = nn.relu6(norm('expand_bn')(nn.Conv(s.hidden, (1, 1), use_bias=False,
+                                           name='expand_conv')(x)))
+    y = nn.Conv(s.hidden, (s.kernel, s.kernel), (s.stride, s.stride), padding='SAME',
+                feature_group_count=s.hidden, use_bias=False, name='depthwise_conv')(y)
+    y = nn.relu6(norm('depthwise_bn')(y))
+    y = norm('project_bn')(nn.Conv(s.out_channels, (1, 1), use_bias=False,
+                                   name='project_conv')(y))
+    return x + y if s.residual else y
+
+
+@pytest.mark.parametrize('train', [False, True])
+def test_mbconv_equals_the_plain_flax_block_on_the_same_variables(train):
+  """Our block (shifted depthwise, 1x1 convs as matrix products) on the reference's variables,
+  with non-trivial running statistics: the same outputs and, in training, the same updated
+  batch statistics."""
+  spec = efficientnet.BlockSpec(16, 16, 5, 1, 3)
+  rs = np.random.RandomState(3)
+  x = rs.standard_normal((2, 9, 9, 16)).astype(np.float32)
+  reference = _ReferenceMBConv(spec)
+  variables = jax.tree.map(np.asarray, reference.init(jax.random.key(0), x, train=False))
+  for bn in variables['batch_stats'].values():
+    bn['mean'] = rs.standard_normal(bn['mean'].shape).astype(np.float32)
+    bn['var'] = rs.uniform(0.5, 2.0, bn['var'].shape).astype(np.float32)
+  for name, leaf in variables['params'].items():
+    if name.endswith('_bn'):
+      leaf['scale'] = rs.uniform(0.5, 1.5, leaf['scale'].shape).astype(np.float32)
+      leaf['bias'] = rs.standard_normal(leaf['bias'].shape).astype(np.float32)
+  ours = efficientnet.MBConv(spec)
+  assert (jax.tree.map(np.shape, ours.init(jax.random.key(0), x, train=False))
+          == jax.tree.map(np.shape, variables))
+  apply = lambda m: m.apply(variables, x, train=train, mutable=['batch_stats'] if train else [])
+  (theirs, their_stats), (out, our_stats) = apply(reference), apply(ours)
+  np.testing.assert_allclose(out, theirs, rtol=1e-5, atol=1e-5)
+  if train:
+    for a, b in zip(jax.tree.leaves(our_stats), jax.tree.leaves(their_stats)):
+      np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)

@@ -4,8 +4,10 @@ The Lite variants are EfficientNets made for quantised mobile inference: no sque
 ReLU6 instead of swish, and a stem (32 channels) and head (1280 channels) that the width
 multiplier does not scale; the first and last stages are not deepened either. Convs use
 TensorFlow's 'SAME' padding (the extra row/column of an even-sized stride-2 conv goes at the
-bottom/right), which Flax's padding='SAME' is, and BatchNorm eps 1e-3, momentum 0.99, as the TF
-originals that the PyTorch weights were converted from.
+bottom/right), which lax's padding='SAME' is, and BatchNorm eps 1e-3, momentum 0.99, as the TF
+originals that the PyTorch weights were converted from. The depthwise convs run as shifted
+multiply-adds and the 1x1 convs as matrix products (`_conv`: XLA's grouped convolution is
+several times slower on a CPU); the variables are nn.Conv's and nn.BatchNorm's.
 
 Module names say what each layer is (`stem_conv`, `blocks_3/expand_conv`, `blocks_3/depthwise_bn`,
 `head_conv`, `classifier`) and map one to one onto the PyTorch state dicts of the
@@ -30,6 +32,7 @@ import re
 from typing import Any, Dict, List, Mapping, NamedTuple, Optional
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -102,6 +105,55 @@ def _batch_norm(train: bool, dtype):
                            epsilon=BN_EPSILON, dtype=dtype)
 
 
+def depthwise_conv(x, kernel, stride: int):
+  """k x k depthwise convolution (`kernel` (k, k, 1, C), Flax's layout) of NHWC `x` with 'SAME'
+  padding, as the sum of k^2 shifted, strided slices times one weight per channel: XLA fuses
+  them into one loop vectorised over the channels, where its grouped convolution
+  (feature_group_count = C) runs 5-7x slower on a CPU (benchmarks/backbone_speed.py)."""
+  k, c = kernel.shape[0], x.shape[-1]
+  (top, bottom), (left, right) = jax.lax.padtype_to_pads(x.shape[1:3], (k, k), (stride, stride),
+                                                         'SAME')
+  x = jnp.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)))
+  rows, cols = (x.shape[1] - k) // stride + 1, (x.shape[2] - k) // stride + 1
+  out = None
+  for i in range(k):
+    for j in range(k):     # the output pixels' (i, j) inputs: rows i, i + stride, ...
+      end = (x.shape[0], i + (rows - 1) * stride + 1, j + (cols - 1) * stride + 1, c)
+      tap = jax.lax.slice(x, (0, i, j, 0), end, (1, stride, stride, 1)) * kernel[i, j, 0]
+      out = tap if out is None else out + tap
+  return out
+
+
+def _conv(x, kernel, stride: int, depthwise: bool):
+  """NHWC `x` convolved with HWIO `kernel`, 'SAME' padding: depthwise_conv, a 1x1 conv as one
+  matrix product over the channels (faster than XLA's convolution on a CPU), else XLA's."""
+  if depthwise:
+    return depthwise_conv(x, kernel, stride)
+  if kernel.shape[:2] == (1, 1) and stride == 1:
+    return x @ kernel[0, 0]
+  return jax.lax.conv_general_dilated(x, kernel, (stride, stride), 'SAME',
+                                      dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+
+
+class _Kernel(nn.Module):
+  """A bias-free conv's parameters: {'kernel': HWIO}, nn.Conv's tree and initialisation."""
+  shape: tuple
+
+  @nn.compact
+  def __call__(self):
+    return self.param('kernel', _conv_init, self.shape)
+
+
+def _conv_bn(module: nn.Module, x, features: int, kernel: int, stride: int, train: bool,
+             conv: str, bn: str, depthwise: bool = False):
+  """Conv `conv` (bias-free, `_conv`) then BatchNorm `bn`, submodules of `module` (called from
+  its compact method), in `module.dtype`: the tree of nn.Conv + nn.BatchNorm."""
+  dtype = module.dtype
+  shape = (kernel, kernel, 1 if depthwise else x.shape[-1], features)
+  w = _Kernel(shape, name=conv)().astype(dtype)
+  return _batch_norm(train, dtype)(name=bn)(_conv(x.astype(dtype), w, stride, depthwise))
+
+
 class MBConv(nn.Module):
   """Inverted-residual block without squeeze-excitation (see BlockSpec)."""
   spec: BlockSpec
@@ -110,19 +162,12 @@ class MBConv(nn.Module):
   @nn.compact
   def __call__(self, x, train: bool):
     spec = self.spec
-    norm = _batch_norm(train, self.dtype)
     y = x
     if spec.expand != 1:
-      y = nn.Conv(spec.hidden, (1, 1), use_bias=False, dtype=self.dtype, kernel_init=_conv_init,
-                  name='expand_conv')(y)
-      y = nn.relu6(norm(name='expand_bn')(y))
-    y = nn.Conv(spec.hidden, (spec.kernel, spec.kernel), (spec.stride, spec.stride),
-                padding='SAME', feature_group_count=spec.hidden, use_bias=False,
-                dtype=self.dtype, kernel_init=_conv_init, name='depthwise_conv')(y)
-    y = nn.relu6(norm(name='depthwise_bn')(y))
-    y = nn.Conv(spec.out_channels, (1, 1), use_bias=False, dtype=self.dtype,
-                kernel_init=_conv_init, name='project_conv')(y)
-    y = norm(name='project_bn')(y)
+      y = nn.relu6(_conv_bn(self, y, spec.hidden, 1, 1, train, 'expand_conv', 'expand_bn'))
+    y = nn.relu6(_conv_bn(self, y, spec.hidden, spec.kernel, spec.stride, train,
+                          'depthwise_conv', 'depthwise_bn', depthwise=True))
+    y = _conv_bn(self, y, spec.out_channels, 1, 1, train, 'project_conv', 'project_bn')
     return x + y if spec.residual else y
 
 
@@ -151,20 +196,15 @@ class EfficientNetLite(nn.Module):
 
   @nn.compact
   def __call__(self, x, train: bool = True, include_top: bool = False):
-    norm = _batch_norm(train, self.dtype)
     pool = lambda y: jnp.mean(y, axis=(1, 2)).astype(jnp.float32)
-    x = nn.Conv(STEM_CHANNELS, (3, 3), (2, 2), padding='SAME', use_bias=False, dtype=self.dtype,
-                kernel_init=_conv_init, name='stem_conv')(x.astype(self.dtype))
-    x = nn.relu6(norm(name='stem_bn')(x))
+    x = nn.relu6(_conv_bn(self, x, STEM_CHANNELS, 3, 2, train, 'stem_conv', 'stem_bn'))
     tapped = {}
     blocks = self.blocks()
     for i, spec in enumerate(blocks):
       x = MBConv(spec, dtype=self.dtype, name=f'blocks_{i}')(x, train)
       if i + 1 == len(blocks) or blocks[i + 1].stage != spec.stage:   # the stage's last block
         tapped[f'stage{spec.stage}'] = x
-    x = nn.Conv(HEAD_CHANNELS, (1, 1), use_bias=False, dtype=self.dtype, kernel_init=_conv_init,
-                name='head_conv')(x)
-    x = nn.relu6(norm(name='head_bn')(x))
+    x = nn.relu6(_conv_bn(self, x, HEAD_CHANNELS, 1, 1, train, 'head_conv', 'head_bn'))
     tapped['head'] = x
     if include_top:
       return nn.Dense(NUM_CLASSES, dtype=self.dtype, name='classifier')(pool(x)).astype(
