@@ -5,14 +5,16 @@
 
 Any source (PLT-Synth, folder, npz, TFDS COCO / VOC) goes through the PLT construction of
 training (long tail, hidden positives, validation split; `sources.plan_plt`) on its labels
-alone; then each image is read, encoded and written as it comes, so the converter holds one
-record at a time (the arrays of an in-memory source, PLT-Synth or an .npz, excepted). Files are
+alone; then the images are read, checked (decoded once), encoded and written 256 at a time,
+so the converter holds at most 256 records (the arrays of an in-memory source, PLT-Synth or an
+.npz, excepted). Files are
 written into `<DIR>.partial-<pid>` and renamed to DIR when every shard, the labels and the
 manifest are written: a failed or interrupted conversion leaves no DIR behind. Train on the
 result with `--config.data.name=shards --config.data.path=DIR`.
 """
 from __future__ import annotations
 
+import concurrent.futures
 import hashlib
 import os
 import shutil
@@ -21,7 +23,7 @@ import sys
 import numpy as np
 import tqdm
 
-from comic_jax.data import shards, sources, splits
+from comic_jax.data import images, shards, sources, splits
 from comic_jax.errors import UserError, require
 
 # Written into the manifest: the fields of config.data that made the PLT construction.
@@ -69,24 +71,35 @@ def write_split(directory: str, split: str, rows, records_per_shard: int) -> dic
 
 
 class _Records:
-  """The records of one split, made one at a time from `image(i)` and the label rows."""
+  """The records of one split, made `chunk` at a time from `image(i)` and the label rows. The
+  images of a real source ('file') are decoded once on `threads` threads, so that a damaged
+  image stops the conversion with its name instead of a training run later."""
 
   def __init__(self, keys, image, encoding, labels, full=None, negative=None):
     self.keys, self.image, self.encoding = keys, image, encoding
     self.labels, self.full, self.negative = labels, full, negative
+    self.chunk, self.threads = 256, os.cpu_count() or 1
 
   def __len__(self) -> int:
     return len(self.keys)
 
+  def _encoded(self, i: int) -> tuple[bytes, str]:
+    image, encoding = self.image(i), self.encoding
+    if encoding == 'file' and isinstance(image, np.ndarray):   # TFDS's decoded mock data
+      encoding = 'png'
+    data = shards.encode_image(image, encoding)
+    if self.encoding == 'file':
+      images.decode_image(data, self.keys[i])   # raises UserError naming a damaged image
+    return data, encoding
+
   def __iter__(self):
-    for i, key in enumerate(self.keys):
-      image = self.image(i)
-      encoding = self.encoding
-      if encoding == 'file' and isinstance(image, np.ndarray):   # TFDS's decoded mock data
-        encoding = 'png'
-      row = lambda y: None if y is None else y[i]
-      yield shards.encode_record(key, shards.encode_image(image, encoding), self.labels[i],
-                                 row(self.full), row(self.negative))
+    row = lambda y, i: None if y is None else y[i]
+    with concurrent.futures.ThreadPoolExecutor(self.threads) as pool:
+      for start in range(0, len(self.keys), self.chunk):
+        rows = range(start, min(start + self.chunk, len(self.keys)))
+        for i, (data, _) in zip(rows, pool.map(self._encoded, rows)):
+          yield shards.encode_record(self.keys[i], data, self.labels[i], row(self.full, i),
+                                     row(self.negative, i))
 
 
 def _plan(dc):

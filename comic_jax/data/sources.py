@@ -242,7 +242,7 @@ def warn_about_labels(class_names, y_observed: np.ndarray, y_test: np.ndarray) -
 
 def check_model_inputs(data: PLTData, model_config) -> None:
   """Feature vectors need the 'mlp' backbone, images a convolutional one."""
-  ndim = np.asarray(data.x_train[:1]).ndim
+  ndim = len(np.shape(data.x_train))
   require(ndim != 2 or model_config.backbone == 'mlp',
           'the training inputs are feature vectors: use --config.model.backbone=mlp')
   require(ndim == 2 or model_config.backbone != 'mlp',
