@@ -32,7 +32,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-import numpy as np  # noqa: E402
+import numpy as np
 
 H200_RESNET50 = {'COMIC': 470, 'BCE': 2154}   # README, "Speed": float32 img/s of one H200
 
@@ -107,6 +107,7 @@ def feed_rate(config, data, steps: int) -> float:
 def jpeg_worker_rate(num: int) -> tuple[float, float]:
   """(img/s of one worker's decode + square_resize(256) of records, mean KiB per JPEG)."""
   import input_pipeline
+
   from comic_jax.data import shards
   jpegs = input_pipeline.make_jpegs(num, 500, 375, 90)
   decode = shards.DecodeTraining(shards.ImageTransform('file', True, 'train', 256, 256, 224), 24)

@@ -110,6 +110,8 @@ def restore_latest(manager: ocp.CheckpointManager, state, extra: dict | None = N
           return named.restore(step, args=ocp.args.Composite(
               default=ocp.args.StandardRestore(abstract), **extra))['default'], step
       return manager.restore(step, args=ocp.args.StandardRestore(abstract)), step
+    except UserError:   # readable, but not this run's (an `extra` item said so): not moved aside
+      raise
     except Exception as e:  # noqa: BLE001 - a damaged step raises whatever its reader hits
       aside = _move_aside(manager, step)
       previous = f'falling back to step {steps[i + 1]}' if i + 1 < len(steps) else \

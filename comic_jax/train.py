@@ -29,7 +29,7 @@ import tqdm
 from comic_jax import checkpoint, cli, features, metrics, optim, writers
 from comic_jax import workdir as workdir_lib
 from comic_jax.data import augment, longtail, pipeline, samplers, sources
-from comic_jax.data.pipeline import host_to_global, train_batch
+from comic_jax.data.pipeline import host_to_global, train_batch  # noqa: F401 (train.train_batch)
 from comic_jax.errors import UserError, require
 from comic_jax.methods import registry
 from comic_jax.models import backbones, pretrained

@@ -10,13 +10,13 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import ROOT, assert_one_line, tiny_config, xla_flags
+from test_multihost import _free_port
+from test_sources import _folder, _folder_config, _with_unknown
 
 from comic_jax import metrics, train
 from comic_jax.data import convert, pipeline, samplers, shards, sources
 from comic_jax.errors import UserError
-from conftest import ROOT, assert_one_line, tiny_config, xla_flags
-from test_multihost import _free_port
-from test_sources import _folder, _folder_config, _with_unknown
 
 
 def _streamed(path, **overrides):
@@ -107,6 +107,31 @@ def test_resumed_equals_uninterrupted(synth_shards, tmp_path):
         (tmp_path / 'whole' / name).read_text()), name
 
 
+def test_a_foreign_iterator_state_is_refused_not_moved_aside(synth_shards, tmp_path):
+  """A checkpoint whose data iterator belongs to another sampler (another seed here) stops the
+  restore with one line, and the checkpoint stays where it is."""
+  import jax.numpy as jnp
+  from comic_jax import checkpoint
+  config = _streamed(synth_shards)
+  data = sources.load_dataset(config.data)
+  feed = lambda seed: pipeline.create_feed(
+      data, {'m': samplers.create_sampler('uniform', data.y_train, 32, seed)}, {'m': None},
+      config, 10)
+  saved = feed(0)
+  saved.batch(0), saved.batch(1)
+  manager = checkpoint.create_manager(str(tmp_path), 2)
+  state = {'a': jnp.zeros(3)}
+  checkpoint.save(manager, 2, state, saved.checkpoint_args())
+  checkpoint.wait(manager)
+  same = feed(0)
+  assert checkpoint.restore_latest(manager, state, same.restore_args())[1] == 2
+  assert same._next == 2
+  with pytest.raises(UserError) as e:
+    checkpoint.restore_latest(manager, state, feed(5).restore_args())
+  assert_one_line(e, 'data iterator does not match this run')
+  assert os.listdir(tmp_path / 'checkpoints') == ['2']
+
+
 def test_converted_folder_is_the_in_memory_data_set(tmp_path):
   """Files are stored as read and resized when read, as the in-memory path does; known
   negatives (-1 labels) and the validation split come through."""
@@ -149,7 +174,7 @@ def test_convert_errors_leave_nothing_behind(tmp_path):
   assert_one_line(e, 'has no manifest.json', 'comic_jax.data.convert')
   proc = subprocess.run([sys.executable, '-m', 'comic_jax.data.convert',
                          '--config=configs/synthetic.py', f'--output={out}'],
-                        cwd=ROOT, capture_output=True, text=True)
+                        check=False, cwd=ROOT, capture_output=True, text=True)
   assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1].startswith('error: ')
 
 
@@ -214,8 +239,8 @@ def test_two_processes_read_only_their_rows(synth_shards, bce_run, tmp_path):
     reads = json.loads((tmp_path / f'reads_{p}.json').read_text())
     got = collections.Counter({(split, i): n for split, i, n in reads['grain']})
     assert {(split, i) for split, i, _ in reads['direct']} <= {('test', i) for i in range(6)}
-    want = collections.Counter(
-        ('train', int(i)) for s in range(steps) for i in uniform.indices(s)[p * half:(p + 1) * half])
+    want = collections.Counter(('train', int(i)) for s in range(steps)
+                               for i in uniform.indices(s)[p * half:(p + 1) * half])
     for split, n_images in (('val', len(data.y_val)), ('test', len(data.y_test))):
       batch = config.eval_batch_size
       for b in range(-(-n_images // batch)):

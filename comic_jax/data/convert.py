@@ -188,6 +188,7 @@ def convert(data_config, output: str, records_per_shard: int = 1024) -> dict:
 
 def main(argv) -> None:
   from absl import flags
+
   from comic_jax import cli
   if len(argv) > 1:
     cli.fail(f'unexpected argument(s) {" ".join(argv[1:])}: give options as --name=value')
@@ -216,6 +217,7 @@ def console() -> None:
   # The config files import `configs.default`: the repository root, as comic_jax.main does.
   sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
   from absl import app
+
   from comic_jax import cli
   _define_flags()
   app.run(main, flags_parser=cli.parse_flags)

@@ -26,14 +26,13 @@ batches out round-robin, so `_position` lays the steps out in that order.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import io
 import json
 import math
 
-from grain import checkpoint as grain_checkpoint
 import grain.python as grain
 import numpy as np
+from grain import checkpoint as grain_checkpoint
 
 from comic_jax.data import images
 from comic_jax.data.types import PLTData
@@ -113,7 +112,7 @@ def _multi_hot(classes, num_classes: int) -> np.ndarray:
 # ------------------------------------------------------------------------------- reading
 
 def _path(root: str, name: str):
-  from etils import epath   # local disk, NFS, or gs:// (epath is Grain's file layer)
+  from etils import epath  # local disk, NFS, or gs:// (epath is Grain's file layer)
   return epath.Path(root) / name
 
 
@@ -202,6 +201,19 @@ def _input_shape(manifest: dict, mode: str, dc) -> tuple[tuple[int, ...], str]:
   return (side, side, 3), 'uint8'
 
 
+def preprocessing_of(dc) -> dict:
+  """`predict.preprocessing_of` for a run on shards: what the in-memory source would say."""
+  manifest = read_manifest(dc.path)
+  shape = manifest['input_shape']
+  if manifest['encoding'] == 'npy':
+    return {'input': 'features', 'dim': int(shape[0])}
+  if manifest['resize']:
+    return {'input': 'image', 'resize': int(dc.eval_resize), 'height': int(dc.image_size),
+            'width': int(dc.image_size)}
+  return {'input': 'image', 'resize': int(min(shape[:2])), 'height': int(shape[0]),
+          'width': int(shape[1])}
+
+
 def load_dataset(dc) -> PLTData:
   """The PLTData of a shard folder: labels from labels.npz, images as `ShardImages`."""
   manifest = read_manifest(dc.path)
@@ -264,13 +276,18 @@ class TrainSampler:
     self.rows = self.per * len(stream_samplers)
     self.workers, self.processes, self.num_steps = workers, processes, num_steps
     self.length = _num_positions(num_steps, self.rows, workers) * processes
+    self._drawn = {}
 
   def __len__(self) -> int:
     return self.length
 
-  @functools.lru_cache(maxsize=16)
   def _indices(self, step: int, stream: int) -> np.ndarray:
-    return self.stream_samplers[stream].indices(step)
+    """The stream's global batch of `step`, drawn once for the rows of the step."""
+    if (step, stream) not in self._drawn:
+      if len(self._drawn) >= 16:
+        self._drawn.clear()
+      self._drawn[step, stream] = self.stream_samplers[stream].indices(step)
+    return self._drawn[step, stream]
 
   def __getitem__(self, g: int):
     if not 0 <= g < self.length:
