@@ -49,7 +49,7 @@ def test_converted_synth_is_the_in_memory_data_set(synth_shards):
   np.testing.assert_array_equal(streamed.x_test[-3:], memory.x_test[-3:])
   # The shards' checksums are those of the files.
   entry = manifest['splits']['test']['shards'][0]
-  assert entry['sha256'] == convert._sha256(str(synth_shards / entry['file']))
+  assert entry['sha256'] == convert.sha256_of(str(synth_shards / entry['file']))
 
 
 def test_streamed_training_equals_in_memory(synth_shards, bce_run, tmp_path):

@@ -24,19 +24,12 @@ import numpy as np
 import tqdm
 
 from comic_jax.data import images, shards, sources, splits
+from comic_jax.download import sha256_of
 from comic_jax.errors import UserError, require
 
 # Written into the manifest: the fields of config.data that made the PLT construction.
 CONSTRUCTION_FIELDS = ('name', 'seed', 'longtail', 'partial', 'missing_ratio', 'val_fraction',
                        'plt_json', 'plt_json_labels', 'path', 'train_labels', 'test_labels')
-
-
-def _sha256(path: str) -> str:
-  h = hashlib.sha256()
-  with open(path, 'rb') as f:
-    for chunk in iter(lambda: f.read(1 << 20), b''):
-      h.update(chunk)
-  return h.hexdigest()
 
 
 def write_split(directory: str, split: str, rows, records_per_shard: int) -> dict:
@@ -51,7 +44,7 @@ def write_split(directory: str, split: str, rows, records_per_shard: int) -> dic
   def close():
     writer.close()
     path = os.path.join(directory, entries[-1]['file'])
-    entries[-1].update(count=count, sha256=_sha256(path))
+    entries[-1].update(count=count, sha256=sha256_of(path))
 
   for i, record in enumerate(rows):
     if i % records_per_shard == 0:
@@ -175,7 +168,7 @@ def convert(data_config, output: str, records_per_shard: int = 1024) -> dict:
         'construction': {k: dc[k] for k in CONSTRUCTION_FIELDS} | {
             'pareto': dc.pareto.to_dict(),
             'synthetic': dc.synthetic.to_dict() if dc.name == 'synthetic' else None},
-        'labels': {'file': shards.LABELS, 'sha256': _sha256(labels_path),
+        'labels': {'file': shards.LABELS, 'sha256': sha256_of(labels_path),
                    'known_negatives': 'neg_train' in labels}}
     from comic_jax import workdir
     workdir.write_json(os.path.join(partial, shards.MANIFEST), manifest, indent=2)

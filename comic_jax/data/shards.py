@@ -282,12 +282,15 @@ class TrainSampler:
     return self.length
 
   def _indices(self, step: int, stream: int) -> np.ndarray:
-    """The stream's global batch of `step`, drawn once for the rows of the step."""
-    if (step, stream) not in self._drawn:
+    """The stream's global batch of `step`, drawn once for the rows of the step (Grain asks
+    from its reading threads: one `get`, then at most a redundant draw)."""
+    drawn = self._drawn.get((step, stream))
+    if drawn is None:
+      drawn = self.stream_samplers[stream].indices(step)
       if len(self._drawn) >= 16:
         self._drawn.clear()
-      self._drawn[step, stream] = self.stream_samplers[stream].indices(step)
-    return self._drawn[step, stream]
+      self._drawn[step, stream] = drawn
+    return drawn
 
   def __getitem__(self, g: int):
     if not 0 <= g < self.length:
