@@ -37,6 +37,10 @@ import numpy as np
 H200_RESNET50 = {'COMIC': 470, 'BCE': 2154}   # README, "Speed": float32 img/s of one H200
 
 
+def mib(num_bytes: int) -> float:
+  return num_bytes / 2 ** 20
+
+
 def make_npz(path: str, num_train: int, num_test: int = 1000, size: int = 32, classes: int = 24,
              seed: int = 0) -> None:
   rs = np.random.RandomState(seed)
@@ -128,7 +132,9 @@ def main(argv=None) -> None:
   parser.add_argument('--workers', type=int, default=2, help='Grain workers of the epochs')
   parser.add_argument('--feed-steps', type=int, default=100, help='(c): batches timed')
   parser.add_argument('--jpegs', type=int, default=256, help='(d): synthetic JPEGs')
-  parser.add_argument('--dir', default='', help='scratch folder (default: a temporary one)')
+  parser.add_argument('--dir', default='', help='scratch folder (default: a temporary one); '
+                      'shards already converted there are reused')
+  parser.add_argument('--parts', default='abcd', help='which of (a, b) [ab], (c), (d) to run')
   args = parser.parse_args(argv)
   sys.path.insert(0, os.path.join(ROOT, 'benchmarks'))
   from comic_jax.data import convert, sources
@@ -137,37 +143,47 @@ def main(argv=None) -> None:
   os.makedirs(scratch, exist_ok=True)
   start = time.perf_counter()
   print(f'{os.cpu_count()} cores; scratch {scratch}')
-  mib = lambda b: b / 2 ** 20
 
-  print('\n(a, b) one epoch of BCE (small CNN 8-8-8-8, batch 256), by the command line')
   epochs, dirs = {}, {}
   for n in args.sizes:
-    path = os.path.join(scratch, f'train_{n}.npz')
-    make_npz(path, n)
-    config = npz.get_config()
-    config.data.path = path
     dirs[n] = os.path.join(scratch, f'shards_{n}')
-    t = time.perf_counter()
-    convert.convert(config.data, dirs[n])
-    convert_s = time.perf_counter() - t
-    size = sum(os.path.getsize(os.path.join(dirs[n], f)) for f in os.listdir(dirs[n]))
-    epochs[n] = run_epoch('shards', dirs[n], os.path.join(scratch, f'run_shards_{n}'),
-                          args.workers)
-    e = epochs[n]
-    print(f'  {n:7d} images  converted in {convert_s:6.1f} s ({n / convert_s:5.0f} img/s, '
-          f'{mib(size):6.0f} MiB)   streamed: peak RSS {mib(e["rss"]):6.0f} MiB, '
-          f'{e["img_per_sec"]:6.0f} img/s, {e["seconds"]:6.1f} s')
+    path = os.path.join(scratch, f'train_{n}.npz')
+    if not os.path.exists(dirs[n]):
+      make_npz(path, n)
+      config = npz.get_config()
+      config.data.path = path
+      t = time.perf_counter()
+      convert.convert(config.data, dirs[n])
+      convert_s = time.perf_counter() - t
+      size = sum(os.path.getsize(os.path.join(dirs[n], f)) for f in os.listdir(dirs[n]))
+      print(f'{n:7d} images converted in {convert_s:6.1f} s ({n / convert_s:5.0f} img/s, '
+            f'{mib(size):6.0f} MiB of shards)')
   small, large = min(args.sizes), max(args.sizes)
-  memory = run_epoch('npz', os.path.join(scratch, f'train_{small}.npz'),
-                     os.path.join(scratch, f'run_npz_{small}'), 0)
-  print(f'  {small:7d} images  in memory: peak RSS {mib(memory["rss"]):6.0f} MiB, '
-        f'{memory["img_per_sec"]:6.0f} img/s, {memory["seconds"]:6.1f} s')
-  ratio = epochs[large]['rss'] / epochs[small]['rss']
-  print(f'  peak RSS {large} / {small} streamed: x{ratio:.3f} '
-        f'({"within" if ratio <= 1.25 else "ABOVE"} the 1.25x bound)')
-  print(f'  training img/s streamed / in memory ({small}): '
-        f'x{epochs[small]["img_per_sec"] / memory["img_per_sec"]:.2f}')
+  if 'a' in args.parts or 'b' in args.parts:
+    print('\n(a, b) one epoch of BCE (small CNN 8-8-8-8, batch 256), by the command line')
+    for n in args.sizes:
+      workdir = os.path.join(scratch, f'run_shards_{n}_{os.getpid()}')
+      epochs[n] = run_epoch('shards', dirs[n], workdir, args.workers)
+      e = epochs[n]
+      print(f'  {n:7d} images  streamed: peak RSS {mib(e["rss"]):6.0f} MiB, '
+            f'{e["img_per_sec"]:6.0f} img/s, {e["seconds"]:6.1f} s')
+    memory = run_epoch('npz', os.path.join(scratch, f'train_{small}.npz'),
+                       os.path.join(scratch, f'run_npz_{small}_{os.getpid()}'), 0)
+    print(f'  {small:7d} images  in memory: peak RSS {mib(memory["rss"]):6.0f} MiB, '
+          f'{memory["img_per_sec"]:6.0f} img/s, {memory["seconds"]:6.1f} s')
+    ratio = epochs[large]['rss'] / epochs[small]['rss']
+    print(f'  peak RSS {large} / {small} streamed: x{ratio:.3f} '
+          f'({"within" if ratio <= 1.25 else "ABOVE"} the 1.25x bound)')
+    print(f'  training img/s streamed / in memory ({small}): '
+          f'x{epochs[small]["img_per_sec"] / memory["img_per_sec"]:.2f}')
+  if 'c' in args.parts:
+    pipeline_rates(npz, sources, scratch, dirs, small, args)
+  if 'd' in args.parts:
+    jpeg_part(args)
+  print(f'\ntotal {time.perf_counter() - start:.0f} s')
 
+
+def pipeline_rates(npz, sources, scratch: str, dirs: dict, small: int, args) -> None:
   print(f'\n(c) the input pipeline alone ({small} images, batch 256, {args.feed_steps} batches)')
   config = npz.get_config()
   config.batch_size = 256
@@ -183,6 +199,8 @@ def main(argv=None) -> None:
   for label, r in rates.items():
     print(f'  {label:28s} {r * 256:9.0f} img/s   x{r / base:.3f} of in memory')
 
+
+def jpeg_part(args) -> None:
   print(f'\n(d) {args.jpegs} synthetic JPEGs 500x375 q90 (224 px training, store 256)')
   rate, kib = jpeg_worker_rate(args.jpegs)
   print(f'  one worker: record decode + square_resize(256)   {rate:6.0f} img/s  ({kib:.0f} KiB '
@@ -190,7 +208,6 @@ def main(argv=None) -> None:
   for method, step in H200_RESNET50.items():
     print(f'  workers to feed one H200 ResNet-50 {method} step ({step} img/s, float32): '
           f'{math.ceil(step / rate)} (one per core, at this rate)')
-  print(f'\ntotal {time.perf_counter() - start:.0f} s')
 
 
 if __name__ == '__main__':
