@@ -15,6 +15,7 @@ from test_multihost import _free_port
 from test_sources import _folder, _folder_config, _with_unknown
 
 from comic_jax import metrics, train
+from comic_jax import workdir as workdir_lib
 from comic_jax.data import convert, pipeline, samplers, shards, sources
 from comic_jax.errors import UserError
 
@@ -99,9 +100,11 @@ def test_resumed_equals_uninterrupted(synth_shards, tmp_path):
   run = train.Run(config, str(resumed))
   assert run.restore() == 43 and run.feed._next == 43
   assert json.loads(run.feed._iterator.get_state()) == json.loads(saved['grain'])
-  workdir_lib = __import__('comic_jax.workdir', fromlist=['release_lock'])
   workdir_lib.release_lock(str(resumed))
   train.train_and_evaluate(config, str(resumed))
+  # Readers of the state alone (predict, export, LWS's stage 1) read it as from any run.
+  from comic_jax import checkpoint
+  assert set(checkpoint.load_variables(str(resumed))) == {'params', 'batch_stats'}
   for name in ('results.json', 'val_results.json'):
     assert json.loads((resumed / name).read_text()) == json.loads(
         (tmp_path / 'whole' / name).read_text()), name
@@ -111,6 +114,7 @@ def test_a_foreign_iterator_state_is_refused_not_moved_aside(synth_shards, tmp_p
   """A checkpoint whose data iterator belongs to another sampler (another seed here) stops the
   restore with one line, and the checkpoint stays where it is."""
   import jax.numpy as jnp
+
   from comic_jax import checkpoint
   config = _streamed(synth_shards)
   data = sources.load_dataset(config.data)
@@ -254,3 +258,23 @@ def test_two_processes_read_only_their_rows(synth_shards, bce_run, tmp_path):
   for key in metrics.METRIC_KEYS:
     tolerance = 0.05 if key in ('total', 'many', 'medium', 'few', 'average') else 0.6
     assert multi[key] == pytest.approx(ref[key], abs=tolerance), key
+
+
+def test_converted_voc_is_the_in_memory_data_set(tmp_path):
+  """A TFDS source (VOC under TFDS's mock data, whose images come decoded: stored as PNG and
+  resized when read, as the in-memory path resizes them)."""
+  tfds = pytest.importorskip('tensorflow_datasets')
+  from test_tfds import small
+
+  from configs import voc
+  config = small(voc.get_config(), tmp_path)
+  with tfds.testing.mock_data(num_examples=40):
+    memory = sources.load_dataset(config.data)
+    manifest = convert.convert(config.data, str(tmp_path / 'shards'))
+  assert manifest['source'] == 'voc' and manifest['resize']
+  config.data.name, config.data.path = 'shards', str(tmp_path / 'shards')
+  streamed = sources.load_dataset(config.data)
+  assert streamed.class_names == memory.class_names
+  for field in ('x_train', 'x_test', 'y_train', 'y_train_full', 'y_test'):
+    np.testing.assert_array_equal(np.asarray(getattr(streamed, field)),
+                                  np.asarray(getattr(memory, field)), err_msg=field)
