@@ -58,9 +58,11 @@ def _one_line(e: BaseException) -> str:
   return text if len(text) < 200 else text[:200] + '...'
 
 
-def save(manager: ocp.CheckpointManager, step: int, state) -> None:
+def save(manager: ocp.CheckpointManager, step: int, state, extra: dict | None = None) -> None:
   """Saves `state` as `step` (asynchronously). A checkpoint folder that cannot be written (read
-  only, disk full) ends the run with one line instead of a traceback per array."""
+  only, disk full) ends the run with one line instead of a traceback per array. `extra`: more
+  items, {name: orbax args} (a streamed run's data iterator); the state stays the 'default'
+  item, so whoever reads the state alone reads it as before."""
   directory = str(manager.directory)
   if jax.process_index() == 0:
     probe = os.path.join(directory, f'.write_test_{os.getpid()}')
@@ -72,8 +74,11 @@ def save(manager: ocp.CheckpointManager, step: int, state) -> None:
       raise UserError(f'cannot write the checkpoint of step {step} to {directory}: '
                       f'{e.strerror or e}; make it writable and rerun to resume from the last '
                       'saved checkpoint') from None
+  args = ocp.args.StandardSave(state)
+  if extra:
+    args = ocp.args.Composite(default=args, **extra)
   try:
-    manager.save(step, args=ocp.args.StandardSave(state))
+    manager.save(step, args=args)
   except Exception as e:  # noqa: BLE001 - orbax raises many kinds; the user needs one line
     raise UserError(f'cannot write the checkpoint of step {step} to {directory}: '
                     f'{_one_line(e)}; rerun to resume from the last saved checkpoint') from None
@@ -88,18 +93,25 @@ def wait(manager: ocp.CheckpointManager) -> None:
                     f'{_one_line(e)}; rerun to resume from the last saved checkpoint') from None
 
 
-def restore_latest(manager: ocp.CheckpointManager, state):
+def restore_latest(manager: ocp.CheckpointManager, state, extra: dict | None = None):
   """(restored state, step) from the latest readable checkpoint, or (state, None) when there
   is none.
 
   `state` gives the structure, shapes, dtypes and shardings to restore into. An unreadable step
-  is moved aside (see the module docstring) and the previous one is tried.
+  is moved aside (see the module docstring) and the previous one is tried. `extra`: the items
+  `save` was given, {name: orbax restore args}, restored with the state.
   """
   abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
   steps = sorted(manager.all_steps(), reverse=True)
   for i, step in enumerate(steps):
     try:
+      if extra:   # orbax restores several items only through a manager that names them
+        with ocp.CheckpointManager(manager.directory, item_names=('default', *extra)) as named:
+          return named.restore(step, args=ocp.args.Composite(
+              default=ocp.args.StandardRestore(abstract), **extra))['default'], step
       return manager.restore(step, args=ocp.args.StandardRestore(abstract)), step
+    except UserError:   # readable, but not this run's (an `extra` item said so): not moved aside
+      raise
     except Exception as e:  # noqa: BLE001 - a damaged step raises whatever its reader hits
       aside = _move_aside(manager, step)
       previous = f'falling back to step {steps[i + 1]}' if i + 1 < len(steps) else \

@@ -109,6 +109,9 @@ def preprocessing_of(config) -> dict:
   npz images: the size the model was trained at). {'input': 'features', 'dim': D}: vectors.
   """
   dc = config.data
+  if dc.name == 'shards':   # the shards' manifest says what their inputs are
+    from comic_jax.data import shards
+    return shards.preprocessing_of(dc)
   if dc.name == 'npz':
     shape = _npz_row_shape(dc.path, 'x_test')
     if len(shape) == 1:

@@ -29,7 +29,7 @@ import tqdm
 from comic_jax import checkpoint, features, machine, metrics, optim, writers
 from comic_jax import workdir as workdir_lib
 from comic_jax.data import augment, longtail, pipeline, samplers, sources
-from comic_jax.data.pipeline import host_to_global, train_batch
+from comic_jax.data.pipeline import host_to_global, train_batch  # noqa: F401 (train.train_batch)
 from comic_jax.errors import UserError, require
 from comic_jax.methods import registry
 from comic_jax.models import backbones, pretrained
@@ -189,6 +189,9 @@ class Run:
     self.sharded = NamedSharding(self.mesh, P('data'))
     self.samplers = create_samplers(self.method, self.data, config)
     self.total_steps = config.num_epochs * self.steps_per_epoch
+    # Training batches (and the iterator state a checkpoint keeps) from the data layer.
+    self.feed = pipeline.create_feed(self.data, self.samplers, self.method.streams, config,
+                                     self.total_steps)
     tx = optim.create_optimizer(config, self.steps_per_epoch)
     self.schedule = optim.create_learning_rate_schedule(config.optim, self.steps_per_epoch,
                                                         config.num_epochs)
@@ -266,10 +269,11 @@ class Run:
 
   def batch(self, step: int) -> dict:
     """This process's rows of the global batch of `step`, per stream, on the host."""
-    return train_batch(self.data, self.samplers, self.method.streams, step, self.config.seed)
+    return self.feed.batch(step)
 
   def restore(self) -> int:
-    self.state, step = checkpoint.restore_latest(self.manager, self.state)
+    self.state, step = checkpoint.restore_latest(self.manager, self.state,
+                                                 self.feed.restore_args())
     return 0 if step is None else int(step)
 
   def evaluate(self, split: str = 'test'):
@@ -374,7 +378,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   for step in range(start_step, total):
     if guard.should_stop(step):
       if step > 0 and step != run.manager.latest_step():
-        checkpoint.save(run.manager, step, run.state)
+        checkpoint.save(run.manager, step, run.state, run.feed.checkpoint_args())
       checkpoint.wait(run.manager)
       log.close()
       guard.stop(step)                        # raises workdir.Preempted
@@ -413,7 +417,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       bar.write(f'epoch {epoch}: loss {summary["loss"]:.4f}  ' + '  '.join(
           f'{name} {split} mAP {m["total"]:.2f}' for split, r in shown for name, m in r.items()))
     if epoch % config.checkpoint_every_epochs == 0 or last:
-      checkpoint.save(run.manager, step + 1, run.state)
+      checkpoint.save(run.manager, step + 1, run.state, run.feed.checkpoint_args())
     epoch_metrics, epoch_start = [], time.time()
     if stop_after_epochs is not None and epoch >= stop_after_epochs and not last:
       checkpoint.wait(run.manager)

@@ -14,7 +14,8 @@ def get_config() -> ml_collections.ConfigDict:
   # ---------------------------------------------------------------------------- data
   config.data = data = ml_collections.ConfigDict()
   data.name = 'synthetic'               # 'synthetic' (PLT-Synth, embedded) | 'voc' | 'coco' (TFDS)
-                                        # | 'npz' | 'folder' (your own data)
+                                        # | 'npz' | 'folder' (your own data) | 'shards' (a
+                                        # folder of comic-jax-convert, streamed; data.path)
   data.seed = 0                         # data-set seed (fixed across training seeds, like a
                                         # published split): long-tail sampling, hidden labels
   data.missing_ratio = 0.4              # r: probability that a training positive is hidden
@@ -51,11 +52,15 @@ def get_config() -> ml_collections.ConfigDict:
                                         # ~/.cache/comic_jax)
   data.plt_json = ''                    # longtail='json': the authors' {"file.jpg": [0/1, ...]}
   data.plt_json_labels = 'full'         # ... whose labels are 'full' or already 'partial'
-  data.path = ''                        # npz: the .npz file; folder: the image root
+  data.path = ''                        # npz: the .npz file; folder: the image root; shards:
+                                        # the converted folder (local, NFS or gs://)
   data.train_labels = ''                # folder: JSON {"file": [0/1, ...]} or CSV (filename,
   data.test_labels = ''                 # class1, class2, ...) per split
   data.class_names = ()                 # names for npz / JSON labels (default class_0, ...)
   data.num_threads = 0                  # image decoding threads (0 = one per CPU core)
+  data.workers = 2                      # shards: Grain worker processes decoding batches (0: in
+                                        # the training process)
+  data.prefetch = 2                     # shards: batches each Grain worker prepares ahead
 
   # ---------------------------------------------------------------------------- model
   config.model = model = ml_collections.ConfigDict()

@@ -39,6 +39,8 @@ class Pool:
   load: Callable[[np.ndarray, str], np.ndarray]        # (indices, 'train' | 'test') -> x
   observed: np.ndarray | None = None                   # labels that are already partial
   negatives: np.ndarray | None = None                  # (N, C) bool: labels known to be absent
+  encoded: Callable[[int], object] | None = None       # row -> its image as stored (file bytes,
+                                                       # a path or an array): the converter's
 
 
 def split_unknown(y: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
@@ -113,8 +115,9 @@ def npz_pools(data_config) -> tuple[tuple[str, ...], Pool, Pool]:
   if x_train.ndim == 2:
     x_train, x_test = x_train.astype(np.float32), x_test.astype(np.float32)
   train = Pool([str(i) for i in range(len(y_train))], full, lambda idx, mode: x_train[idx],
-               observed, negatives)
-  test = Pool([str(i) for i in range(len(y_test))], y_test, lambda idx, mode: x_test[idx])
+               observed, negatives, encoded=x_train.__getitem__)
+  test = Pool([str(i) for i in range(len(y_test))], y_test, lambda idx, mode: x_test[idx],
+              encoded=x_test.__getitem__)
   return names, train, test
 
 
@@ -169,5 +172,6 @@ def folder_pools(data_config, image_loader) -> tuple[tuple[str, ...], Pool, Pool
     paths = [os.path.join(root, name) for name in f]
     absent = [p for p in paths if not os.path.exists(p)]
     require(not absent, f'{len(absent)} {split} images are missing, e.g. {absent[:3]}')
-    pools.append(Pool(list(f), y, image_loader(paths, f'folder_{split}'), negatives=neg))
+    pools.append(Pool(list(f), y, image_loader(paths, f'folder_{split}'), negatives=neg,
+                      encoded=paths.__getitem__))
   return tuple(names), pools[0], pools[1]

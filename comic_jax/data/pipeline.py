@@ -61,17 +61,55 @@ def train_batch(data, stream_samplers: dict, streams: dict, step: int,
   return batch
 
 
+class MemoryFeed:
+  """Training batches of data held in memory (`train_batch`); nothing to checkpoint."""
+
+  def __init__(self, data, stream_samplers: dict, streams: dict, seed: int):
+    self.data, self.stream_samplers, self.streams, self.seed = data, stream_samplers, streams, seed
+
+  def batch(self, step: int) -> dict:
+    return train_batch(self.data, self.stream_samplers, self.streams, step, self.seed)
+
+  def checkpoint_args(self) -> dict:
+    return {}
+
+  def restore_args(self) -> dict:
+    return {}
+
+
+def create_feed(data, stream_samplers: dict, streams: dict, config, num_steps: int):
+  """What a run asks for its training batches: `feed.batch(step)` (this process's rows of the
+  global batch of `step`, per stream) and the orbax items of its iterator state
+  (`feed.checkpoint_args()`, `feed.restore_args()`: {} in memory). Data in memory: `train_batch`;
+  a shard folder (`data.name='shards'`): streamed through Grain (`shards.ShardFeed`)."""
+  if getattr(data.x_train, 'streamed', False):
+    from comic_jax.data import shards
+    return shards.ShardFeed(data, stream_samplers, num_steps, config)
+  return MemoryFeed(data, stream_samplers, streams, config.seed)
+
+
+def _local_batches(images, batch_size: int):
+  """This process's rows of each global batch of `images` (the last one padded with image 0)."""
+  n = len(images)
+  for start in range(0, n, batch_size):
+    idx = np.arange(start, start + batch_size)
+    idx = np.where(idx < n, idx, 0)
+    yield np.asarray(images[idx[process_rows(batch_size)]])
+
+
 def map_dataset(fn: Callable, state, images, batch_size: int,
                 sharding: NamedSharding) -> dict[str, np.ndarray]:
   """Applies fn(state, images, batch_index) -> {name: (B, ...) array} to every image exactly once:
   the last batch is padded (with image 0) and the padding dropped; results are gathered from
-  every process."""
+  every process. Images of a shard folder are read and decoded by Grain's workers."""
   n = len(images)
   chunks: dict[str, list] = {}
-  for batch_index, start in enumerate(range(0, n, batch_size)):
-    idx = np.arange(start, start + batch_size)
-    idx = np.where(idx < n, idx, 0)
-    local = np.asarray(images[idx[process_rows(batch_size)]])
+  if getattr(images, 'streamed', False):
+    from comic_jax.data import shards
+    batches = shards.eval_batches(images, batch_size)
+  else:
+    batches = _local_batches(images, batch_size)
+  for batch_index, local in enumerate(batches):
     out = fn(state, host_to_global({'image': local}, sharding)['image'], batch_index)
     for name, value in out.items():
       if jax.process_count() > 1:

@@ -13,6 +13,7 @@ image invalidates the cache and the image is decoded (and checked) again.
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import json
@@ -27,7 +28,7 @@ from comic_jax.data.own_data import Pool
 from comic_jax.data.types import PLTData
 from comic_jax.errors import require, warn
 
-SOURCES = ('synthetic', 'voc', 'coco', 'npz', 'folder')
+SOURCES = ('synthetic', 'voc', 'coco', 'npz', 'folder', 'shards')
 LONGTAIL = ('published', 'pareto', 'json', 'as_is')
 
 # Runs in one process (tests, the benchmark runner) share the arrays; nothing writes to them.
@@ -75,6 +76,8 @@ def validate_config(data_config) -> None:
   require(dc.image_size > 0, f'config.data.image_size={dc.image_size!r} must be > 0')
   require(0.0 <= dc.val_fraction < 1.0,
           f'config.data.val_fraction={dc.val_fraction!r} must be in [0, 1)')
+  require(dc.name != 'shards' or bool(dc.path),
+          "config.data.name='shards' needs config.data.path: the folder comic-jax-convert wrote")
   require(dc.name != 'synthetic' or dc.val_fraction == 0.0,
           'config.data.val_fraction: PLT-Synth has its own fully-labelled validation set; '
           'leave it at 0')
@@ -84,6 +87,9 @@ def load_dataset(data_config) -> PLTData:
   """The data set named by `data_config.name`."""
   dc = data_config
   validate_config(dc)
+  if dc.name == 'shards':   # labels in memory, images read from the shards when used
+    from comic_jax.data import shards
+    return shards.load_dataset(dc)
   if dc.name == 'synthetic':
     return _plt_synth(
         splits.cache_dir(dc.cache_dir), seed=dc.seed, image_size=dc.image_size,
@@ -91,20 +97,26 @@ def load_dataset(data_config) -> PLTData:
         pareto_shape=dc.pareto.shape, max_count=dc.pareto.max_count, min_count=dc.pareto.min_count,
         num_test=dc.synthetic.num_test, min_test_positives=dc.synthetic.min_test_positives)
   cache = splits.cache_dir(dc.cache_dir)
+  names, train_pool, test_pool = source_pools(dc, cache)
+  return make_plt(dc, dc.name, tuple(names), train_pool, test_pool, cache)
+
+
+def source_pools(dc, cache: str) -> tuple[tuple[str, ...], Pool, Pool]:
+  """(class names, training pool, test pool) of a source other than PLT-Synth; nothing decoded."""
   if dc.name in ('voc', 'coco'):
     from comic_jax.data import tfds_data
     train, test = tfds_data.open_dataset(dc.name, dc, cache)
-    names = train.class_names
     loader = lambda split, tag: image_loader(split.encoded_image, split.keys, tag, dc, cache)
-    train_pool = Pool(train.keys, train.labels, loader(train, f'{dc.name}_train'))
-    test_pool = Pool(test.keys, test.labels, loader(test, f'{dc.name}_test'))
-  elif dc.name == 'npz':
-    names, train_pool, test_pool = own_data.npz_pools(dc)
-  else:
-    folder_loader = lambda paths, tag: image_loader(lambda i: paths[i], paths, tag, dc, cache,
-                                                    fingerprint=file_fingerprint)
-    names, train_pool, test_pool = own_data.folder_pools(dc, folder_loader)
-  return make_plt(dc, dc.name, tuple(names), train_pool, test_pool, cache)
+    return (train.class_names,
+            Pool(train.keys, train.labels, loader(train, f'{dc.name}_train'),
+                 encoded=train.encoded_image),
+            Pool(test.keys, test.labels, loader(test, f'{dc.name}_test'),
+                 encoded=test.encoded_image))
+  if dc.name == 'npz':
+    return own_data.npz_pools(dc)
+  folder_loader = lambda paths, tag: image_loader(lambda i: paths[i], paths, tag, dc, cache,
+                                                  fingerprint=file_fingerprint)
+  return own_data.folder_pools(dc, folder_loader)
 
 
 def longtail_indices(dc, dataset: str, pool: Pool, cache: str):
@@ -142,9 +154,21 @@ def longtail_indices(dc, dataset: str, pool: Pool, cache: str):
   return idx, None
 
 
-def make_plt(dc, name: str, class_names: tuple[str, ...], train: Pool, test: Pool,
-             cache: str) -> PLTData:
-  """The PLT construction common to every source (see the module docstring).
+@dataclasses.dataclass
+class PLTPlan:
+  """The PLT construction of a source, labels only: which pool rows train, validate, test."""
+  train_rows: np.ndarray              # rows of the training pool that train
+  val_rows: np.ndarray                # ... and that validate (data.val_fraction)
+  y_train: np.ndarray                 # (len(train_rows), C) observed labels
+  y_train_full: np.ndarray
+  neg_train: np.ndarray | None
+  y_val: np.ndarray | None
+  y_test: np.ndarray
+
+
+def plan_plt(dc, name: str, class_names: tuple[str, ...], train: Pool, test: Pool,
+             cache: str) -> PLTPlan:
+  """The PLT construction common to every source (see the module docstring), without images.
 
   Known negatives (`train.negatives`, from -1 labels) follow their images into the long-tailed
   set and stay known negatives with `data.partial='simulate'`: only positives are hidden, and a
@@ -171,15 +195,25 @@ def make_plt(dc, name: str, class_names: tuple[str, ...], train: Pool, test: Poo
           f'({", ".join(absent[:5])}); remove them from the labels'
           + (' or lower config.data.val_fraction' if len(held) else ''))
   require(len(test.keys) > 0, f'the {name} test set is empty: metrics need test images')
-  x_train = train.load(idx[keep], 'train')
-  x_test = test.load(np.arange(len(test.keys)), 'test')
   warn_about_labels(class_names, observed[keep], test.labels)
-  extra = {} if negatives is None else {'neg_train': negatives[keep]}
-  if len(held):  # validation images are evaluated like test images; their labels are partial
-    extra.update(x_val=train.load(idx[held], 'test'), y_val=observed[held])
+  return PLTPlan(train_rows=idx[keep], val_rows=idx[held], y_train=observed[keep],
+                 y_train_full=full[keep], neg_train=None if negatives is None else negatives[keep],
+                 y_val=observed[held] if len(held) else None, y_test=test.labels.astype(np.int8))
+
+
+def make_plt(dc, name: str, class_names: tuple[str, ...], train: Pool, test: Pool,
+             cache: str) -> PLTData:
+  """`plan_plt`'s data set, its images decoded (validation images are evaluated like test
+  images; their labels are partial)."""
+  plan = plan_plt(dc, name, class_names, train, test, cache)
+  x_train = train.load(plan.train_rows, 'train')
+  x_test = test.load(np.arange(len(test.keys)), 'test')
+  extra = {} if plan.neg_train is None else {'neg_train': plan.neg_train}
+  if len(plan.val_rows):
+    extra.update(x_val=train.load(plan.val_rows, 'test'), y_val=plan.y_val)
   return PLTData(name=f'plt_{name}', class_names=class_names, x_train=x_train,
-                 y_train=observed[keep], y_train_full=full[keep], x_test=x_test,
-                 y_test=test.labels.astype(np.int8), **extra)
+                 y_train=plan.y_train, y_train_full=plan.y_train_full, x_test=x_test,
+                 y_test=plan.y_test, **extra)
 
 
 def split_validation(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -208,7 +242,7 @@ def warn_about_labels(class_names, y_observed: np.ndarray, y_test: np.ndarray) -
 
 def check_model_inputs(data: PLTData, model_config) -> None:
   """Feature vectors need the 'mlp' backbone, images a convolutional one."""
-  ndim = np.asarray(data.x_train[:1]).ndim
+  ndim = len(np.shape(data.x_train))
   require(ndim != 2 or model_config.backbone == 'mlp',
           'the training inputs are feature vectors: use --config.model.backbone=mlp')
   require(ndim == 2 or model_config.backbone != 'mlp',
