@@ -199,7 +199,7 @@ def run_pictures(run, num_examples: int = 6) -> list[str]:
   run's reported model at 0.5 or the run's validation thresholds) of a finished run. Every
   process predicts (the step is sharded); process 0 draws."""
   import jax
-  from comic_jax import predict
+  from comic_jax import thresholds as thresholds_lib
   written = []
   x = run.data.x_test
   if np.asarray(x[:1]).ndim == 4 and np.asarray(x[:1]).shape[-1] == 3:
@@ -207,9 +207,9 @@ def run_pictures(run, num_examples: int = 6) -> list[str]:
     probs = run.test_probabilities(num_examples)
     model = run.method.report_names[0]
     thresholds = np.full(run.data.num_classes, 0.5)
-    saved = os.path.join(run.workdir, predict.THRESHOLDS_FILE)
-    if os.path.exists(saved):
-      thresholds = predict.read_thresholds(saved, run.data.class_names).get(model, thresholds)
+    saved = thresholds_lib.of_workdir(run.workdir, run.data.class_names)
+    if saved is not None:
+      thresholds = saved.get(model, thresholds)
     if jax.process_index() == 0:
       written.append(examples(x, probs[model], run.data.y_test[:num_examples],
                               run.data.class_names, thresholds, run.path('examples.png'),
