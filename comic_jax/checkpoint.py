@@ -104,10 +104,13 @@ def restore_latest(manager: ocp.CheckpointManager, state=None, *, move_aside: bo
       return manager.restore(step, args=ocp.args.StandardRestore(abstract)), step
     except Exception as e:  # noqa: BLE001 - a damaged step raises whatever its reader hits
       previous = f'falling back to step {steps[i + 1]}' if i + 1 < len(steps) else \
-          'no earlier checkpoint'
-      where = f'moved it to {_move_aside(manager, step)}, ' if move_aside else ''
-      warn(f'the checkpoint of step {step} in {manager.directory} is unreadable '
-           f'({_one_line(e)}); {where}{previous}')
+          'no earlier checkpoint' + (': starting from scratch' if move_aside else '')
+      if move_aside:
+        warn(f'the checkpoint of step {step} is unreadable ({_one_line(e)}); moved it to '
+             f'{_move_aside(manager, step)}, {previous}')
+      else:
+        warn(f'the checkpoint of step {step} in {manager.directory} is unreadable '
+             f'({_one_line(e)}); {previous}')
   if steps and move_aside:
     manager.reload()
   return state, None
@@ -132,8 +135,7 @@ def open_workdir(workdir: str) -> ocp.CheckpointManager:
   UserError when the workdir has no checkpoint."""
   path = os.path.join(os.path.abspath(workdir), 'checkpoints')
   require(has_checkpoint(workdir), f'workdir {workdir!r} has no checkpoint; train first')
-  return ocp.CheckpointManager(path, options=ocp.CheckpointManagerOptions(create=False,
-                                                                          read_only=True))
+  return ocp.CheckpointManager(path, options=ocp.CheckpointManagerOptions(create=False))
 
 
 def restore_workdir(workdir: str, state=None):

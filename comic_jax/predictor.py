@@ -125,9 +125,12 @@ class Predictor:
     chunks: dict[str, list] = {}
     n = len(inputs)
     names = [_name(names, i) for i in range(n)]
+    features = self.preprocessing['input'] == 'features'
+    if features:   # checked whole: a bad shape or row is named before anything is predicted
+      inputs = self.prepare(inputs, names)
     for start in range(0, n, self.batch_size):
       part = inputs[start:start + self.batch_size]
-      x = self.prepare(part, names[start:start + self.batch_size])
+      x = part if features else self.prepare(part, names[start:start + self.batch_size])
       # A few fixed batch shapes (powers of two up to batch_size), so few compilations.
       size = min(self.batch_size, 1 << max(len(x) - 1, 0).bit_length())
       padded = np.concatenate([x, np.repeat(x[:1], size - len(x), 0)]) if size > len(x) else x
