@@ -243,6 +243,21 @@ class Run:
     """Validation metrics per model, or None where the data has no validation set."""
     return self.evaluate('val')[0] if self.data.has_val else None
 
+  def choose_report(self, val_results):
+    """The method's choice of its reported model on validation (COMIC+'s report='auto') put in
+    the state (the test evaluation, checkpoint and predict use it): `val_results` with the
+    chosen model's metrics as the reported one's, and 'report_choice'; else unchanged."""
+    choose = getattr(self.method, 'choose_report', None)
+    made = None if choose is None or val_results is None else choose(
+        jax.device_get(self.state.method_state), val_results)
+    if made is None:
+      return val_results
+    method_state, record = made
+    self.state = self.state.replace(method_state=jax.device_put(method_state, self.replicated))
+    reported = {k: val_results[v] for k, v in record.items() if k in val_results}
+    _log('reported: %s (best %s)', ', '.join(f'{k} = {record[k]}' for k in reported), record['by'])
+    return {**val_results, **reported, 'report_choice': record}
+
   def write_val_thresholds(self) -> None:
     """thresholds.json: per reported model and class, the threshold that maximises F1 on the
     validation split (what `comic_jax.predict` uses by default). Nothing without one."""
@@ -333,19 +348,22 @@ class _Session:
                       'try a lower config.optim.learning_rate')
     self.bar.set_postfix(epoch=epoch, loss=f'{summary["loss"]:.4f}')
     if epoch % config.eval_every_epochs == 0 or last:
-      self.val_results = run.evaluate_val()
+      val = self.val_results = run.evaluate_val()
+      if last:   # the reported model chosen on validation (before the test set is looked at)
+        val = self.val_results = run.choose_report(val)
       line = {'epoch': epoch, 'step': step + 1, 'train': summary,
               'train_img_per_sec': len(metrics_) * config.batch_size / seconds,
               'learning_rate': float(run.schedule(step))}
-      if self.val_results is not None:
-        line['val'] = self.val_results
+      if val is not None:
+        line['val'] = {k: v for k, v in val.items() if k != 'report_choice'}
+        line.update({k: v for k, v in val.items() if k == 'report_choice'})
       if last:
         self.results, self.per_class = run.evaluate()
         line['eval'] = self.results
       if hasattr(run.method, 'epoch_summary'):
         line.update(run.method.epoch_summary(jax.device_get(run.state.method_state)))
       self.log.write(line)
-      shown = [(split, r) for split, r in (('val', self.val_results), ('test', self.results))
+      shown = [(split, r) for split, r in (('val', line.get('val')), ('test', self.results))
                if r is not None]
       self.bar.write(f'epoch {epoch}: loss {summary["loss"]:.4f}  ' + '  '.join(
           f'{name} {split} mAP {m["total"]:.2f}' for split, r in shown for name, m in r.items()))
@@ -360,8 +378,8 @@ class _Session:
     checkpoint.wait(run.manager)
     self.close()
     if self.results is None:  # nothing left to train: the run had finished; evaluate it
+      self.val_results = run.choose_report(run.evaluate_val())
       self.results, self.per_class = run.evaluate()
-      self.val_results = run.evaluate_val()
     run.write_results(self.results, self.per_class, self.val_results)
     run.write_val_thresholds()
     from comic_jax import plots  # matplotlib only when a run ends
