@@ -112,8 +112,7 @@ class Run:
 
   def __init__(self, config, workdir: str, *, compile_ahead: bool = False):
     """`compile_ahead`: compile the train and predict steps on a worker thread while the state
-    is initialised (`_compile_ahead`); `train_and_evaluate` asks for it, other users of a Run
-    (tests, tools that only predict) compile what they call, when they call it."""
+    is initialised (`_compile_ahead`; `train_and_evaluate` asks for it)."""
     validate_config(config)
     workdir_lib.prepare_workdir(workdir, config)
     self.config, self.workdir = config, workdir
@@ -129,7 +128,8 @@ class Run:
            int(self.data.y_train.size - self.data.y_train.sum() - self.data.neg_train.sum()))
     n_train = len(self.data.x_train)
     require(n_train >= config.batch_size, f'config.batch_size={config.batch_size} is larger '
-            f'than the {n_train} training images')
+            f'than the {n_train} training images; set --config.batch_size={n_train // 2} or '
+            'less (divisible by the number of devices)')
     sources.check_model_inputs(self.data, config.model)
     # An epoch is one pass of the uniform sampler (the last partial batch skipped).
     self.steps_per_epoch = n_train // config.batch_size
