@@ -156,7 +156,7 @@ def main(argv):
     cli.fail(e)
 
 
-def _parse_flags(argv):
+def parse_plain_flags(argv):
   """absl's flag parsing with one-line errors (there is no config file to load here)."""
   from absl import flags
   from comic_jax import cli
@@ -169,7 +169,7 @@ def _parse_flags(argv):
 def run_cli():
   from absl import app
   _define_flags()
-  app.run(main, flags_parser=_parse_flags)
+  app.run(main, flags_parser=parse_plain_flags)
 
 
 if __name__ == '__main__':
