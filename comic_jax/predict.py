@@ -23,7 +23,8 @@ for every class. `thresholds.json`, written by a run with a validation split:
 
     {"class_names": [...], "thresholds": {"<reported model>": [one per class], ...}}
 
-with each class's threshold chosen to maximise F1 on the validation split (`thresholds.f1_thresholds`).
+with each class's threshold chosen to maximise F1 on the validation split
+(`thresholds.f1_thresholds`).
 Which reported model answers (COMIC has three) is the run's first reported one ('COMIC', the
 balanced model) unless `model=` names another.
 """

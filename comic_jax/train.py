@@ -6,8 +6,8 @@ the hosts of a TPU pod (each host feeds its slice of every global batch).
 
 Workdir contents: `config.json`, `metrics.jsonl` (one line per evaluation: validation metrics
 `val`; the last line also the test metrics `eval`), `results.json` (final test metrics per
-reported model, percent), `val_results.json` (the same on the validation set),
-`per_class_ap.json`, and `checkpoints/`.
+reported model, percent), `val_results.json` (the same on the validation set), `thresholds.json`,
+`per_class_ap.json`, `backbone.json` (frozen backbone: `features.weights_record`), `checkpoints/`.
 """
 from __future__ import annotations
 

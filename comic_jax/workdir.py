@@ -3,8 +3,9 @@ config check before resuming, and a clean stop on preemption.
 
 - `acquire_lock`: `<workdir>/lock` holds the owner's pid and host; a second run into the same
   workdir is refused, a lock left by a dead process on this host is taken over.
-- `write_json` / `write_text` / `write_bytes`: temp file + rename, so `config.json`, `results.json` and
-  `metrics.jsonl` are either the old or the new version, never a prefix.
+- `write_json` / `write_text` / `write_bytes`: temp file + rename, so `config.json`,
+  `results.json`, `metrics.jsonl`, predictions and exports are the old or the new version, never
+  a prefix.
 - `read_metrics_log` / `rewrite_metrics_log`: a partial last line (a crash mid-append) is dropped
   with a warning instead of blocking the resume.
 - `prepare_workdir`: creates the workdir, takes the lock and checks that a run that already

@@ -9,14 +9,14 @@ off; with all of them off COMIC+ trains and reports exactly what COMIC does.
   `comic_plus.lambda_b` (COMIC+'s 0.5; the paper's 1 switches it off).
 - `comic_plus.kappa`: which teacher kappa trusts ('worse': the paper's kappa, the branch that
   fits the batch worse; 'better': the branch that fits it better).
-- `comic_plus.report`: what is reported as "COMIC+" ('balanced': z_b, as COMIC does; 'fusion':
-  the average of the members' logits or probabilities, `fuse_logits`; 'auto', the own-data
-  configs': the one of the balanced, Head and Tail Models and two fusions with the best
-  validation total mAP when training ends, `choose_report`; the test set is never looked at). The fusion is what the
-  product reading needs (its z_b is trained as a product of experts with the teachers); with
-  the distillation reading and COMIC's teachers z_b alone was better on validation; with the
-  stronger teachers below, the mean probability of z_b and the Head Model was best (3 seeds),
-  so COMIC+ reports it ('fusion', `comic_plus.fusion='prob'`, `members=('balanced', 'head')`).
+- `comic_plus.report`: what is reported as "COMIC+" ('balanced': z_b, as COMIC does; 'fusion': the
+  average of the members' logits or probabilities, `fuse_logits`; 'auto', the own-data configs':
+  the one of the balanced, Head and Tail Models and two fusions with the best validation total mAP
+  when training ends, `choose_report`; the test set is never looked at). The fusion is what the
+  product reading needs (its z_b is trained as a product of experts with the teachers); with the
+  distillation reading and COMIC's teachers z_b alone was better on validation; with the stronger
+  teachers below, the mean probability of z_b and the Head Model was best (3 seeds), so COMIC+
+  reports it ('fusion', `comic_plus.fusion='prob'`, `members=('balanced', 'head')`).
 
 - The teachers (the head and tail branches): `comic_plus.teacher_loss` (their own loss and
   kappa's measure of their fit: COMIC+'s 'hill', Hill's loss; COMIC's 'mfm'),
