@@ -127,9 +127,10 @@ class Run:
            int(self.data.y_train.sum()), int(self.data.neg_train.sum()),
            int(self.data.y_train.size - self.data.y_train.sum() - self.data.neg_train.sum()))
     n_train = len(self.data.x_train)
+    n_dev = config.num_devices or jax.device_count()   # the batch is split over them
     require(n_train >= config.batch_size, f'config.batch_size={config.batch_size} is larger '
-            f'than the {n_train} training images; set --config.batch_size={n_train // 2} or '
-            'less (divisible by the number of devices)')
+            f'than the {n_train} training images; set --config.batch_size='
+            f'{max(n_train // 2 // n_dev, 1) * n_dev} or less')
     sources.check_model_inputs(self.data, config.model)
     # An epoch is one pass of the uniform sampler (the last partial batch skipped).
     self.steps_per_epoch = n_train // config.batch_size
@@ -307,9 +308,7 @@ def _log(fmt: str, *args) -> None:
 
 class _Session:
   """What a training call holds from its first step to its end: the metrics log, the progress
-  bar, the preemption guard, the epoch's metrics and the training time; `close` releases them
-  (idempotent), and `train_and_evaluate` calls it, and releases the workdir's lock, in one
-  `finally`."""
+  bar, the preemption guard, the epoch's metrics and times; released by `close` (idempotent)."""
 
   def __init__(self, run: Run, start_step: int):
     config = run.config

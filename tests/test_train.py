@@ -300,3 +300,12 @@ def test_the_cpu_is_read_from_the_first_processor_of_cpuinfo():
   assert cli.describe_cpu(cpu, 2) == ('AMD EPYC 9R14 (family 25 model 17), 2 cores, '
                                       'avx2 fma avx512f avx512_bf16')
   assert cli.cpu_description('') == {'model_name': '', 'vendor': '', 'features': []}
+
+
+def test_a_batch_larger_than_the_training_set_is_refused_with_the_fix(tmp_path):
+  from comic_jax.errors import UserError
+  n_dev = jax.device_count()
+  fix = 1387 // 2 // n_dev * n_dev                      # PLT-Synth has 1387 training images
+  with pytest.raises(UserError, match=rf'larger than the 1387 training images; set '
+                                      rf'--config.batch_size={fix} or less'):
+    train.Run(tiny_config(batch_size=2048), str(tmp_path / 'run'))
