@@ -13,7 +13,6 @@ import comic_jax
 from comic_jax import export
 from comic_jax.data import sources
 from comic_jax.errors import UserError
-from comic_jax.models import pretrained
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
