@@ -6,5 +6,8 @@ importing the package imports nothing heavy, so the command lines start fast."""
 def load(workdir: str, **kwargs):
   """A Predictor of a run's workdir or of an exported folder: `.predict(images)` -> (N, C)
   probabilities, `.labels(images)` -> class names per image. See `comic_jax.predict.load`."""
+  from comic_jax import export
+  if export.is_export(workdir):   # needs neither the model code nor the config files
+    return export.load_export(workdir, **kwargs)
   from comic_jax import predict
   return predict.load(workdir, **kwargs)

@@ -16,7 +16,7 @@ import time
 import jax
 import orbax.checkpoint as ocp
 
-from comic_jax.errors import UserError, warn
+from comic_jax.errors import UserError, require, warn
 
 
 @functools.cache   # once per process
@@ -93,15 +93,18 @@ def wait(manager: ocp.CheckpointManager) -> None:
                     f'{_one_line(e)}; rerun to resume from the last saved checkpoint') from None
 
 
-def restore_latest(manager: ocp.CheckpointManager, state, extra: dict | None = None):
+def restore_latest(manager: ocp.CheckpointManager, state=None, extra: dict | None = None, *,
+                   move_aside: bool = True):
   """(restored state, step) from the latest readable checkpoint, or (state, None) when there
-  is none.
+  is none: the one restore path of training, evaluation, prediction and export.
 
-  `state` gives the structure, shapes, dtypes and shardings to restore into. An unreadable step
-  is moved aside (see the module docstring) and the previous one is tried. `extra`: the items
-  `save` was given, {name: orbax restore args}, restored with the state.
+  `state` (arrays or ShapeDtypeStructs) gives the structure, shapes, dtypes and shardings to
+  restore into; None restores the tree as saved (NumPy arrays). An unreadable step is moved
+  aside (see the module docstring; `move_aside=False`, for a workdir only read, leaves it where
+  it is) and the previous one is tried. `extra`: the items `save` was given, {name: orbax
+  restore args}, restored with the state.
   """
-  abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
+  abstract = None if state is None else jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
   steps = sorted(manager.all_steps(), reverse=True)
   for i, step in enumerate(steps):
     try:
@@ -113,12 +116,15 @@ def restore_latest(manager: ocp.CheckpointManager, state, extra: dict | None = N
     except UserError:   # readable, but not this run's (an `extra` item said so): not moved aside
       raise
     except Exception as e:  # noqa: BLE001 - a damaged step raises whatever its reader hits
-      aside = _move_aside(manager, step)
       previous = f'falling back to step {steps[i + 1]}' if i + 1 < len(steps) else \
-          'no earlier checkpoint: starting from scratch'
-      warn(f'the checkpoint of step {step} is unreadable ({_one_line(e)}); moved it to '
-           f'{aside}, {previous}')
-  if steps:
+          'no earlier checkpoint' + (': starting from scratch' if move_aside else '')
+      if move_aside:
+        warn(f'the checkpoint of step {step} is unreadable ({_one_line(e)}); moved it to '
+             f'{_move_aside(manager, step)}, {previous}')
+      else:
+        warn(f'the checkpoint of step {step} in {manager.directory} is unreadable '
+             f'({_one_line(e)}); {previous}')
+  if steps and move_aside:
     manager.reload()
   return state, None
 
@@ -137,23 +143,28 @@ def _move_aside(manager: ocp.CheckpointManager, step: int) -> str:
   return dest
 
 
+def open_workdir(workdir: str) -> ocp.CheckpointManager:
+  """A manager of the finished run's `<workdir>/checkpoints`, only read (nothing is created);
+  UserError when the workdir has no checkpoint."""
+  path = os.path.join(os.path.abspath(workdir), 'checkpoints')
+  require(has_checkpoint(workdir), f'workdir {workdir!r} has no checkpoint; train first')
+  return ocp.CheckpointManager(path, options=ocp.CheckpointManagerOptions(create=False))
+
+
+def restore_workdir(workdir: str, state=None):
+  """(restored state, step) of the latest readable checkpoint of `workdir`, a run only read
+  (`restore_latest` with nothing moved aside); UserError when none can be read."""
+  with open_workdir(workdir) as manager:
+    restored, step = restore_latest(manager, state, move_aside=False)
+  require(step is not None, f'no checkpoint in {os.path.join(workdir, "checkpoints")} can be '
+          'read; train again')
+  return restored, int(step)
+
+
 def load_variables(workdir: str) -> dict:
   """{'params', 'batch_stats'} (NumPy) of the latest checkpoint of another run's workdir, read
   without knowing its train state's structure (LWS reuses a finished BCE run this way)."""
-  path = os.path.join(os.path.abspath(workdir), 'checkpoints')
-  if not os.path.isdir(path):
-    raise FileNotFoundError(f'{workdir!r} has no checkpoints/ folder')
-  with ocp.CheckpointManager(path) as manager:
-    steps = sorted(manager.all_steps(), reverse=True)
-    if not steps:
-      raise FileNotFoundError(f'{workdir!r} has no checkpoint')
-    for step in steps:   # an unreadable step is skipped (read-only: another run's workdir)
-      try:
-        restored = manager.restore(step, args=ocp.args.StandardRestore())
-        break
-      except Exception as e:  # noqa: BLE001
-        warn(f'the checkpoint of step {step} in {path} is unreadable ({_one_line(e)}); '
-             'trying the previous one')
-    else:
-      raise UserError(f'no checkpoint in {path} can be read')
+  if not has_checkpoint(workdir):
+    raise FileNotFoundError(f'{workdir!r} has no checkpoint')
+  restored, _ = restore_workdir(workdir)
   return {'params': restored['params'], 'batch_stats': restored['batch_stats']}

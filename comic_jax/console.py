@@ -1,5 +1,6 @@
 """Console scripts of `pip install .`: `comic-jax-train`, `comic-jax-benchmark`,
-`comic-jax-predict` are `python -m comic_jax.main`, `.benchmark` and `.predict`."""
+`comic-jax-predict`, `comic-jax-audit` are `python -m comic_jax.main`, `.benchmark`, `.predict`
+and `.audit`."""
 from absl import app
 
 
@@ -16,3 +17,8 @@ def benchmark():
 def predict():
   from comic_jax import predict as predictor
   predictor.run_cli()
+
+
+def audit():
+  from comic_jax import audit as auditor
+  auditor.run_cli()

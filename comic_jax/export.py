@@ -2,8 +2,9 @@
 method or the training data:
 
     model.json          class names, reported models (the first answers by default), the
-                        preprocessing (`predict.preprocessing_of`), validation thresholds or
-                        null, the input signature and the platforms exported for
+                        preprocessing (`predictor.preprocessing_of`), validation thresholds or
+                        null, the input signature, the platforms exported for and, for a
+                        frozen-backbone run, its backbone weights (package, sha256)
     variables.safetensors  every variable the prediction reads (parameters, batch statistics,
                         the method's state such as COMIC's energies), named by their tree path
     model.jaxexport     `jax.export` of probabilities(variables, images) -> {model: (N, C)},
@@ -23,6 +24,8 @@ import os
 import numpy as np
 import safetensors.numpy
 
+from comic_jax import predictor, thresholds
+from comic_jax import workdir as workdir_lib
 from comic_jax.errors import UserError, require
 
 FORMAT = 'comic-jax-export/1'
@@ -56,22 +59,23 @@ def flatten_variables(tree) -> tuple[dict[str, np.ndarray], list[str], object]:
 
 def export_model(workdir: str, out_dir: str) -> str:
   """Writes the folder described in the module docstring for the latest checkpoint of
-  `workdir`; returns `out_dir`."""
+  `workdir`; returns `out_dir`. A frozen-backbone run's export holds its backbone too: the
+  function maps images to probabilities."""
   import jax
   from jax import export as jax_export
-  from comic_jax import predict
+  from comic_jax import inference   # the model code: only to export, never to load an export
 
-  config = predict.load_config(workdir)
-  names = predict.class_names_of(workdir, config)
-  method, variables, step = predict.restore_model(workdir, config, names)
+  config = inference.load_config(workdir)
+  names = inference.class_names_of(workdir, config)
+  method, variables, step = inference.restore_model(workdir, config, names)
   flat, order, treedef = flatten_variables(variables)
-  probabilities = predict.probabilities_fn(method)
+  probabilities = inference.probabilities_fn(method, config)
 
   def exported_fn(flat_vars: dict, images):
     tree = jax.tree_util.tree_unflatten(treedef, [flat_vars[n] for n in order])
     return probabilities(tree, images)
 
-  prep = predict.preprocessing_of(config)
+  prep = predictor.preprocessing_of(config)
   (batch,) = jax_export.symbolic_shape('batch')
   if prep['input'] == 'features':
     image_spec = jax.ShapeDtypeStruct((batch, prep['dim']), np.float32)
@@ -82,49 +86,76 @@ def export_model(workdir: str, out_dir: str) -> str:
     exported = jax_export.export(jax.jit(exported_fn), platforms=_PLATFORMS)(var_spec, image_spec)
   except Exception:  # noqa: BLE001 (then the platform this runs on)
     exported = jax_export.export(jax.jit(exported_fn))(var_spec, image_spec)
-  thresholds_path = os.path.join(workdir, predict.THRESHOLDS_FILE)
-  thresholds = (predict.read_thresholds(thresholds_path, names)
-                if os.path.isfile(thresholds_path) else None)
+  saved = thresholds.of_workdir(workdir, names)
   meta = {
       'format': FORMAT, 'method': config.method, 'step': step, 'class_names': list(names),
       'models': list(method.report_names), 'preprocessing': prep,
-      'thresholds': None if thresholds is None else {k: v.tolist() for k, v in thresholds.items()},
+      'thresholds': None if saved is None else {k: v.tolist() for k, v in saved.items()},
       'input': {'shape': ['batch', *image_spec.shape[1:]], 'dtype': str(image_spec.dtype)},
       'platforms': list(exported.platforms), 'batch_size': int(config.eval_batch_size)}
-  serialized = exported.serialize()   # before any file is written: no half-written folder
+  if config.model.feature_cache:
+    meta['backbone'] = inference.read_backbone_record(workdir)
+  # Everything serialised before any file is written; model.json goes last, so a folder whose
+  # writing stopped half-way is not an export (`is_export`).
+  serialized = exported.serialize()
+  tensors = safetensors.numpy.save({k: np.asarray(v, order='C') for k, v in flat.items()})
   try:
     os.makedirs(out_dir, exist_ok=True)
-    safetensors.numpy.save_file({k: np.asarray(v, order='C') for k, v in flat.items()},
-                                os.path.join(out_dir, VARIABLES))
-    with open(os.path.join(out_dir, FUNCTION), 'wb') as f:
-      f.write(serialized)
-    with open(os.path.join(out_dir, META), 'w') as f:
-      json.dump(meta, f, indent=2)
+    if os.path.exists(os.path.join(out_dir, META)):
+      os.remove(os.path.join(out_dir, META))
+    workdir_lib.write_bytes(os.path.join(out_dir, VARIABLES), tensors)
+    workdir_lib.write_bytes(os.path.join(out_dir, FUNCTION), bytes(serialized))
+    workdir_lib.write_json(os.path.join(out_dir, META), meta, indent=2)
   except OSError as e:
     raise UserError(f'cannot write the export to {out_dir!r}: {e.strerror or e}') from None
   return out_dir
 
 
-def load_export(path: str, *, model: str | None = None, threshold='auto', batch_size: int = 256):
-  """A `predict.Predictor` over an exported folder (no config, no model code)."""
+def _read(path: str, what: str, read):
+  """read(path), with anything a damaged or partial file raises turned into one line."""
+  try:
+    return read(path)
+  except Exception as e:  # noqa: BLE001 - each reader raises its own kinds
+    raise UserError(f'{path}: damaged or partial {what} ({" ".join(str(e).split())[:200]}); '
+                    'export the model again') from None
+
+
+def load_export(path: str, *, model: str | None = None, threshold='auto',
+                batch_size: int | None = None):
+  """A `predictor.Predictor` over an exported folder (no config, no model code)."""
   import jax
   from jax import export as jax_export
-  from comic_jax.predict import Predictor
 
   require(is_export(path), f'{path!r} is not an exported model ({META} and {FUNCTION} missing)')
-  with open(os.path.join(path, META)) as f:
-    meta = json.load(f)
+
+  def read_meta(p):
+    with open(p) as f:
+      meta = json.load(f)
+    for key in ('class_names', 'models', 'preprocessing', 'thresholds', 'input'):
+      meta[key]   # noqa: B018 - a KeyError names the missing field
+    return meta
+
+  meta = _read(os.path.join(path, META), 'model description', read_meta)
   require(meta.get('format') == FORMAT, f'{path!r}: unknown export format {meta.get("format")!r}')
-  with open(os.path.join(path, FUNCTION), 'rb') as f:
-    exported = jax_export.deserialize(bytearray(f.read()))
-  variables = {n: jax.device_put(v) for n, v in
-               safetensors.numpy.load_file(os.path.join(path, VARIABLES)).items()}
+
+  def read_function(p):
+    with open(p, 'rb') as f:
+      return jax_export.deserialize(bytearray(f.read()))
+
+  exported = _read(os.path.join(path, FUNCTION), 'exported function', read_function)
+  arrays = _read(os.path.join(path, VARIABLES), 'variables file', safetensors.numpy.load_file)
+  expected = exported.in_avals[:len(arrays)]
+  require(len(exported.in_avals) == len(arrays) + 1 and all(
+      tuple(a.shape) == tuple(arrays[n].shape) for n, a in
+      zip(sorted(arrays), expected)), f'{os.path.join(path, VARIABLES)} does not hold the '
+      'variables the exported function takes; export the model again')
+  variables = {n: jax.device_put(v) for n, v in arrays.items()}
   saved = meta['thresholds']
   saved = None if saved is None else {k: np.asarray(v) for k, v in saved.items()}
   call = jax.jit(exported.call)
-  predictor = Predictor(lambda x: call(variables, x), class_names=meta['class_names'],
-                        model_names=meta['models'], model=model,
-                        preprocessing=meta['preprocessing'], saved_thresholds=saved,
-                        threshold=threshold, batch_size=batch_size)
-  predictor.meta = meta
-  return predictor
+  out = predictor.Predictor(lambda x: call(variables, x), class_names=meta['class_names'],
+                            model_names=meta['models'], model=model,
+                            preprocessing=meta['preprocessing'], saved_thresholds=saved,
+                            threshold=threshold, batch_size=batch_size or 256)
+  out.meta = meta
+  return out

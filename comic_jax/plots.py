@@ -133,6 +133,28 @@ def _has_rlc(metrics_path: str) -> bool:
     return any('rlc' in json.loads(l) for l in f if l.strip())
 
 
+def precision_recall(curves: dict, points: dict, path: str) -> str:
+  """Precision-recall curves {name: (recall, precision)} of the label audit (comic_jax/audit.py),
+  with each run's operating point at its cut {name: (recall, precision)}."""
+  fig, ax = plt.subplots(figsize=(5.5, 4.2))
+  for i, (name, (recall, precision)) in enumerate(curves.items()):
+    colour = '0.5' if name == 'random' else f'C{i}'
+    ax.plot(recall, precision, color=colour, lw=1.4, ls='--' if name == 'random' else '-',
+            label=name)
+    if name in points and np.isfinite(points[name][1]):
+      ax.plot(*points[name], 'o', color=colour, ms=5)
+  ax.set_xlabel('recall of the hidden labels')
+  ax.set_ylabel('precision')
+  ax.set_xlim(0, 1)
+  ax.set_ylim(0, 1.02)
+  ax.set_title('Label audit: unobserved labels ranked by score (dot: the cut)', fontsize=9)
+  ax.legend(fontsize=8)
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+  return path
+
+
 # ------------------------------------------------------------------------------- one run
 
 def _is_loss_term(name: str) -> bool:
@@ -199,7 +221,7 @@ def run_pictures(run, num_examples: int = 6) -> list[str]:
   run's reported model at 0.5 or the run's validation thresholds) of a finished run. Every
   process predicts (the step is sharded); process 0 draws."""
   import jax
-  from comic_jax import predict
+  from comic_jax import thresholds as thresholds_lib
   written = []
   x = run.data.x_test
   if np.asarray(x[:1]).ndim == 4 and np.asarray(x[:1]).shape[-1] == 3:
@@ -207,9 +229,9 @@ def run_pictures(run, num_examples: int = 6) -> list[str]:
     probs = run.test_probabilities(num_examples)
     model = run.method.report_names[0]
     thresholds = np.full(run.data.num_classes, 0.5)
-    saved = os.path.join(run.workdir, predict.THRESHOLDS_FILE)
-    if os.path.exists(saved):
-      thresholds = predict.read_thresholds(saved, run.data.class_names).get(model, thresholds)
+    saved = thresholds_lib.of_workdir(run.workdir, run.data.class_names)
+    if saved is not None:
+      thresholds = saved.get(model, thresholds)
     if jax.process_index() == 0:
       written.append(examples(x, probs[model], run.data.y_test[:num_examples],
                               run.data.class_names, thresholds, run.path('examples.png'),

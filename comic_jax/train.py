@@ -6,78 +6,31 @@ the hosts of a TPU pod (each host feeds its slice of every global batch).
 
 Workdir contents: `config.json`, `metrics.jsonl` (one line per evaluation: validation metrics
 `val`; the last line also the test metrics `eval`), `results.json` (final test metrics per
-reported model, percent), `val_results.json` (the same on the validation set),
-`per_class_ap.json`, and `checkpoints/`.
+reported model, percent), `val_results.json` (the same on the validation set), `thresholds.json`,
+`per_class_ap.json`, `backbone.json` (frozen backbone: `features.weights_record`), `checkpoints/`.
 """
 from __future__ import annotations
 
 import concurrent.futures
-import math
 import os
 import time
 from typing import Any, Callable
 
 import jax
-import jax.numpy as jnp
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 import ml_collections
 import numpy as np
-import optax
-from flax.training import train_state
 import tqdm
 
-from comic_jax import checkpoint, features, machine, metrics, optim, writers
+from comic_jax import checkpoint, features, machine, metrics, optim, thresholds, writers
 from comic_jax import workdir as workdir_lib
 from comic_jax.data import augment, longtail, pipeline, samplers, sources
-from comic_jax.data.pipeline import host_to_global, train_batch  # noqa: F401 (train.train_batch)
+from comic_jax.data.pipeline import host_to_global
 from comic_jax.errors import UserError, require
 from comic_jax.methods import registry
-from comic_jax.models import backbones, pretrained
-
-class TrainState(train_state.TrainState):
-  """Parameters, optimizer state and step, plus BatchNorm statistics and the method's own state
-  (COMIC: energies and RLC running means), all checkpointed together."""
-  batch_stats: Any = None
-  method_state: Any = None
-
-
-# ------------------------------------------------------------------------------- config checks
-
-def validate_config(config: ml_collections.ConfigDict) -> None:
-  """Raises UserError naming the first bad field. Each factory checks its own section (the
-  method's spec, the data sources, the backbones, the optimizer, the augmentation); the loop's
-  own fields are checked here."""
-  for key, value in workdir_lib.flatten(config.to_dict()).items():   # inf warm-up, nan betas
-    require(not isinstance(value, float) or math.isfinite(value),
-            f'config.{key}={value!r} must be a finite number')
-  spec = registry.get(config.method)
-  if spec.validate is not None:
-    spec.validate(config)
-  sources.validate_config(config.data)
-  backbones.validate_config(config.model)
-  optim.validate_config(config.optim)
-  augment.validate_config(config.augment)
-  for name in ('batch_size', 'eval_batch_size', 'num_epochs', 'eval_every_epochs',
-               'checkpoint_every_epochs', 'keep_checkpoints'):
-    require(config[name] > 0, f'config.{name}={config[name]!r} must be > 0')
-  require(config.num_devices >= 0, f'config.num_devices={config.num_devices!r} must be >= 0')
-  cpu_devices = config.get('cpu_devices', 1)
-  require(isinstance(cpu_devices, int) and not isinstance(cpu_devices, bool) and cpu_devices >= 1,
-          f'config.cpu_devices={cpu_devices!r} must be a whole number >= 1')
-  require(config.num_devices <= jax.device_count(),
-          f'config.num_devices={config.num_devices} but only {jax.device_count()} devices exist')
-  require(config.num_devices == 0 or jax.process_count() == 1,
-          'config.num_devices must be 0 (all devices) in a multi-process run')
-  n_dev = config.num_devices or jax.device_count()
-  split = (f' (config.cpu_devices={cpu_devices})'
-           if cpu_devices > 1 and jax.default_backend() == 'cpu' else '')
-  for name in ('batch_size', 'eval_batch_size'):
-    require(config[name] % n_dev == 0,
-            f'config.{name}={config[name]} is not divisible by the {n_dev} devices{split}')
-
-
-# The workdir checks (lock, config check, atomic config.json) live in comic_jax/workdir.py.
-prepare_workdir = workdir_lib.prepare_workdir
+from comic_jax.models import pretrained
+from comic_jax.config_checks import validate_config
+from comic_jax.state import TrainState, create_state
 
 
 # ------------------------------------------------------------------------------- mesh and data
@@ -159,10 +112,9 @@ class Run:
 
   def __init__(self, config, workdir: str, *, compile_ahead: bool = False):
     """`compile_ahead`: compile the train and predict steps on a worker thread while the state
-    is initialised (`_compile_ahead`); `train_and_evaluate` asks for it, other users of a Run
-    (tests, tools that only predict) compile what they call, when they call it."""
+    is initialised (`_compile_ahead`; `train_and_evaluate` asks for it)."""
     validate_config(config)
-    prepare_workdir(workdir, config)
+    workdir_lib.prepare_workdir(workdir, config)
     self.config, self.workdir = config, workdir
     t0 = time.time()
     self.data = sources.load_dataset(config.data)
@@ -175,14 +127,17 @@ class Run:
            int(self.data.y_train.sum()), int(self.data.neg_train.sum()),
            int(self.data.y_train.size - self.data.y_train.sum() - self.data.neg_train.sum()))
     n_train = len(self.data.x_train)
+    n_dev = config.num_devices or jax.device_count()   # the batch is split over them
     require(n_train >= config.batch_size, f'config.batch_size={config.batch_size} is larger '
-            f'than the {n_train} training images')
+            f'than the {n_train} training images; set --config.batch_size='
+            f'{max(n_train // 2 // n_dev, 1) * n_dev} or less')
     sources.check_model_inputs(self.data, config.model)
     # An epoch is one pass of the uniform sampler (the last partial batch skipped).
     self.steps_per_epoch = n_train // config.batch_size
     self.mesh = create_mesh(config.num_devices)
     if config.model.feature_cache:
       self.data = features.cache_features(config, self.data, workdir, self.mesh, log=_log)
+      features.write_weights_record(workdir, config)
     self.method = registry.create_method(config, self.data.y_train, self.steps_per_epoch,
                                          self.data.class_names)
     self.replicated = NamedSharding(self.mesh, P())
@@ -198,13 +153,7 @@ class Run:
     example = jax.tree.map(lambda x: x[:1], self.batch(0))
 
     def init_state(rng):
-      params, batch_stats, method_state = self.method.init(rng, example)
-      state = TrainState.create(apply_fn=None, params=params, tx=tx, batch_stats=batch_stats,
-                                method_state=method_state)
-      # A strongly typed step, as a restored checkpoint has (TrainState.create's 0 is weakly
-      # typed): a fresh and a resumed run then share one compiled train step (and its entry in
-      # the compilation cache) instead of compiling two.
-      return state.replace(step=jnp.zeros((), jnp.int32))
+      return create_state(self.method, tx, example, rng)
 
     # The same key as `jax.random.key(config.seed)` computed anywhere, on every device.
     self.train_key = jax.jit(lambda: jax.random.key(config.seed),
@@ -299,18 +248,32 @@ class Run:
     """Validation metrics per model, or None where the data has no validation set."""
     return self.evaluate('val')[0] if self.data.has_val else None
 
+  def choose_report(self, val_results):
+    """The method's choice of its reported model on validation (COMIC+'s report='auto') put in
+    the state (the test evaluation, checkpoint and predict use it): `val_results` with the
+    chosen model's metrics as the reported one's, and 'report_choice'; else unchanged."""
+    choose = getattr(self.method, 'choose_report', None)
+    made = None if choose is None or val_results is None else choose(
+        jax.device_get(self.state.method_state), val_results)
+    if made is None:
+      return val_results
+    method_state, record = made
+    self.state = self.state.replace(method_state=jax.device_put(method_state, self.replicated))
+    reported = {k: val_results[v] for k, v in record.items() if k in val_results}
+    _log('reported: %s (best %s)', ', '.join(f'{k} = {record[k]}' for k in reported), record['by'])
+    return {**val_results, **reported, 'report_choice': record}
+
   def write_val_thresholds(self) -> None:
     """thresholds.json: per reported model and class, the threshold that maximises F1 on the
     validation split (what `comic_jax.predict` uses by default). Nothing without one."""
     if not self.data.has_val:
       return
-    from comic_jax import predict
     state, probs = self._val_probs
     if state is not self.state:   # the validation images were not predicted with this state
       probs = self.predict(self.data.x_val)
     if jax.process_index() == 0:
-      predict.write_thresholds(self.workdir, self.data.class_names, {
-          name: predict.f1_thresholds(p, self.data.y_val) for name, p in probs.items()})
+      thresholds.write_thresholds(self.workdir, self.data.class_names, {
+          name: thresholds.f1_thresholds(p, self.data.y_val) for name, p in probs.items()})
 
   def path(self, name: str) -> str:
     return os.path.join(self.workdir, name)
@@ -347,6 +310,94 @@ def _log(fmt: str, *args) -> None:
     tqdm.tqdm.write(fmt % args)
 
 
+class _Loop:
+  """What a training call holds from its first step to its end: the metrics log, the progress
+  bar, the preemption guard, the epoch's metrics and times; released by `close` (idempotent)."""
+
+  def __init__(self, run: Run, start_step: int):
+    config = run.config
+    self.run, self.is_main = run, jax.process_index() == 0
+    self.log = writers.MetricsLog(run.workdir, start_step=start_step, enabled=self.is_main)
+    self.bar = tqdm.tqdm(total=run.total_steps * config.batch_size,
+                         initial=start_step * config.batch_size, unit='img', unit_scale=True,
+                         dynamic_ncols=True, smoothing=0.1,
+                         disable=not (config.progress_bar and self.is_main))
+    self.guard = workdir_lib.PreemptionGuard(run.manager)   # SIGTERM / SIGINT: save, stop
+    self.results = self.per_class = self.val_results = None
+    self.epoch_metrics, self.epoch_start = [], time.time()
+    self.train_time, self.train_images = 0.0, 0
+
+  def preempt(self, step: int) -> None:
+    """Saves the state of `step` (unless saved) and raises workdir.Preempted."""
+    manager = self.run.manager
+    if step > 0 and step != manager.latest_step():
+      checkpoint.save(manager, step, self.run.state, self.run.feed.checkpoint_args())
+    checkpoint.wait(manager)
+    self.close()
+    self.guard.stop(step)
+
+  def end_epoch(self, step: int) -> int:
+    """The end of an epoch at `step`: its summary, the evaluations due (the test set only at the
+    last step), the log line, the checkpoint due; returns the epoch."""
+    run, config = self.run, self.run.config
+    epoch, last = (step + 1) // run.steps_per_epoch, step + 1 == run.total_steps
+    metrics_ = self.epoch_metrics
+    summary = {k: float(np.mean([float(m[k]) for m in metrics_])) for k in metrics_[0]}
+    seconds = time.time() - self.epoch_start
+    self.train_time += seconds
+    self.train_images += len(metrics_) * config.batch_size
+    if not np.isfinite(summary['loss']):
+      raise UserError(f'training diverged at epoch {epoch}: the loss is {summary["loss"]}; '
+                      'try a lower config.optim.learning_rate')
+    self.bar.set_postfix(epoch=epoch, loss=f'{summary["loss"]:.4f}')
+    if epoch % config.eval_every_epochs == 0 or last:
+      val = self.val_results = run.evaluate_val()
+      if last:   # the reported model chosen on validation (before the test set is looked at)
+        val = self.val_results = run.choose_report(val)
+      line = {'epoch': epoch, 'step': step + 1, 'train': summary,
+              'train_img_per_sec': len(metrics_) * config.batch_size / seconds,
+              'learning_rate': float(run.schedule(step))}
+      if val is not None:
+        line['val'] = {k: v for k, v in val.items() if k != 'report_choice'}
+        line.update({k: v for k, v in val.items() if k == 'report_choice'})
+      if last:
+        self.results, self.per_class = run.evaluate()
+        line['eval'] = self.results
+      if hasattr(run.method, 'epoch_summary'):
+        line.update(run.method.epoch_summary(jax.device_get(run.state.method_state)))
+      self.log.write(line)
+      shown = [(split, r) for split, r in (('val', line.get('val')), ('test', self.results))
+               if r is not None]
+      self.bar.write(f'epoch {epoch}: loss {summary["loss"]:.4f}  ' + '  '.join(
+          f'{name} {split} mAP {m["total"]:.2f}' for split, r in shown for name, m in r.items()))
+    if epoch % config.checkpoint_every_epochs == 0 or last:
+      checkpoint.save(run.manager, step + 1, run.state, run.feed.checkpoint_args())
+    self.epoch_metrics, self.epoch_start = [], time.time()
+    return epoch
+
+  def finish(self) -> None:
+    """After the last step: the results, thresholds and pictures written, the table printed."""
+    run = self.run
+    checkpoint.wait(run.manager)
+    self.close()
+    if self.results is None:  # nothing left to train: the run had finished; evaluate it
+      self.val_results = run.choose_report(run.evaluate_val())
+      self.results, self.per_class = run.evaluate()
+    run.write_results(self.results, self.per_class, self.val_results)
+    run.write_val_thresholds()
+    from comic_jax import plots  # matplotlib only when a run ends
+    plots.run_pictures(run)
+    if self.is_main:
+      if self.train_images:
+        print(trained_line(self.train_images, self.train_time))
+      print(metrics.format_table(self.results))
+
+  def close(self) -> None:
+    self.bar.close()
+    self.log.close()
+    self.guard.close()
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                        stop_after_epochs: int | None = None) -> TrainState:
   """Trains `config.method` on `config.data`, evaluating and checkpointing at epoch ends.
@@ -355,94 +406,36 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   metrics as an uninterrupted run. `stop_after_epochs` ends the call early after that epoch's
   checkpoint (to simulate an interruption in tests).
   """
-  run = Run(config, workdir, compile_ahead=True)
-  start_step = run.restore()
-  workdir_lib.rewrite_metrics_log(run.path('metrics.jsonl'), start_step)
-  spe, total = run.steps_per_epoch, run.total_steps
-  if start_step:
-    _log('resumed from step %d (epoch %d)', start_step, start_step // spe)
-  _log('%s: %d epochs x %d steps, global batch %d on %d device(s)', config.method,
-               config.num_epochs, spe, config.batch_size, run.mesh.size)
-
-  is_main = jax.process_index() == 0
-  log = writers.MetricsLog(workdir, start_step=start_step, enabled=is_main)
-  bar = tqdm.tqdm(total=total * config.batch_size, initial=start_step * config.batch_size,
-                  unit='img', unit_scale=True, dynamic_ncols=True, smoothing=0.1,
-                  disable=not (config.progress_bar and is_main))
-  results = per_class = val_results = None
-  epoch_metrics, epoch_start = [], time.time()
-  train_time, train_images = 0.0, 0
-  guard = workdir_lib.PreemptionGuard(run.manager)   # SIGTERM / SIGINT: save, stop
-  if start_step < total:
-    run.wait_compiled('train')
-  for step in range(start_step, total):
-    if guard.should_stop(step):
-      if step > 0 and step != run.manager.latest_step():
-        checkpoint.save(run.manager, step, run.state, run.feed.checkpoint_args())
-      checkpoint.wait(run.manager)
-      log.close()
-      guard.stop(step)                        # raises workdir.Preempted
-    batch = host_to_global(run.batch(step), run.sharded)
-    run.state, step_metrics = run.train_step(run.state, batch, run.train_key)
-    epoch_metrics.append(step_metrics)
-    bar.update(config.batch_size)
-    if (step + 1) % spe:
-      continue
-    # ---- end of an epoch
-    epoch = (step + 1) // spe
-    summary = {k: float(np.mean([float(m[k]) for m in epoch_metrics])) for k in epoch_metrics[0]}
-    seconds = time.time() - epoch_start
-    train_time += seconds
-    train_images += len(epoch_metrics) * config.batch_size
-    if not np.isfinite(summary['loss']):
-      raise UserError(f'training diverged at epoch {epoch}: the loss is {summary["loss"]}; '
-                      'try a lower config.optim.learning_rate')
-    bar.set_postfix(epoch=epoch, loss=f'{summary["loss"]:.4f}')
-    last = step + 1 == total
-    if epoch % config.eval_every_epochs == 0 or last:
-      # Validation metrics at every evaluation; the test set only once, for the final report.
-      val_results = run.evaluate_val()
-      line = {'epoch': epoch, 'step': step + 1, 'train': summary,
-              'train_img_per_sec': len(epoch_metrics) * config.batch_size / seconds,
-              'learning_rate': float(run.schedule(step))}
-      if val_results is not None:
-        line['val'] = val_results
-      if last:
-        results, per_class = run.evaluate()
-        line['eval'] = results
-      line.update(run.method.epoch_summary(jax.device_get(run.state.method_state)))
-      log.write(line)
-      shown = [(split, r) for split, r in (('val', val_results), ('test', results if last else
-                                                                   None)) if r is not None]
-      bar.write(f'epoch {epoch}: loss {summary["loss"]:.4f}  ' + '  '.join(
-          f'{name} {split} mAP {m["total"]:.2f}' for split, r in shown for name, m in r.items()))
-    if epoch % config.checkpoint_every_epochs == 0 or last:
-      checkpoint.save(run.manager, step + 1, run.state, run.feed.checkpoint_args())
-    epoch_metrics, epoch_start = [], time.time()
-    if stop_after_epochs is not None and epoch >= stop_after_epochs and not last:
-      checkpoint.wait(run.manager)
-      bar.close()
-      log.close()
-      guard.close()
-      workdir_lib.release_lock(workdir)
-      return run.state
-  bar.close()
-  log.close()
-  guard.close()
-  checkpoint.wait(run.manager)
-  if results is None:  # nothing left to train: the run had finished; evaluate its final state
-    results, per_class = run.evaluate()
-    val_results = run.evaluate_val()
-  run.write_results(results, per_class, val_results)
-  run.write_val_thresholds()
-  from comic_jax import plots  # matplotlib only when a run ends
-  plots.run_pictures(run)
-  if is_main:
-    if train_images:
-      print(trained_line(train_images, train_time))
-    print(metrics.format_table(results))
-  workdir_lib.release_lock(workdir)
-  return run.state
+  run, loop = Run(config, workdir, compile_ahead=True), None
+  try:
+    start_step = run.restore()
+    workdir_lib.rewrite_metrics_log(run.path('metrics.jsonl'), start_step)
+    if start_step:
+      _log('resumed from step %d (epoch %d)', start_step, start_step // run.steps_per_epoch)
+    _log('%s: %d epochs x %d steps, global batch %d on %d device(s)', config.method,
+         config.num_epochs, run.steps_per_epoch, config.batch_size, run.mesh.size)
+    loop = _Loop(run, start_step)
+    if start_step < run.total_steps:
+      run.wait_compiled('train')
+    for step in range(start_step, run.total_steps):
+      if loop.guard.should_stop(step):
+        loop.preempt(step)                 # raises workdir.Preempted
+      batch = host_to_global(run.batch(step), run.sharded)
+      run.state, step_metrics = run.train_step(run.state, batch, run.train_key)
+      loop.epoch_metrics.append(step_metrics)
+      loop.bar.update(config.batch_size)
+      if (step + 1) % run.steps_per_epoch:
+        continue
+      epoch = loop.end_epoch(step)
+      if stop_after_epochs is not None and stop_after_epochs <= epoch < config.num_epochs:
+        checkpoint.wait(run.manager)
+        return run.state
+    loop.finish()
+    return run.state
+  finally:
+    if loop is not None:
+      loop.close()
+    workdir_lib.release_lock(workdir)
 
 
 def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:

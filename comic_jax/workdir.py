@@ -3,8 +3,9 @@ config check before resuming, and a clean stop on preemption.
 
 - `acquire_lock`: `<workdir>/lock` holds the owner's pid and host; a second run into the same
   workdir is refused, a lock left by a dead process on this host is taken over.
-- `write_json` / `write_text`: temp file + rename, so `config.json`, `results.json` and
-  `metrics.jsonl` are either the old or the new version, never a prefix.
+- `write_json` / `write_text` / `write_bytes`: temp file + rename, so `config.json`,
+  `results.json`, `metrics.jsonl`, predictions and exports are the old or the new version, never
+  a prefix.
 - `read_metrics_log` / `rewrite_metrics_log`: a partial last line (a crash mid-append) is dropped
   with a warning instead of blocking the resume.
 - `prepare_workdir`: creates the workdir, takes the lock and checks that a run that already
@@ -44,15 +45,20 @@ _HELD: set[str] = set()   # workdirs whose lock this process holds
 
 # ------------------------------------------------------------------------------- atomic files
 
-def write_text(path: str, text: str) -> None:
-  """Writes `text` to `path` through a temp file and a rename: readers (and a crash) see the old
+def write_bytes(path: str, data: bytes) -> None:
+  """Writes `data` to `path` through a temp file and a rename: readers (and a crash) see the old
   file or the new one, never a prefix."""
   tmp = f'{path}.tmp{os.getpid()}'
-  with open(tmp, 'w') as f:
-    f.write(text)
+  with open(tmp, 'wb') as f:
+    f.write(data)
     f.flush()
     os.fsync(f.fileno())
   os.replace(tmp, path)
+
+
+def write_text(path: str, text: str) -> None:
+  """`write_bytes` of `text` (UTF-8)."""
+  write_bytes(path, text.encode())
 
 
 def write_json(path: str, obj, **kwargs) -> None:

@@ -159,6 +159,7 @@ def get_config() -> ml_collections.ConfigDict:
   cplus.kappa = 'better'                # kappa trusts the teacher that fits the batch 'worse'
                                         # (paper) | 'better'
   cplus.report = 'fusion'               # "COMIC+" is 'balanced' (z_b) | 'fusion' of the members
+                                        # | 'auto' (the best on validation at the end)
   cplus.fusion = 'prob'                 # 'prob': mean of the sigmoids | 'logit': mean of logits
   cplus.members = ('balanced', 'head')  # models fused ('balanced', 'head', 'tail')
   cplus.teacher_loss = 'hill'           # the head and tail branches' own loss (and kappa's):

@@ -100,6 +100,20 @@ def bce_run(tmp_path_factory):
 
 
 @pytest.fixture(scope='session')
+def frozen_run(tmp_path_factory):
+  """(workdir, config) of a finished 1-epoch BCE run on frozen EfficientNet-Lite0 features (the
+  installed ImageNet weights, the feature cache): the own-photos route on PLT-Synth."""
+  from comic_jax import train
+  workdir = str(tmp_path_factory.mktemp('frozen_run'))
+  config = tiny_config(num_epochs=1, **{
+      'model.pretrained': 'efficientnet_lite0', 'model.backbone_trainable': False,
+      'model.feature_cache': True, 'model.feature_views': 1, 'data.synthetic.num_test': 300,
+      'data.cache_dir': os.path.join(workdir, 'cache')})
+  train.train_and_evaluate(config, os.path.join(workdir, 'run'))
+  return os.path.join(workdir, 'run'), config
+
+
+@pytest.fixture(scope='session')
 def comic_trained(tmp_path_factory):
   """(workdir, config) of a tiny COMIC run trained for 2 epochs, shared by the tests that read a
   finished COMIC run (quality, resume, TensorBoard). Under xdist a session fixture is built once

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from comic_jax import metrics, train
-from comic_jax.data import sources
+from comic_jax.data import pipeline, sources
 from comic_jax.methods import registry
 from conftest import COMIC_TINY, tiny_config
 
@@ -62,7 +62,7 @@ def _method_and_shapes(config):
                                   data.class_names)
   samplers = train.create_samplers(method, data, config)
   example = jax.tree.map(lambda x: x[:1],
-                         train.train_batch(data, samplers, method.streams, 0, config.seed))
+                         pipeline.train_batch(data, samplers, method.streams, 0, config.seed))
   return method, jax.eval_shape(method.init, jax.random.key(0), example)
 
 

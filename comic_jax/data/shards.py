@@ -202,7 +202,7 @@ def _input_shape(manifest: dict, mode: str, dc) -> tuple[tuple[int, ...], str]:
 
 
 def preprocessing_of(dc) -> dict:
-  """`predict.preprocessing_of` for a run on shards: what the in-memory source would say."""
+  """`predictor.preprocessing_of` for a run on shards: what the in-memory source would say."""
   manifest = read_manifest(dc.path)
   shape = manifest['input_shape']
   if manifest['encoding'] == 'npy':

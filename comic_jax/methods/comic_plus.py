@@ -9,12 +9,14 @@ off; with all of them off COMIC+ trains and reports exactly what COMIC does.
   `comic_plus.lambda_b` (COMIC+'s 0.5; the paper's 1 switches it off).
 - `comic_plus.kappa`: which teacher kappa trusts ('worse': the paper's kappa, the branch that
   fits the batch worse; 'better': the branch that fits it better).
-- `comic_plus.report`: what is reported as "COMIC+" ('balanced': z_b, as COMIC does; 'fusion':
-  the average of the members' logits or probabilities, `fuse_logits`). The fusion is what the
-  product reading needs (its z_b is trained as a product of experts with the teachers); with
-  the distillation reading and COMIC's teachers z_b alone was better on validation; with the
-  stronger teachers below, the mean probability of z_b and the Head Model was best (3 seeds),
-  so COMIC+ reports it ('fusion', `comic_plus.fusion='prob'`, `members=('balanced', 'head')`).
+- `comic_plus.report`: what is reported as "COMIC+" ('balanced': z_b, as COMIC does; 'fusion': the
+  average of the members' logits or probabilities, `fuse_logits`; 'auto', the own-data configs':
+  the one of the balanced, Head and Tail Models and two fusions with the best validation total mAP
+  when training ends, `choose_report`; the test set is never looked at). The fusion is what the
+  product reading needs (its z_b is trained as a product of experts with the teachers); with the
+  distillation reading and COMIC's teachers z_b alone was better on validation; with the stronger
+  teachers below, the mean probability of z_b and the Head Model was best (3 seeds), so COMIC+
+  reports it ('fusion', `comic_plus.fusion='prob'`, `members=('balanced', 'head')`).
 
 - The teachers (the head and tail branches): `comic_plus.teacher_loss` (their own loss and
   kappa's measure of their fit: COMIC+'s 'hill', Hill's loss; COMIC's 'mfm'),
@@ -42,7 +44,12 @@ from comic_jax.methods.registry import MethodSpec, StudyRow
 MODELS = {'balanced': 'Balanced Model', 'head': 'Head Model', 'tail': 'Tail Model'}
 FUSIONS = ('prob', 'logit')
 BRANCH_LOSSES = ('mfm', 'hill', 'bce')
-REPORTS = ('balanced', 'fusion')
+REPORTS = ('balanced', 'fusion', 'auto')
+# report='auto': the candidates for "COMIC+", chosen by validation total mAP when training ends.
+AUTO_FUSIONS = {'Fusion (balanced, head)': ('balanced', 'head'),
+                'Fusion (balanced, head, tail)': ('balanced', 'head', 'tail')}
+AUTO_CANDIDATES = (*MODELS.values(), *AUTO_FUSIONS)
+AUTO_BEFORE_CHOICE = 'Fusion (balanced, head)'   # COMIC+'s fixed report, until the choice
 KAPPAS = ('worse', 'better')
 TEACHER_CLASSIFIERS = ('', 'linear', 'cosine')
 
@@ -94,10 +101,37 @@ class ComicPlus(comic.Comic):
     self.cp = config.comic_plus
     self.teacher_classifier = self.cp.teacher_classifier
     super().__init__(comic_config(config), observed_labels, steps_per_epoch, class_names)
-    if self.use_htb:
+    self.auto = self.use_htb and self.cp.report == 'auto'
+    if self.auto:     # the choice first: it is what predict answers by default
+      self.report_names = ('COMIC+', *AUTO_CANDIDATES)
+    elif self.use_htb:
       self.report_names = ('Balanced Model', 'Head Model', 'Tail Model', 'COMIC+')
     else:
       self.report_names = ('COMIC+',)
+
+  def init(self, rng, batch):
+    params, batch_stats, method_state = super().init(rng, batch)
+    if self.auto:   # the index of the candidate reported as COMIC+, in the checkpoint
+      method_state['report'] = jnp.asarray(AUTO_CANDIDATES.index(AUTO_BEFORE_CHOICE), jnp.int32)
+    return params, batch_stats, method_state
+
+  def loss(self, params, batch_stats, method_state, batch, rng, step):
+    total, (batch_stats, new_state, metrics) = super().loss(
+        params, batch_stats, method_state, batch, rng, step)
+    if self.auto:
+      new_state['report'] = method_state['report']
+    return total, (batch_stats, new_state, metrics)
+
+  def choose_report(self, method_state, val_results: dict):
+    """report='auto': (method_state reporting the candidate of the best validation total mAP
+    as COMIC+ (the first on ties), the record of the choice), or None for another report."""
+    if not self.auto:
+      return None
+    scores = {name: float(val_results[name]['total']) for name in AUTO_CANDIDATES}
+    chosen = max(AUTO_CANDIDATES, key=lambda name: scores[name])   # max keeps the first tie
+    record = {'COMIC+': chosen, 'by': 'validation total mAP', 'candidates': scores}
+    return {**method_state, 'report': jnp.asarray(AUTO_CANDIDATES.index(chosen), jnp.int32)}, \
+        record
 
   def own_loss(self, kind: str, logits, labels):
     """A branch's own loss: COMIC's MFM ('mfm'), Hill's ('hill') or plain BCE ('bce')."""
@@ -130,6 +164,11 @@ class ComicPlus(comic.Comic):
     if not self.use_htb:
       return {'COMIC+': balanced}
     preds = {'Balanced Model': balanced, **preds}
+    if self.auto:
+      for name, members in AUTO_FUSIONS.items():
+        preds[name] = fuse_logits([preds[MODELS[m]] for m in members], self.cp.fusion)
+      chosen = jnp.stack([preds[name] for name in AUTO_CANDIDATES])[method_state['report']]
+      return {'COMIC+': chosen, **preds}
     if self.cp.report == 'fusion':
       members = [preds[MODELS[m]] for m in self.cp.members]
       preds['COMIC+'] = fuse_logits(members, self.cp.fusion)

