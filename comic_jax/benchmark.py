@@ -459,7 +459,9 @@ def machine_line(result: Result) -> str:
   """`command` on CPU, date, wall time: where and how a table was measured."""
   env = result.environment
   if env.get('backend', 'cpu') == 'cpu':
-    where = cli.describe_cpu(env.get('cpu', {}), env.get('cpu_cores', 0))
+    devices = env.get('devices', 1)
+    where = (f"{cli.describe_cpu(env.get('cpu', {}), env.get('cpu_cores', 0))}; "
+             f"{devices} CPU device{'s' if devices > 1 else ''}")
   else:
     where = f"{env.get('devices', 1)} x {env.get('device_kind', env['backend'])}"
   minutes, seconds = divmod(round(env['wall_time_s']), 60)
