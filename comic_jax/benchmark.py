@@ -51,9 +51,9 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+import numpy as np  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
-import numpy as np  # noqa: E402
 
 from comic_jax import cli  # noqa: E402
 from comic_jax.errors import UserError, require  # noqa: E402
@@ -225,8 +225,9 @@ def run_dir(workdir: str, experiment: Experiment, seed: int) -> str:
 def run_all(base, runs: list[tuple[Experiment, int]], workdir: str) -> int:
   """Trains every run that has no results.json yet (its output goes to <run>/log.txt); returns
   how many it trained."""
-  from comic_jax import train
   import tqdm
+
+  from comic_jax import train
   todo = [(e, s) for e, s in runs
           if not os.path.exists(os.path.join(run_dir(workdir, e, s), 'results.json'))]
   print(f'{len(runs)} runs, {len(runs) - len(todo)} already finished, {len(todo)} to train')

@@ -80,7 +80,8 @@ def test_rendering_formats_the_csv_as_the_benchmark_does(tmp_path):
            3]]
   md, _ = benchmark.write_tables(str(directory), 'main', header, rows)
   (directory / 'environment.json').write_text(json.dumps({
-      'command': 'python -m comic_jax.benchmark --config=configs/synthetic.py', 'date': '2030-01-02',
+      'command': 'python -m comic_jax.benchmark --config=configs/synthetic.py',
+      'date': '2030-01-02',
       'wall_time_s': 125.4, 'runs': 36, 'runs_trained': 36, 'jax': '0.10.2', 'backend': 'cpu',
       'devices': 2,
       'cpu_cores': 2, 'cpu': {'model_name': 'Toy CPU', 'family': 6, 'model': 1,
