@@ -32,7 +32,7 @@ beside the project's requirements (CPU wheel):
 
 `--out DIR` (default docs/results/backbone_speed/ with --quick) writes `results.json` (every
 measurement), `table.md` (the table printed) and `environment.json` (the software and CPU,
-`cli.machine_description`).
+`machine.machine_description`).
 """
 from __future__ import annotations
 
@@ -346,9 +346,9 @@ def main(argv=None):
     rows = measure(args, args.threads[0], log=lambda s: print(s, file=sys.stderr, flush=True))
     print(json.dumps(rows))
     return
-  from comic_jax import cli
-  environment = cli.machine_description()
-  print(f"CPU: {cli.describe_cpu(environment['cpu'], environment['cpu_cores'])}; "
+  from comic_jax import machine
+  environment = machine.machine_description()
+  print(f"CPU: {machine.describe_cpu(environment['cpu'], environment['cpu_cores'])}; "
         f"JAX backend {environment['backend']}", flush=True)
   if environment['backend'] != 'cpu':
     rows = measure(args, None)

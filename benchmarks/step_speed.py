@@ -33,8 +33,8 @@ element-wise ops on (32, C) arrays, negligible beside the backbones.
 On a GPU / TPU it also prints achieved TFLOP/s and MFU (XLA's flops per step x steps/s over the
 peak of the device kind, `PEAK_FLOPS`) and, by default, float32 and bfloat16 (`model.dtype`).
 XLA runs float32 convolutions on TF32 tensor cores on Ampere and newer by default, so float32 MFU
-is against the TF32 peak. On the CPU flops per step are printed (no peak). The README's "Speed"
-section has an H200's numbers (`python benchmarks/step_speed.py --setups resnet50`).
+is against the TF32 peak. On the CPU flops per step are printed (no peak). docs/performance.md
+has an H200's numbers (`python benchmarks/step_speed.py --setups resnet50`).
 """
 from __future__ import annotations
 

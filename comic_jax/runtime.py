@@ -35,7 +35,7 @@ def use_cpu_devices(config) -> int:
 
   Why: XLA:CPU parallelises the small CNN's convolutions poorly: on this project's 2-core
   machine the BCE step ran as fast on one core as on two, while two devices trained it 1.46x
-  faster and the COMIC step 1.09x (README "Speed"). Only the CPU platform is split: GPUs and
+  faster and the COMIC step 1.09x (docs/performance.md). Only the CPU platform is split: GPUs and
   TPUs, where present, are the devices as before. A device count set by the user in `XLA_FLAGS`
   (`--xla_force_host_platform_device_count`, as the tests do) wins. Call before JAX's first use;
   returns the count asked of JAX (0: left as it was)."""

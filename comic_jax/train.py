@@ -183,9 +183,9 @@ class Run:
 
     XLA compiles a program on one core, so while the main thread compiles and runs the state's
     initialisation the worker compiles the train step: on the project's 2-core machine the
-    README's COMIC command reached its first step 5-6.5 s sooner when nothing was cached (README
-    "Speed"). A compiled step is kept by its `jax.jit`, so its first call runs it at once;
-    `wait_compiled` waits for it, and raises what compiling raised.
+    README's COMIC command reached its first step 5-6.5 s sooner when nothing was cached
+    (docs/performance.md). A compiled step is kept by its `jax.jit`, so its first call runs it
+    at once; `wait_compiled` waits for it, and raises what compiling raised.
     """
     # Global shapes of a batch: each process holds its rows (`host_to_global`).
     batch = jax.tree.map(lambda v: jax.ShapeDtypeStruct(

@@ -4,7 +4,7 @@
 
 Needs COCO 2017 through TFDS (prepared on first use: ~25 GB of downloads, and TensorFlow for
 TFDS's COCO builder) and the torchvision ResNet-50 ImageNet weights (fetched on first use, or
-`--config.model.pretrained=/path/to/resnet50.pth`). See the README, "Real data".
+`--config.model.pretrained=/path/to/resnet50.pth`). See docs/data.md.
 """
 from configs import default
 

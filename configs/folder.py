@@ -1,7 +1,7 @@
 """Your own images: a folder of images and a JSON ({"path.jpg": [0/1, ...]}) or CSV
 (filename,class1,class2,...) label file per split. The training labels are taken as they are
 (partial: a 0 is "not labelled"); they may hold -1 (unknown), and then their 0 entries are
-known negatives (README, "Your own data").
+known negatives (docs/data.md, "Known negatives").
 
     python -m comic_jax.main --config=configs/folder.py --config.data.path=images/ \
       --config.data.train_labels=train.csv --config.data.test_labels=test.csv --workdir=runs/mine

@@ -7,7 +7,7 @@ With images (N, H, W, 3) uint8, pick a backbone: --config.model.backbone=small_c
 By default the data is taken as it is (already long-tailed) and positives are hidden with
 data.missing_ratio; --config.data.partial=as_is if your labels are already partial,
 --config.data.longtail=pareto to subsample a long tail. y_train may hold -1 (unknown): then
-its 0 entries are known negatives (README, "Your own data").
+its 0 entries are known negatives (docs/data.md, "Known negatives").
 """
 from configs import default
 

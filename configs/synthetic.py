@@ -28,7 +28,7 @@ def get_config():
   config.checkpoint_every_epochs = 5
   # A CPU-only machine trains data-parallel over two CPU devices (runtime.use_cpu_devices): on the
   # project's 2-core machine the BCE step ran 1.46x faster and COMIC's 1.09x (A/B in one process;
-  # README "Speed"). The model is the same up to float rounding (the benchmark's 3-seed means
+  # docs/performance.md). The model is the same up to float rounding (the benchmark's 3-seed means
   # moved by at most 0.45 of a standard deviation). GPUs and TPUs are not affected.
   config.cpu_devices = 2
   return config

@@ -17,8 +17,8 @@ two regimes compare on identical labels.
 - 'finetune': the paper's end-to-end column. The backbone trains with a learning rate scaled
   by `optim.lr_scale.backbone` = 0.1 (the authors' recipe gives the pretrained ResNet-50 a 10x
   lower rate than the new layers). EfficientNet-Lite0 trains at ~6 img/s (BCE) and ~2 img/s
-  (COMIC) on a 2-core CPU (XLA's depthwise convolutions), so the full recipe is for a GPU; the
-  README gives what 8 (BCE) and 2 (COMIC) epochs give on that CPU.
+  (COMIC) on a 2-core CPU (XLA's depthwise convolutions), so the full recipe is for a GPU; docs/results.md
+  gives what 8 (BCE) and 2 (COMIC) epochs give on that CPU.
 """
 from configs import synthetic
 
@@ -36,7 +36,7 @@ def get_config(mode: str = 'frozen'):
     config.model.feature_views = 4
     # Every stage's pooled output instead of the 1280 head features: PLT-Synth's rendered shapes
     # are far from ImageNet photos, and the head conv's features separate them worst (chosen on
-    # validation, README "Pretrained regime").
+    # validation, docs/results.md "Which features").
     config.model.feature_taps = tuple(f'stage{i}' for i in range(1, 8))
     # COMIC+ on these features, chosen on validation (3 seeds, total mAP) among the product /
     # distillation readings of L_htb x reporting z_b / the fusion: product + fusion 34.25,

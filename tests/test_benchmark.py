@@ -48,6 +48,11 @@ def test_tiny_benchmark_writes_the_table_and_pictures(tmp_path, bce_run):
   for picture in ('per_class_ap.png', 'class_distribution.png'):
     assert (workdir / picture).stat().st_size > 10_000
   assert 'Focal' in (workdir / 'focal' / 'seed0' / 'log.txt').read_text()   # the run's own output
+  with open(workdir / 'environment.json') as f:    # what the published tables cite
+    env = json.load(f)
+  assert env['command'].startswith('python -m comic_jax.benchmark --config=configs/synthetic.py')
+  assert (env['runs'], env['runs_trained'], env['backend']) == (2, 1, 'cpu')
+  assert env['wall_time_s'] > 0 and env['cpu_cores'] == os.cpu_count()
   # A second call finds both runs finished and trains nothing.
   again = _bench(workdir, '--methods=bce,focal', '--seeds=1')
   assert '2 runs, 2 already finished, 0 to train' in again.stdout

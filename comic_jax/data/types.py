@@ -15,7 +15,7 @@ class PLTData:
   `y_train_full` the full labels, for diagnostics (correction accuracy, class groups) only.
 
   `neg_train` (bool (N, C), or None) marks the training labels known to be absent: the 0 entries
-  of a user's training labels that also hold -1 (unknown) entries (README, "Your own data").
+  of a user's training labels that also hold -1 (unknown) entries (docs/data.md, "Known negatives").
   None (every source without -1 labels) means every 0 of `y_train` is unknown: a true negative
   or a hidden positive. Where it is set, an entry is an observed positive (`y_train` 1), a known
   negative (`neg_train` True) or unknown (neither); never both.

@@ -35,9 +35,9 @@ def max_pool_2x2(x):
   input-sized iota index arrays, about a third of the small CNN's train step in a profile
   (benchmarks/step_speed.py --profile). Why a custom gradient: JAX's own gradient of the
   reshape-and-max counts each window's maxima with a sum over the two window axes, which XLA's
-  CPU backend ran as strided reductions taking ~20% of the BCE step's thread time (README
-  "Speed"); here the four window positions are counted with elementwise adds. The gradient is
-  the same as JAX's, value for value (tested, ties included).
+  CPU backend ran as strided reductions taking ~20% of the BCE step's thread time
+  (docs/performance.md); here the four window positions are counted with elementwise adds. The
+  gradient is the same as JAX's, value for value (tested, ties included).
   """
   return _windows(x).max(axis=(2, 4))
 
