@@ -33,8 +33,6 @@ from comic_jax.config_checks import validate_config
 from comic_jax.state import TrainState, create_state
 
 
-# ------------------------------------------------------------------------------- mesh and data
-
 def create_mesh(num_devices: int = 0) -> Mesh:
   devices = jax.devices()[:num_devices] if num_devices else jax.devices()
   return Mesh(np.array(devices), ('data',))
@@ -51,8 +49,6 @@ def create_samplers(method, data, config) -> dict[str, Any]:
       raise UserError(f'cannot sample training batches ({stream.sampler}): {e}') from None
   return out
 
-
-# ------------------------------------------------------------------------------- steps
 
 def make_train_step(method, config) -> Callable:
   """train_step(state, batch, key) -> (state, metrics): augment, loss, one gradient update.

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from comic_jax import benchmark
+from comic_jax import benchmark, published
 from conftest import ROOT
 
 PAGES = ['README.md'] + sorted(
@@ -24,16 +24,16 @@ def _read(rel, root=ROOT):
 
 
 def test_readme_tables_match_results():
-  for rel in benchmark.RENDERED:
+  for rel in published.RENDERED:
     text = _read(rel)
-    assert benchmark.MARKER.search(text), f'{rel} has no rendered table'
-    assert benchmark.render_text(text, rel) == text, (
+    assert published.MARKER.search(text), f'{rel} has no rendered table'
+    assert published.render_text(text, rel) == text, (
         f'{rel}: a table differs from docs/results; run python -m comic_jax.benchmark '
         '--render-docs')
 
 
 def _copy_docs(tmp_path):
-  for rel in (*benchmark.RENDERED, benchmark.RESULTS):
+  for rel in (*published.RENDERED, published.RESULTS):
     source, target = os.path.join(ROOT, rel), tmp_path / rel
     target.parent.mkdir(parents=True, exist_ok=True)
     (shutil.copytree if os.path.isdir(source) else shutil.copyfile)(source, target)
@@ -41,8 +41,11 @@ def _copy_docs(tmp_path):
 
 
 def _one_main_result():
-  for name in sorted(os.listdir(os.path.join(ROOT, benchmark.RESULTS))):
-    with open(os.path.join(ROOT, benchmark.RESULTS, name, 'table.csv')) as f:
+  for name in sorted(os.listdir(os.path.join(ROOT, published.RESULTS))):
+    path = os.path.join(ROOT, published.RESULTS, name, 'table.csv')
+    if not os.path.isfile(path):      # an output of another benchmark (backbone_speed)
+      continue
+    with open(path) as f:
       if next(csv.reader(f))[:2] == ['category', 'method']:
         return name
   pytest.fail('no main benchmark table in docs/results')
@@ -51,7 +54,7 @@ def _one_main_result():
 def test_a_changed_result_makes_the_rendered_table_stale(tmp_path):
   root = _copy_docs(tmp_path)
   name = _one_main_result()
-  path = root / benchmark.RESULTS / name / 'table.csv'
+  path = root / published.RESULTS / name / 'table.csv'
   with open(path, newline='') as f:
     rows = list(csv.reader(f))
   column = rows[0].index('total_mean')
@@ -60,15 +63,15 @@ def test_a_changed_result_makes_the_rendered_table_stale(tmp_path):
   bce[column] = f'{old + 1.0:.4f}'
   with open(path, 'w', newline='') as f:
     csv.writer(f).writerows(rows)
-  stale = [rel for rel in benchmark.RENDERED
-           if benchmark.render_text(_read(rel, root), rel, root) != _read(rel, root)]
+  stale = [rel for rel in published.RENDERED
+           if published.render_text(_read(rel, root), rel, root) != _read(rel, root)]
   assert stale, 'no rendered table shows the changed BCE row'
   for rel in stale:      # the new value is what rendering writes
-    assert f'{old + 1.0:.2f} ± ' in benchmark.render_text(_read(rel, root), rel, root)
+    assert f'{old + 1.0:.2f} ± ' in published.render_text(_read(rel, root), rel, root)
 
 
 def test_rendering_formats_the_csv_as_the_benchmark_does(tmp_path):
-  directory = tmp_path / benchmark.RESULTS / 'toy'
+  directory = tmp_path / published.RESULTS / 'toy'
   directory.mkdir(parents=True)
   header = ['category', 'method', 'end-to-end', 'many', 'medium', 'few', 'total', 'seeds']
   rows = [['MLC', 'BCE', '✓', (40.0, 1.0), (25.0, 0.5), (20.0, 0.25), (27.7849, 0.2951), 3],
@@ -88,7 +91,7 @@ def test_rendering_formats_the_csv_as_the_benchmark_does(tmp_path):
                               'features': ['avx2']}}))
   page = ('<!-- table: toy -->\nold\n<!-- end table -->\n\n'
           '<!-- summary: toy=from scratch -->\n<!-- end summary -->\n')
-  out = benchmark.render_text(page, 'docs/results.md', str(tmp_path))
+  out = published.render_text(page, 'docs/results.md', str(tmp_path))
   with open(md) as f:
     table = f.read().splitlines()
   assert out.splitlines()[1:1 + len(table)] == table      # the benchmark's own table.md
@@ -100,7 +103,7 @@ def test_rendering_formats_the_csv_as_the_benchmark_does(tmp_path):
   # The best baseline other than BCE is Hill (COMIC's Head Model is not a baseline).
   assert '| best other baseline | 28.86 ± 0.59 (Hill) | 23.00 ± 0.25 |' in out
   assert '| COMIC+ (ours) | 28.91 ± 0.14 | 23.80 ± 0.60 |' in out
-  assert benchmark.render_text(out, 'docs/results.md', str(tmp_path)) == out   # idempotent
+  assert published.render_text(out, 'docs/results.md', str(tmp_path)) == out   # idempotent
 
 
 def test_render_command_publishes_and_checks(tmp_path):
@@ -109,14 +112,14 @@ def test_render_command_publishes_and_checks(tmp_path):
   workdir = tmp_path / 'runs' / 'bench'
   workdir.mkdir(parents=True)
   for f in ('table.csv', 'environment.json'):
-    shutil.copyfile(root / benchmark.RESULTS / name / f, workdir / f)
+    shutil.copyfile(root / published.RESULTS / name / f, workdir / f)
   argv = ['--render-docs', f'--publish={name}={workdir / "table.csv"}']
-  assert benchmark.render_docs(argv, str(root)) == 0
-  assert benchmark.render_docs(['--render-docs', '--check'], str(root)) == 0
+  assert published.render_docs(argv, str(root)) == 0
+  assert published.render_docs(['--render-docs', '--check'], str(root)) == 0
   text = _read('README.md')
   start = text.index('<!-- summary:')        # a hand edit inside the rendered block
   (root / 'README.md').write_text(text[:start] + text[start:].replace(' ± ', ' +- ', 1))
-  assert benchmark.render_docs(['--render-docs', '--check'], str(root)) == 1
+  assert published.render_docs(['--render-docs', '--check'], str(root)) == 1
   out = subprocess.run([sys.executable, '-m', 'comic_jax.benchmark', '--render-docs',
                         '--publish=bad'], cwd=ROOT, capture_output=True, text=True, check=False)
   assert out.returncode == 2 and out.stderr.startswith('error: --publish=')

@@ -1,8 +1,5 @@
 """The package's structure, read from its source with `ast` (nothing is imported): imports that
-run one way, no private name used from another module, short functions and modules.
-
-Each rule lists the offenders that other changes are removing (`KNOWN_*`): a test per rule fails
-on any offender outside that list, and an xfail test per rule names what is left."""
+run one way, no private name used from another module, short functions and modules."""
 import ast
 import os
 
@@ -12,13 +9,6 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGES = ('comic_jax', 'configs')      # what pyproject.toml ships
 MAX_FUNCTION_LINES = 80                  # outside configs/ (a get_config lists every field)
 MAX_MODULE_LINES = 450                   # in comic_jax/
-
-# Offenders left, each being removed by a change of its own modules (train / predict / export /
-# plots: the prediction and export side is untangled from train.py).
-KNOWN_CYCLES = {('comic_jax.export', 'comic_jax.plots', 'comic_jax.predict', 'comic_jax.train')}
-KNOWN_PRIVATE_USES = set()
-KNOWN_LONG_FUNCTIONS = {'comic_jax.train.train_and_evaluate'}
-KNOWN_LONG_MODULES = {'comic_jax.predict', 'comic_jax.train'}
 
 
 class Package:
@@ -156,30 +146,16 @@ def long_modules(package: Package):
           if module.split('.')[0] == 'comic_jax' and n > MAX_MODULE_LINES}
 
 
-RULES = {'import cycles': (import_cycles, KNOWN_CYCLES),
-         'private names used across modules': (private_uses, KNOWN_PRIVATE_USES),
-         f'functions over {MAX_FUNCTION_LINES} lines': (long_functions, KNOWN_LONG_FUNCTIONS),
-         f'modules over {MAX_MODULE_LINES} lines': (long_modules, KNOWN_LONG_MODULES)}
+RULES = {'import cycles': import_cycles,
+         'private names used across modules': private_uses,
+         f'functions over {MAX_FUNCTION_LINES} lines': long_functions,
+         f'modules over {MAX_MODULE_LINES} lines': long_modules}
 PACKAGE = read_package()
 
 
 @pytest.mark.parametrize('rule', RULES)
-def test_no_offender_outside_the_known_ones(rule):
-  scan, known = RULES[rule]
-  found = scan(PACKAGE)
-  assert {k: v for k, v in found.items() if k not in known} == {}, rule
-
-
-def _xfail_if_known(rule):
-  known = RULES[rule][1]
-  reason = 'known offenders left: ' + ', '.join(map(str, sorted(known)))
-  return pytest.param(rule, marks=[pytest.mark.xfail(strict=False, reason=reason)] if known else [])
-
-
-@pytest.mark.parametrize('rule', [_xfail_if_known(rule) for rule in RULES])
-def test_no_offender_at_all(rule):
-  scan, _ = RULES[rule]
-  assert scan(PACKAGE) == {}, rule
+def test_no_offender(rule):
+  assert RULES[rule](PACKAGE) == {}, rule
 
 
 def test_the_scans_find_what_they_look_for():

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import hashlib
+import io
 import os
 import shutil
 import sys
@@ -30,6 +31,24 @@ from comic_jax.errors import UserError, require
 # Written into the manifest: the fields of config.data that made the PLT construction.
 CONSTRUCTION_FIELDS = ('name', 'seed', 'longtail', 'partial', 'missing_ratio', 'val_fraction',
                        'plt_json', 'plt_json_labels', 'path', 'train_labels', 'test_labels')
+
+
+def encode_image(image, encoding: str) -> bytes:
+  """The `image` field of a record: file bytes as read ('file': bytes or a path), a PNG of a
+  uint8 (H, W, 3) array ('png', lossless) or an .npy of a feature vector ('npy')."""
+  if encoding == 'file':
+    if isinstance(image, (bytes, bytearray, memoryview)):
+      return bytes(image)
+    with open(image, 'rb') as f:
+      return f.read()
+  buf = io.BytesIO()
+  if encoding == 'png':
+    from PIL import Image
+    Image.fromarray(np.asarray(image, np.uint8)).save(buf, format='PNG', compress_level=1)
+  else:
+    np.save(buf, np.asarray(image), allow_pickle=False)
+  return buf.getvalue()
+
 
 
 def write_split(directory: str, split: str, rows, records_per_shard: int) -> dict:
@@ -80,7 +99,7 @@ class _Records:
     image, encoding = self.image(i), self.encoding
     if encoding == 'file' and isinstance(image, np.ndarray):   # TFDS's decoded mock data
       encoding = 'png'
-    data = shards.encode_image(image, encoding)
+    data = encode_image(image, encoding)
     if self.encoding == 'file':
       images.decode_image(data, self.keys[i])   # raises UserError naming a damaged image
     return data, encoding

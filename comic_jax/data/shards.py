@@ -48,23 +48,6 @@ ENCODINGS = ('file', 'png', 'npy')
 
 # ------------------------------------------------------------------------------- records
 
-def encode_image(image, encoding: str) -> bytes:
-  """The `image` field of a record: file bytes as read ('file': bytes or a path), a PNG of a
-  uint8 (H, W, 3) array ('png', lossless) or an .npy of a feature vector ('npy')."""
-  if encoding == 'file':
-    if isinstance(image, (bytes, bytearray, memoryview)):
-      return bytes(image)
-    with open(image, 'rb') as f:
-      return f.read()
-  buf = io.BytesIO()
-  if encoding == 'png':
-    from PIL import Image
-    Image.fromarray(np.asarray(image, np.uint8)).save(buf, format='PNG', compress_level=1)
-  else:
-    np.save(buf, np.asarray(image), allow_pickle=False)
-  return buf.getvalue()
-
-
 def encode_record(key: str, image: bytes, labels, full=None, negative=None) -> bytes:
   """One record (see the module docstring); label rows are 0/1 (or bool) vectors."""
   import msgpack
