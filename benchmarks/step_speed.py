@@ -52,7 +52,8 @@ sys.path.insert(0, ROOT)
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
-from comic_jax import checkpoint, machine, runtime, train, workdir as workdir_lib  # noqa: E402
+from comic_jax import checkpoint, machine, runtime, train  # noqa: E402
+from comic_jax import workdir as workdir_lib  # noqa: E402
 from comic_jax.data import pipeline  # noqa: E402
 from configs import synthetic  # noqa: E402
 

@@ -15,7 +15,8 @@ run so that the ratios mean something:
 (d) Real images: synthetic 500 x 375 JPEGs (benchmarks/input_pipeline.py's) stored as read;
     one Grain worker's record decode + square_resize(256) (the host side of `resized_crop`; the
     crop and RandAugment run on the device) in img/s, and the workers that keep a ResNet-50
-    224 px step fed at the H200 rates of docs/performance.md (COMIC 470 img/s, BCE 2,154 img/s, float32).
+    224 px step fed at the H200 rates of docs/performance.md (COMIC 470 img/s, BCE 2,154 img/s,
+    float32).
 """
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-import numpy as np
+import numpy as np  # noqa: E402
 
 H200_RESNET50 = {'COMIC': 470, 'BCE': 2154}   # docs/performance.md: float32 img/s of one H200
 

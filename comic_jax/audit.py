@@ -172,6 +172,7 @@ def _define_flags():
 
 def main(argv):
   from absl import app, flags, logging
+
   from comic_jax import cli
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')

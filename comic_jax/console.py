@@ -10,7 +10,8 @@ def train():
 
 
 def benchmark():
-  from comic_jax import benchmark as runner, cli
+  from comic_jax import benchmark as runner
+  from comic_jax import cli
   app.run(runner.main, flags_parser=cli.parse_flags)
 
 

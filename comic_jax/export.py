@@ -63,7 +63,8 @@ def export_model(workdir: str, out_dir: str) -> str:
   function maps images to probabilities."""
   import jax
   from jax import export as jax_export
-  from comic_jax import inference   # the model code: only to export, never to load an export
+
+  from comic_jax import inference  # the model code: only to export, never to load an export
 
   config = inference.load_config(workdir)
   names = inference.class_names_of(workdir, config)

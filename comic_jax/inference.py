@@ -19,9 +19,11 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from comic_jax import checkpoint, features, optim, predictor, state as state_lib
+from comic_jax import checkpoint, features, optim, predictor
+from comic_jax import state as state_lib
 from comic_jax.errors import UserError, require
 from comic_jax.methods import registry
+
 
 def load_config(workdir: str) -> ml_collections.ConfigDict:
   """The run's config, rebuilt from `<workdir>/config.json`."""

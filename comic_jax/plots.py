@@ -51,17 +51,17 @@ def per_class_ap(runs: dict[str, list[dict]], path: str) -> str:
 
 def rlc_corrections(metrics_path: str, path: str) -> str | None:
   """RLC corrections per epoch and branch, split into true (a hidden label) and false positives."""
-  lines = [json.loads(l) for l in open(metrics_path) if l.strip()]
-  lines = [l for l in lines if 'rlc' in l]
+  lines = [json.loads(entry) for entry in open(metrics_path) if entry.strip()]
+  lines = [entry for entry in lines if 'rlc' in entry]
   if not lines:
     return None
   branches = list(lines[0]['rlc'])
-  epochs = [l['epoch'] for l in lines]
+  epochs = [entry['epoch'] for entry in lines]
   fig, axes = plt.subplots(1, len(branches), figsize=(4.5 * len(branches), 3.5), sharey=True)
   axes = np.atleast_1d(axes)
   for ax, branch in zip(axes, branches):
-    true = [l['rlc'][branch]['true'] for l in lines]
-    false = [l['rlc'][branch]['false'] for l in lines]
+    true = [entry['rlc'][branch]['true'] for entry in lines]
+    false = [entry['rlc'][branch]['false'] for entry in lines]
     ax.bar(epochs, true, color='tab:green', label='true positives (hidden labels)')
     ax.bar(epochs, false, bottom=true, color='tab:red', label='false positives')
     ax.set_title(f'{branch} branch')
@@ -130,7 +130,7 @@ def benchmark_plots(workdir: str, runs: list[tuple[str, list[str]]]) -> list[str
 
 def _has_rlc(metrics_path: str) -> bool:
   with open(metrics_path) as f:
-    return any('rlc' in json.loads(l) for l in f if l.strip())
+    return any('rlc' in json.loads(entry) for entry in f if entry.strip())
 
 
 def precision_recall(curves: dict, points: dict, path: str) -> str:
@@ -167,18 +167,18 @@ def curves(metrics_path: str, path: str) -> str | None:
   mAP solid, validation mAP dashed when the log has a 'val' entry."""
   if not os.path.exists(metrics_path):
     return None
-  lines = [json.loads(l) for l in open(metrics_path) if l.strip()]
+  lines = [json.loads(entry) for entry in open(metrics_path) if entry.strip()]
   if not lines:
     return None
-  epochs = [l['epoch'] for l in lines]
+  epochs = [entry['epoch'] for entry in lines]
   fig, (ax_loss, ax_map) = plt.subplots(1, 2, figsize=(10, 3.8))
   for name in [k for k in lines[0]['train'] if _is_loss_term(k)]:
-    ax_loss.plot(epochs, [l['train'].get(name, np.nan) for l in lines], marker='o', ms=3,
+    ax_loss.plot(epochs, [entry['train'].get(name, np.nan) for entry in lines], marker='o', ms=3,
                  lw=2.2 if name == 'loss' else 1.2, label=name)
   ax_loss.set_title('training loss (mean over the epoch)')
   for split, style in (('eval', '-'), ('val', '--')):
     for i, model in enumerate(lines[0].get(split, {})):
-      values = [(l.get(split, {}).get(model) or {}).get('total') for l in lines]
+      values = [(entry.get(split, {}).get(model) or {}).get('total') for entry in lines]
       ax_map.plot(epochs, [np.nan if v is None else v for v in values], style, marker='o', ms=3,
                   color=f'C{i}', label=f'{model} ({"test" if split == "eval" else "validation"})')
   ax_map.set_title('mAP (%)')
@@ -221,6 +221,7 @@ def run_pictures(run, num_examples: int = 6) -> list[str]:
   run's reported model at 0.5 or the run's validation thresholds) of a finished run. Every
   process predicts (the step is sharded); process 0 draws."""
   import jax
+
   from comic_jax import thresholds as thresholds_lib
   written = []
   x = run.data.x_test

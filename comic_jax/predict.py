@@ -96,15 +96,15 @@ def write_predictions(path: str, names: Sequence[str], probs: np.ndarray,
   {"image", "model", "labels", "scores": {class: p}}; anything else: CSV with the header
   image,labels,<class>... (labels joined by ';')."""
   if path.lower().endswith('.json'):
-    text = json.dumps([{'image': n, 'model': model, 'labels': l,
+    text = json.dumps([{'image': n, 'model': model, 'labels': labels_,
                         'scores': {c: float(p) for c, p in zip(class_names, row)}}
-                       for n, l, row in zip(names, labels, probs)], indent=1)
+                       for n, labels_, row in zip(names, labels, probs)], indent=1)
   else:
     buffer = io.StringIO(newline='')
     writer = csv.writer(buffer)
     writer.writerow(['image', 'labels', *class_names])
-    for n, l, row in zip(names, labels, probs):
-      writer.writerow([n, ';'.join(l), *(f'{p:.6f}' for p in row)])
+    for n, labels_, row in zip(names, labels, probs):
+      writer.writerow([n, ';'.join(labels_), *(f'{p:.6f}' for p in row)])
     text = buffer.getvalue()
   try:
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
@@ -133,6 +133,7 @@ def _define_flags():
 
 def main(argv):
   from absl import app, flags, logging
+
   from comic_jax import cli
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
@@ -160,6 +161,7 @@ def main(argv):
 def parse_plain_flags(argv):
   """absl's flag parsing with one-line errors (there is no config file to load here)."""
   from absl import flags
+
   from comic_jax import cli
   try:
     return flags.FLAGS(argv)

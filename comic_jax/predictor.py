@@ -17,7 +17,6 @@ from comic_jax.data import images as image_ops
 from comic_jax.errors import UserError, require
 from comic_jax.thresholds import THRESHOLDS_FILE, f1_thresholds, write_thresholds
 
-
 # ------------------------------------------------------------------------------- preprocessing
 
 def preprocessing_of(config) -> dict:

@@ -17,19 +17,20 @@ import time
 from typing import Any, Callable
 
 import jax
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 import ml_collections
 import numpy as np
 import tqdm
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from comic_jax import checkpoint, features, machine, metrics, optim, thresholds, writers
 from comic_jax import workdir as workdir_lib
+from comic_jax.config_checks import validate_config
 from comic_jax.data import augment, longtail, pipeline, samplers, sources
 from comic_jax.data.pipeline import host_to_global
 from comic_jax.errors import UserError, require
 from comic_jax.methods import registry
 from comic_jax.models import pretrained
-from comic_jax.config_checks import validate_config
 from comic_jax.state import TrainState, create_state
 
 

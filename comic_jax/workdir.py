@@ -103,8 +103,9 @@ def rewrite_metrics_log(path: str, max_step: int) -> None:
   redone), rewritten atomically."""
   if jax.process_index() != 0 or not os.path.exists(path):
     return
-  kept = [l for l in read_metrics_log(path) if isinstance(l, dict) and l.get('step', 0) <= max_step]
-  write_text(path, ''.join(json.dumps(l) + '\n' for l in kept))
+  kept = [entry for entry in read_metrics_log(path)
+          if isinstance(entry, dict) and entry.get('step', 0) <= max_step]
+  write_text(path, ''.join(json.dumps(entry) + '\n' for entry in kept))
 
 
 # ------------------------------------------------------------------------------- the lock

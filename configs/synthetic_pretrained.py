@@ -16,9 +16,9 @@ two regimes compare on identical labels.
   then only the projections, classifiers and attention train, from the cache.
 - 'finetune': the paper's end-to-end column. The backbone trains with a learning rate scaled
   by `optim.lr_scale.backbone` = 0.1 (the authors' recipe gives the pretrained ResNet-50 a 10x
-  lower rate than the new layers). EfficientNet-Lite0 trains at ~6 img/s (BCE) and ~2 img/s
-  (COMIC) on a 2-core CPU (XLA's depthwise convolutions), so the full recipe is for a GPU; docs/results.md
-  gives what 8 (BCE) and 2 (COMIC) epochs give on that CPU.
+  lower rate than the new layers). Fine-tuning EfficientNet-Lite0 is slow on a 2-core CPU
+  (docs/performance.md), so the full recipe is for a GPU; docs/results.md gives what 8 (BCE)
+  and 2 (COMIC) epochs give on that CPU.
 """
 from configs import synthetic
 

@@ -7,9 +7,9 @@ def xla_flags(devices: int = 4) -> str:
   """XLA flags of the tests (and of the processes they start): `devices` fake CPU devices, and
   LLVM's optimisation level 1 instead of XLA's default 3. The suite compiles a few hundred small
   programs and runs each for seconds, so compiling is most of its time: level 1 cut the suite's
-  CPU time by 22% on the project's machine (docs/performance.md), with every test passing; level 0 was
-  faster still but broke 1 device == 4 devices (a loss 8e-4 apart after 3 SGD steps), so it is
-  not used. The commands themselves keep XLA's defaults."""
+  CPU time by 22% on the project's machine (docs/performance.md), with every test passing;
+  level 0 was faster still but broke 1 device == 4 devices (a loss 8e-4 apart after 3 SGD
+  steps), so it is not used. The commands themselves keep XLA's defaults."""
   return f'--xla_force_host_platform_device_count={devices} --xla_backend_optimization_level=1'
 
 

@@ -7,9 +7,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import load_benchmark
 
 from comic_jax.models import efficientnet
+from conftest import load_benchmark
 
 backbone_speed = load_benchmark('backbone_speed')
 

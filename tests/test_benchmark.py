@@ -11,7 +11,6 @@ import pytest
 from comic_jax import benchmark
 from conftest import ROOT
 
-
 # Narrow network, 300 test and validation images: the benchmark's plumbing, not its numbers.
 TINY = ('--config.model.small_cnn_widths=(8,16,16,16)', '--config.model.projection_dim=32',
         '--config.data.synthetic.num_test=300')

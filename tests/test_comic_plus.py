@@ -176,7 +176,7 @@ def test_comic_plus_config_errors_and_registration():
                        ('htb_loss', 'official2'), ('members', ('balanced', 'nope')),
                        ('branch_loss', 'asl'), ('teacher_loss', 'asl'),
                        ('teacher_classifier', 'gcn')):
-    with pytest.raises(UserError, match=f'comic'):
+    with pytest.raises(UserError, match='comic'):
       spec.validate(tiny_config(**{'method': 'comic_plus', f'comic_plus.{field}': value}))
   # COMIC's weight of L_htb, given to COMIC+, would be ignored: refused, naming the right field.
   with pytest.raises(UserError, match='comic_plus.lambda_b'):

@@ -253,8 +253,8 @@ def test_feature_taps_are_the_pooled_outputs_of_each_stage_s_last_block():
 
 
 def test_feature_taps_are_validated():
-  from configs import default
   from comic_jax.models import backbones
+  from configs import default
   config = default.get_config()
   config.model.backbone = 'efficientnet_lite0'
   config.model.feature_taps = ('stage3', 'stage9')

@@ -54,7 +54,7 @@ def test_export_reloads_in_a_fresh_process_with_the_same_probabilities(bce_run, 
   model = comic_jax.load(workdir)
   expected = model.predict(x)
   np.testing.assert_allclose(got['probs'], expected, atol=1e-6)
-  assert [l.split(';') if l else [] for l in got['labels']] == model.labels(x)
+  assert [text.split(';') if text else [] for text in got['labels']] == model.labels(x)
 
 
 def test_comic_export_keeps_its_three_models(comic_run, tmp_path):

@@ -11,10 +11,9 @@ import sys
 import tomllib
 
 import numpy as np
+import photo_folder
 import pytest
 from sklearn.metrics import average_precision_score
-
-import photo_folder
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ('--config.data.image_size=64', '--config.data.store_size=64',

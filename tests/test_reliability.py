@@ -17,7 +17,8 @@ import time
 import numpy as np
 import pytest
 
-from comic_jax import train, workdir as wd
+from comic_jax import train
+from comic_jax import workdir as wd
 from comic_jax.data import sources, splits
 from comic_jax.errors import UserError
 from conftest import ROOT, assert_one_line, tiny_config

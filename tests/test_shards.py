@@ -10,7 +10,6 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import ROOT, assert_one_line, tiny_config, xla_flags
 from test_multihost import _free_port
 from test_sources import _folder, _folder_config, _with_unknown
 
@@ -18,6 +17,7 @@ from comic_jax import metrics, train
 from comic_jax import workdir as workdir_lib
 from comic_jax.data import convert, pipeline, samplers, shards, sources
 from comic_jax.errors import UserError
+from conftest import ROOT, assert_one_line, tiny_config, xla_flags
 
 
 def _streamed(path, **overrides):

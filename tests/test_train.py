@@ -19,7 +19,7 @@ from conftest import ROOT, tiny_config
 
 def _read(workdir, name):
   with open(os.path.join(workdir, name)) as f:
-    return json.load(f) if name.endswith('.json') else [json.loads(l) for l in f]
+    return json.load(f) if name.endswith('.json') else [json.loads(entry) for entry in f]
 
 
 def test_sharded_step_on_4_devices_equals_1_device(tmp_path):
@@ -114,7 +114,7 @@ def test_end_to_end_run_beats_random_scores_and_writes_outputs(three_epochs):
   assert results['BCE']['total'] > 1.6 * chance['total'], (results, chance)
   assert results['BCE']['many'] > 2.0 * chance['many'], (results, chance)
   log = _read(workdir, 'metrics.jsonl')
-  assert [l['epoch'] for l in log] == [1, 2, 3]
+  assert [entry['epoch'] for entry in log] == [1, 2, 3]
   assert log[-1]['eval'] == results
   per_class = _read(workdir, 'per_class_ap.json')
   assert len(per_class['ap']['BCE']) == data.num_classes
@@ -139,7 +139,7 @@ def test_interrupted_and_resumed_run_ends_like_an_uninterrupted_one(tmp_path, th
   a, b = _read(straight, 'results.json'), _read(resumed, 'results.json')
   for key in metrics.METRIC_KEYS:
     assert a['BCE'][key] == pytest.approx(b['BCE'][key], abs=1e-6), key
-  assert [l['epoch'] for l in _read(resumed, 'metrics.jsonl')] == [1, 2, 3]
+  assert [entry['epoch'] for entry in _read(resumed, 'metrics.jsonl')] == [1, 2, 3]
 
 
 def test_a_restored_state_has_the_types_of_a_fresh_one(bce_run, tmp_path):

@@ -10,9 +10,9 @@ from __future__ import annotations
 from typing import Callable
 
 import jax
+import numpy as np
 from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding
-import numpy as np
 
 
 def host_to_global(batch, sharding: NamedSharding):

@@ -64,8 +64,8 @@ class ClassReversedSampler:
 
 
 class ClassAwareSampler:
-  """Class-aware sampling of the Distribution-Balanced loss (docs/baselines.md, DB / LWS): classes are
-  visited round-robin in a shuffled order (reshuffled every cycle); each visit takes
+  """Class-aware sampling of the Distribution-Balanced loss (docs/baselines.md, DB / LWS):
+  classes are visited round-robin in a shuffled order (reshuffled every cycle); each visit takes
   `per_class` images of the class from its own shuffled stream of images (reshuffled whenever it
   runs out). Every class with a positive is drawn equally often. Pure in (seed, step).
   """
