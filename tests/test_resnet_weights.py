@@ -117,7 +117,7 @@ def test_conversion_errors_name_the_key():
     resnet_weights.resnet_variables_from_torch(missing, 18)
   wrong = dict(sd, **{'layer2.0.conv1.weight': np.zeros((128, 64, 1, 1), np.float32)})
   with pytest.raises(UserError, match=r'shape mismatch for layer2\.0\.conv1\.weight: got '
-                                      r'\(128, 64, 1, 1\), a ResNet-18 needs \(128, 64, 3, 3\)'):
+                                      r'\(128, 64, 1, 1\), ResNet-18 needs \(128, 64, 3, 3\)'):
     resnet_weights.resnet_variables_from_torch(wrong, 18)
   extra = dict(sd, **{'layer1.0.se.fc1.weight': np.zeros(3, np.float32)})
   with pytest.raises(UserError, match=r'unexpected key\(s\).*layer1\.0\.se\.fc1\.weight'):

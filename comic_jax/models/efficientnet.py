@@ -29,15 +29,18 @@ import functools
 import math
 import os
 import re
-from typing import Any, Dict, List, Mapping, NamedTuple, Optional
+from typing import Any, List, Mapping, NamedTuple, Optional
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from comic_jax.errors import UserError, require
-from comic_jax.models.torch_checkpoint import BATCHNORM_LEAVES, read_state_dict, some_names
+from comic_jax.models.torch_checkpoint import (
+  BATCHNORM_LEAVES,
+  read_state_dict,
+  to_flax_variables,
+)
 
 STEM_CHANNELS = 32
 HEAD_CHANNELS = 1280
@@ -290,32 +293,10 @@ def efficientnet_variables_from_torch(state_dict: Mapping[str, Any], name: str,
   *.num_batches_tracked is dropped. A missing or unexpected key or a wrong shape raises
   UserError naming the key.
   """
-  expected = _expected_keys(name, include_top)
-  hint = f'(is this an {name.replace("_", "-")} checkpoint?)'
   ignored = lambda k: k.endswith('.num_batches_tracked') or (not include_top
                                                             and k.startswith('_fc.'))
-  unexpected = [k for k in state_dict if k not in expected and not ignored(k)]
-  require(not unexpected, f'unexpected key(s) in the {name} state dict: '
-                          f'{some_names(unexpected)} {hint}')
-  missing = [k for k in expected if k not in state_dict]
-  require(not missing, f'missing key(s) in the {name} state dict: {some_names(missing)} '
-                       f'{hint}')
-  variables: Dict[str, Dict[str, Any]] = {'params': {}, 'batch_stats': {}}
-  for key, (shape, collection, flax_path) in expected.items():
-    value = np.asarray(state_dict[key])
-    require(value.shape == shape, f'shape mismatch for {key}: got {value.shape}, {name} needs '
-                                  f'{shape} {hint}')
-    require('float' in value.dtype.name, f'{key} has dtype {value.dtype}, expected floating point')
-    value = value.astype(np.float32)
-    if value.ndim == 4:
-      value = value.transpose(2, 3, 1, 0)                   # OIHW -> HWIO
-    elif value.ndim == 2:
-      value = value.T                                       # Linear (out, in) -> (in, out)
-    node = variables[collection]
-    for part in flax_path[:-1]:
-      node = node.setdefault(part, {})
-    node[flax_path[-1]] = np.ascontiguousarray(value)
-  return variables
+  return to_flax_variables(state_dict, _expected_keys(name, include_top), name,
+                           f'(is this an {name.replace("_", "-")} checkpoint?)', ignored)
 
 
 def weights_package(name: str) -> str:

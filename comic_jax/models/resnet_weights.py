@@ -16,12 +16,14 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from typing import Any, Dict, Optional, Union
-
-import numpy as np
+from typing import Any, Optional, Union
 
 from comic_jax.errors import UserError, require
-from comic_jax.models.torch_checkpoint import BATCHNORM_LEAVES, read_state_dict, some_names
+from comic_jax.models.torch_checkpoint import (
+  BATCHNORM_LEAVES,
+  read_state_dict,
+  to_flax_variables,
+)
 
 RESNET_STAGES = {18: (False, (2, 2, 2, 2)), 34: (False, (3, 4, 6, 3)),
                   50: (True, (3, 4, 6, 3)), 101: (True, (3, 4, 23, 3))}
@@ -86,29 +88,8 @@ def resnet_variables_from_torch(state_dict: Mapping[str, Any], depth: Union[int,
   does not match raises UserError naming the key.
   """
   depth = resnet_depth(depth)
-  expected = _expected_torch_keys(depth)
-  hint = f'(is this a torchvision/timm ResNet-{depth} checkpoint?)'
-  unexpected = [k for k in state_dict if k not in expected and not _ignored(k)]
-  require(not unexpected, f'unexpected key(s) in the ResNet-{depth} state dict: '
-                          f'{some_names(unexpected)} {hint}')
-  missing = [k for k in expected if k not in state_dict]
-  require(not missing, f'missing key(s) in the ResNet-{depth} state dict: {some_names(missing)} '
-                       f'{hint}')
-  variables: Dict[str, Dict[str, Any]] = {'params': {}, 'batch_stats': {}}
-  for key, (shape, collection, flax_path) in expected.items():
-    value = np.asarray(state_dict[key])
-    require(value.shape == shape, f'shape mismatch for {key}: got {value.shape}, a ResNet-{depth} '
-                                  f'needs {shape} {hint}')
-    require('float' in value.dtype.name,        # also ml_dtypes' bfloat16 / float8
-            f'{key} has dtype {value.dtype}, expected floating point')
-    value = value.astype(np.float32)
-    if value.ndim == 4:
-      value = np.ascontiguousarray(value.transpose(2, 3, 1, 0))   # OIHW -> HWIO
-    node = variables[collection]
-    for name in flax_path[:-1]:
-      node = node.setdefault(name, {})
-    node[flax_path[-1]] = value
-  return variables
+  return to_flax_variables(state_dict, _expected_torch_keys(depth), f'ResNet-{depth}',
+                           f'(is this a torchvision/timm ResNet-{depth} checkpoint?)', _ignored)
 
 
 def load_resnet_variables(source: str, depth: Union[int, str],

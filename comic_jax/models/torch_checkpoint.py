@@ -18,7 +18,7 @@ import pickle
 import struct
 import zipfile
 from collections.abc import Mapping
-from typing import Dict, Iterable
+from typing import Any, Callable, Dict, Iterable
 
 import numpy as np
 
@@ -42,6 +42,40 @@ _TORCH_STORAGES = {
 }
 _LEGACY_MAGIC = 0x1950a86a20f9469cfc6c       # torch.serialization.MAGIC_NUMBER (pre-1.6 files)
 _LEGACY_PROTOCOL = 1001
+
+
+def to_flax_variables(state_dict: Mapping[str, Any], expected: Mapping[str, tuple],
+                      model: str, hint: str, ignored: Callable[[str], bool]) -> dict:
+  """A PyTorch state dict -> {'params': ..., 'batch_stats': ...} (nested dicts of float32
+  ndarrays), checked against `expected` ({torch key: (shape, collection, flax path)}).
+
+  Keys for which `ignored` holds are dropped; an unexpected or missing key, a wrong shape or a
+  non-float tensor raises UserError naming the key and `model`, with `hint`. Conv kernels go
+  OIHW -> HWIO (a depthwise (C, 1, k, k) becomes Flax's (k, k, 1, C) by the same transpose),
+  Linear weights (out, in) -> (in, out)."""
+  unexpected = [k for k in state_dict if k not in expected and not ignored(k)]
+  require(not unexpected, f'unexpected key(s) in the {model} state dict: '
+                          f'{some_names(unexpected)} {hint}')
+  missing = [k for k in expected if k not in state_dict]
+  require(not missing, f'missing key(s) in the {model} state dict: {some_names(missing)} '
+                       f'{hint}')
+  variables: Dict[str, Dict[str, Any]] = {'params': {}, 'batch_stats': {}}
+  for key, (shape, collection, flax_path) in expected.items():
+    value = np.asarray(state_dict[key])
+    require(value.shape == shape, f'shape mismatch for {key}: got {value.shape}, {model} needs '
+                                  f'{shape} {hint}')
+    require('float' in value.dtype.name,        # also ml_dtypes' bfloat16 / float8
+            f'{key} has dtype {value.dtype}, expected floating point')
+    value = value.astype(np.float32)
+    if value.ndim == 4:
+      value = value.transpose(2, 3, 1, 0)                   # OIHW -> HWIO
+    elif value.ndim == 2:
+      value = value.T                                       # Linear (out, in) -> (in, out)
+    node = variables[collection]
+    for part in flax_path[:-1]:
+      node = node.setdefault(part, {})
+    node[flax_path[-1]] = np.ascontiguousarray(value)
+  return variables
 
 
 def _np_dtype(name: str, big_endian: bool = False) -> np.dtype:
