@@ -365,3 +365,45 @@ def test_the_command_check_catches_a_made_up_flag_field_or_command():
       'FAKE.md:10: --no_such_flag is not a flag of any comic-jax command: fix the page or '
       'define the flag',
       'FAKE.md:11: --config.model.nope: no such field in configs/default.py'], problems
+
+
+# ------------------------------------------------------------------------------- code -> docs
+
+SECTION = re.compile(r'(docs/[\w/]+\.md),? "([^"\n]+)"')
+
+
+def section_problems(files_text, root=ROOT):
+  """Every `docs/page.md "Section"` pointer in code whose page has no heading starting with the
+  quoted words (a section renamed or moved): one line each."""
+  problems = []
+  for rel, text in files_text.items():
+    for m in SECTION.finditer(text):
+      page, title = m.groups()
+      path = os.path.join(root, page)
+      headings = [] if not os.path.isfile(path) else [
+          line.lstrip('#').strip().lower() for line in _read(page, root).splitlines()
+          if line.startswith('#')]
+      if not any(h.startswith(title.lower()) for h in headings):
+        line = text[:m.start()].count('\n') + 1
+        problems.append(f'{rel}:{line}: {page} has no section "{title}"')
+  return problems
+
+
+def _code_files():
+  for top in ('comic_jax', 'configs', 'benchmarks', 'tools', 'launch', 'tests'):
+    for d, _, files in os.walk(os.path.join(ROOT, top)):
+      for f in sorted(files):
+        if f.endswith('.py'):
+          yield os.path.relpath(os.path.join(d, f), ROOT)
+
+
+def test_docstrings_point_to_sections_that_exist():
+  problems = section_problems({rel: _read(rel) for rel in _code_files()
+                               if rel != 'tests/test_docs.py'})
+  assert not problems, 'code points to documentation sections that do not exist:\n' + \
+      '\n'.join(problems)
+
+
+def test_the_section_check_catches_a_moved_section():
+  assert section_problems({'x.py': 'see docs/method.md "COMIC+" and\ndocs/method.md, "Nowhere"'}
+                          ) == ['x.py:2: docs/method.md has no section "Nowhere"']

@@ -1,5 +1,5 @@
-"""LWS, learnable weight scaling (docs/baselines.md "LWS"): the second stage of a two-stage
-method. The network of a finished BCE run is frozen and per-class scales s (init 1) are learned
+"""LWS, learnable weight scaling (docs/baselines.md "Choices and facts worth knowing", LWS):
+the second stage of a two-stage method. The network of a finished BCE run is frozen and per-class scales s (init 1) are learned
 on z_j = s_j (w_j . f + b_j) with class-aware sampling."""
 from __future__ import annotations
 
