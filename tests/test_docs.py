@@ -172,7 +172,7 @@ def test_link_check_catches_a_broken_link():
 
 # ------------------------------------------------------------------------------- commands
 
-COMMAND = re.compile(r'(?:python -m (comic_jax(?:\.\w+)*)|\b(comic-jax-[a-z]+))')
+COMMAND = re.compile(r'(?:python -m (comic_jax(?:\.\w+)+)|\b(comic-jax-[a-z]+))')
 FLAG = re.compile(r'(?<![\w-])--([A-Za-z][\w-]*)((?:\.[\w]+)*)(=\S*)?')
 STOP = re.compile(r'\s(?:#|\||&&|;|>|2>)')     # where a command's arguments end on a line
 
@@ -265,7 +265,11 @@ def _helpxml(modules):
              for m in modules}
   out = {}
   for module, process in running.items():
-    root = ET.fromstring(process.communicate(timeout=120)[0])
+    try:
+      root = ET.fromstring(process.communicate(timeout=120)[0])
+    except ET.ParseError:          # not a command: no absl flags to list
+      out[module] = None
+      continue
     out[module] = {f.findtext('name'): f.findtext('type') for f in root.iter('flag')}
   return out
 
@@ -310,6 +314,9 @@ def command_problems(pages_text, flags_of=_helpxml):
       continue
     known[module] = None
   known = flags_of(sorted(known))
+  for module in [m for m, f in known.items() if f is None]:
+    problems.append(f'python -m {module}: not a command (it lists no flags with --helpxml)')
+    del known[module]
   union = render_flags.union(*known.values())
   for page, line, module, flags_, config in shown:
     where = f'{page}:{line}'
