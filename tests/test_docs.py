@@ -206,9 +206,9 @@ def doc_snippets(text):
     paragraph.clear()
 
   for number, line in enumerate(lines, 1):
-    if line.startswith('```'):
+    if line.lstrip().startswith('```'):        # a fence, also one indented in a list item
       flush_paragraph()
-      fence = None if fence is not None else line[3:].strip()
+      fence = None if fence is not None else line.lstrip()[3:].strip()
       continue
     if fence is not None:
       if fence in ('', 'bash', 'sh', 'shell', 'console'):
