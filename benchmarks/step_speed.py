@@ -33,8 +33,9 @@ element-wise ops on (32, C) arrays, negligible beside the backbones.
 On a GPU / TPU it also prints achieved TFLOP/s and MFU (XLA's flops per step x steps/s over the
 peak of the device kind, `PEAK_FLOPS`) and, by default, float32 and bfloat16 (`model.dtype`).
 XLA runs float32 convolutions on TF32 tensor cores on Ampere and newer by default, so float32 MFU
-is against the TF32 peak. On the CPU flops per step are printed (no peak). docs/performance.md
-has an H200's numbers (`python benchmarks/step_speed.py --setups resnet50`).
+is against the TF32 peak. On the CPU flops per step are printed (no peak). Every line also has
+the step's memory, XLA's buffer assignment (`step_memory`: arguments + temporaries).
+docs/performance.md has an H200's numbers (`python benchmarks/step_speed.py --setups resnet50`).
 """
 from __future__ import annotations
 
@@ -148,6 +149,16 @@ def step_flops(step, lowered, *args) -> float | None:
   return flops
 
 
+def step_memory(compiled) -> float | None:
+  """Bytes XLA's buffer assignment gives the compiled step: its arguments (state and batch,
+  which the outputs reuse) plus its temporaries; None where the backend does not say."""
+  try:
+    m = compiled.memory_analysis()
+    return float(m.argument_size_in_bytes + m.temp_size_in_bytes)
+  except (AttributeError, NotImplementedError, TypeError):
+    return None
+
+
 def peak_flops(device_kind: str, dtype: str) -> float | None:
   """The device kind's dense peak FLOP/s for `dtype` (None: unknown, e.g. a CPU)."""
   for name, (bf16, fp32) in PEAK_FLOPS.items():
@@ -174,6 +185,7 @@ class JaxBench:
     self.compiled = lowered.compile()
     self.compile_s = time.perf_counter() - start
     self.flops = step_flops(self.run.train_step, lowered, self.state, self.batches[0], self.key)
+    self.memory = step_memory(self.compiled)
     self.i = 0
 
   def steps(self, n: int) -> float:
@@ -413,7 +425,7 @@ def measure(setup: str, config, sched, torch, profile_dir: str | None) -> dict:
   warmup, steps, repeats = sched
   jb = JaxBench(config, num_batches=max(4, min(steps, 16)))
   out = {'setup': setup, 'method': config.method, 'dtype': config.model.dtype,
-         'compile_s': jb.compile_s, 'flops': jb.flops,
+         'compile_s': jb.compile_s, 'flops': jb.flops, 'memory': jb.memory,
          'params_jax': count_params_jax(jb.state.params), 'batch_size': config.batch_size}
   tb = None
   if torch is not None:
@@ -456,6 +468,7 @@ def report_line(r: dict, device_kind: str) -> str:
     text += f"  {fl * steps_s / 1e12:7.3f} TFLOP/s"
     peak = peak_flops(device_kind, r['dtype'])
     text += f"  MFU {100 * fl * steps_s / peak:5.1f}%" if peak else ''
+  text += f"  step memory {r['memory'] / 2**30:.1f} GiB" if r.get('memory') else ''
   text += f"  (compile {r['compile_s']:.0f}s, load {r['load']:.1f})"
   return text
 

@@ -1,25 +1,34 @@
-"""Console scripts of `pip install .`: `comic-jax-train`, `comic-jax-benchmark`,
-`comic-jax-predict`, `comic-jax-audit` are `python -m comic_jax.main`, `.benchmark`, `.predict`
-and `.audit`."""
-from absl import app
+"""Console scripts of `pip install .`: each runs its module exactly as `python -m` does (as
+`__main__`, through `runpy`), so `comic-jax-train`, `comic-jax-benchmark`, `comic-jax-predict`,
+`comic-jax-audit` and `comic-jax-convert` are `python -m comic_jax.main`, `.benchmark`,
+`.predict`, `.audit` and `.data.convert`: the same flags, branches (`--render-docs`), help and
+errors (tests/test_console.py runs both forms)."""
+import runpy
+
+MODULES = {'train': 'comic_jax.main', 'benchmark': 'comic_jax.benchmark',
+           'predict': 'comic_jax.predict', 'audit': 'comic_jax.audit',
+           'convert': 'comic_jax.data.convert'}
+
+
+def _run(module: str) -> None:
+  runpy.run_module(module, run_name='__main__', alter_sys=True)
 
 
 def train():
-  from comic_jax import cli, main
-  app.run(main.main, flags_parser=cli.parse_flags)
+  _run(MODULES['train'])
 
 
 def benchmark():
-  from comic_jax import benchmark as runner
-  from comic_jax import cli
-  app.run(runner.main, flags_parser=cli.parse_flags)
+  _run(MODULES['benchmark'])
 
 
 def predict():
-  from comic_jax import predict as predictor
-  predictor.run_cli()
+  _run(MODULES['predict'])
 
 
 def audit():
-  from comic_jax import audit as auditor
-  auditor.run_cli()
+  _run(MODULES['audit'])
+
+
+def convert():
+  _run(MODULES['convert'])

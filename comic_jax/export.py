@@ -26,7 +26,7 @@ import safetensors.numpy
 
 from comic_jax import predictor, thresholds
 from comic_jax import workdir as workdir_lib
-from comic_jax.errors import UserError, require
+from comic_jax.errors import UserError, require, warn
 
 FORMAT = 'comic-jax-export/1'
 META, VARIABLES, FUNCTION = 'model.json', 'variables.safetensors', 'model.jaxexport'
@@ -85,8 +85,11 @@ def export_model(workdir: str, out_dir: str) -> str:
   var_spec = {n: jax.ShapeDtypeStruct(v.shape, v.dtype) for n, v in flat.items()}
   try:      # one file for every accelerator; some ops lower only for some platforms
     exported = jax_export.export(jax.jit(exported_fn), platforms=_PLATFORMS)(var_spec, image_spec)
-  except Exception:  # noqa: BLE001 (then the platform this runs on)
+  except Exception as e:  # noqa: BLE001 (then the platform this runs on, said in a warning)
     exported = jax_export.export(jax.jit(exported_fn))(var_spec, image_spec)
+    warn(f'the export could not be lowered for {", ".join(_PLATFORMS)} ({type(e).__name__}: '
+         f'{str(e)[:200]}); it runs on {", ".join(exported.platforms)} only (model.json, '
+         '"platforms")')
   saved = thresholds.of_workdir(workdir, names)
   meta = {
       'format': FORMAT, 'method': config.method, 'step': step, 'class_names': list(names),

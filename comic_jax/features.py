@@ -23,6 +23,7 @@ import tqdm
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from comic_jax import costs
 from comic_jax.data import augment, pipeline, splits
 from comic_jax.data.types import PLTData
 from comic_jax.errors import warn
@@ -168,6 +169,9 @@ def cache_features(config, data: PLTData, workdir: str, mesh, log=print) -> PLTD
   todo = [f for f in jobs if arrays[f] is None]
   if not todo:
     return dataclasses.replace(data, **arrays)
+  names = {'x_train': 'training', 'x_val': 'validation', 'x_test': 'test'}
+  log(costs.features_line(jax.default_backend(), config.model.backbone, config.data.image_size,
+                          {names[f]: (len(jobs[f][0]), jobs[f][1]) for f in todo}))
   start = time.time()
   features_of, variables = frozen_backbone(config, np.asarray(data.x_train[:1]))
   replicated, sharded = NamedSharding(mesh, P()), NamedSharding(mesh, P('data'))

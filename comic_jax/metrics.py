@@ -1,4 +1,4 @@
-"""Evaluation metrics for PLT-MLC (docs/baselines.md, "Metrics"); NumPy, on the host.
+"""Evaluation metrics for PLT-MLC (docs/results.md, "Metrics"); NumPy, on the host.
 
 - Per-class average precision, equal to scikit-learn's `average_precision_score` (tied scores
   form one threshold, as there); classes without a test positive get NaN and are left out of

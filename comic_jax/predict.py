@@ -1,6 +1,7 @@
 """Use a trained run: class probabilities and labels for new images, as an API and a command.
 
     python -m comic_jax.predict --workdir=runs/demo --input=photos/ --output=predictions.csv
+    python -m comic_jax.predict --workdir=runs/demo --input=photos/ --recursive --output=p.csv
     python -m comic_jax.predict --workdir=runs/demo --input=arrays.npz --output=predictions.json
     python -m comic_jax.predict --workdir=runs/demo --mode=export --output=runs/demo/export
 
@@ -40,7 +41,7 @@ import numpy as np
 
 from comic_jax import export, inference, predictor, thresholds
 from comic_jax import workdir as workdir_lib
-from comic_jax.errors import UserError, require
+from comic_jax.errors import UserError, require, warn
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.gif', '.webp', '.tif', '.tiff', '.ppm')
 NPZ_INPUT_KEYS = ('x', 'x_test', 'images')
@@ -67,15 +68,36 @@ def load(workdir: str, *, model: str | None = None, threshold='auto',
 
 # ------------------------------------------------------------------------------- files
 
-def read_inputs(path: str) -> tuple[list[str], object]:
-  """(row names, inputs) of --input: an image folder (its image files, sorted), one image file,
-  or an .npz whose `x` (or `x_test`, `images`) holds images (N, H, W, 3) or features (N, D)."""
+def _images_in(folder: str, recursive: bool) -> tuple[list[str], int]:
+  """(image files under `folder` as sorted relative paths: its top level, or every sub-folder
+  with `recursive`; images in sub-folders left out). Hidden files and folders are skipped."""
+  is_image = lambda f: f.lower().endswith(IMAGE_EXTENSIONS) and not f.startswith('.')
+  found, skipped = [], 0
+  for directory, subdirs, files in os.walk(folder):
+    subdirs[:] = sorted(d for d in subdirs if not d.startswith('.'))
+    images = [os.path.relpath(os.path.join(directory, f), folder) for f in files if is_image(f)]
+    if recursive or directory == folder:
+      found += images
+    else:
+      skipped += len(images)
+  return sorted(found), skipped
+
+
+def read_inputs(path: str, recursive: bool = False) -> tuple[list[str], object]:
+  """(row names, inputs) of --input: an image folder (its image files, sorted; with `recursive`
+  also those of its sub-folders, named by their relative paths), one image file, or an .npz
+  whose `x` (or `x_test`, `images`) holds images (N, H, W, 3) or features (N, D). Images in the
+  sub-folders of a folder read without `recursive` are counted in a warning, never read."""
   require(os.path.exists(path), f'input {path!r} does not exist')
   if os.path.isdir(path):
-    files = sorted(f for f in os.listdir(path)
-                   if f.lower().endswith(IMAGE_EXTENSIONS) and not f.startswith('.'))
+    files, skipped = _images_in(path, recursive)
+    hint = f'; {skipped} image(s) in its sub-folders: add --recursive to read them' \
+        if skipped else ''
     require(bool(files), f'input folder {path!r} holds no image files '
-            f'({", ".join(IMAGE_EXTENSIONS)})')
+            f'({", ".join(IMAGE_EXTENSIONS)}){hint}')
+    if skipped:
+      warn(f'{skipped} image(s) in the sub-folders of {path!r} are not read: add --recursive '
+           'to predict them too')
     return files, [os.path.join(path, f) for f in files]
   if path.lower().endswith('.npz'):
     try:
@@ -127,6 +149,8 @@ def _define_flags():
                       'COMIC; also "Head Model", "Tail Model").')
   flags.DEFINE_string('threshold', 'auto', "'auto' (validation thresholds if the run has "
                       "thresholds.json, else 0.5), 'val', or a number for every class.")
+  flags.DEFINE_bool('recursive', False, 'With a folder as --input: also the images of its '
+                    'sub-folders (rows named by their relative paths).')
   flags.DEFINE_integer('batch_size', 0, 'Images per batch (0: the run\'s eval_batch_size).')
   flags.mark_flags_as_required(['workdir'])
 
@@ -147,7 +171,7 @@ def main(argv):
       return
     require(bool(FLAGS.input), '--input is required (an image folder, an image or an .npz)')
     require(bool(FLAGS.output), '--output is required (a .csv or .json file)')
-    names, inputs = read_inputs(FLAGS.input)
+    names, inputs = read_inputs(FLAGS.input, FLAGS.recursive)
     model = load(FLAGS.workdir, model=FLAGS.model, threshold=FLAGS.threshold,
                  batch_size=FLAGS.batch_size or None)
     probs = model.predict_all(inputs, names)[model.model]

@@ -169,15 +169,21 @@ def publish(name: str, table_csv: str, root: str = ROOT) -> None:
         shutil.copyfile(os.path.join(source, picture), os.path.join(directory, picture))
 
 
-def render_docs(argv: list[str], root: str = ROOT) -> int:
-  """`--render-docs [--publish=NAME=TABLE.csv ...] [--check]`: rewrites the marked tables of
-  README.md and docs/results.md; with --check changes nothing and returns 1 if one is stale."""
+def render_parser() -> argparse.ArgumentParser:
+  """The flags of `--render-docs` (argparse: this branch of the benchmark command has no absl
+  flags)."""
   parser = argparse.ArgumentParser(prog='python -m comic_jax.benchmark --render-docs')
   parser.add_argument('--render-docs', action='store_true', required=True)
   parser.add_argument('--publish', action='append', default=[], metavar='NAME=TABLE.csv',
                       help='copy a benchmark output into docs/results/NAME first')
   parser.add_argument('--check', action='store_true', help='only report stale tables')
-  args = parser.parse_args(argv)
+  return parser
+
+
+def render_docs(argv: list[str], root: str = ROOT) -> int:
+  """`--render-docs [--publish=NAME=TABLE.csv ...] [--check]`: rewrites the marked tables of
+  README.md and docs/results.md; with --check changes nothing and returns 1 if one is stale."""
+  args = render_parser().parse_args(argv)
   try:
     for item in args.publish:
       name, sep, path = item.partition('=')

@@ -23,7 +23,7 @@ import tqdm
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from comic_jax import checkpoint, features, machine, metrics, optim, thresholds, writers
+from comic_jax import checkpoint, costs, features, machine, metrics, optim, thresholds, writers
 from comic_jax import workdir as workdir_lib
 from comic_jax.config_checks import validate_config
 from comic_jax.data import augment, longtail, pipeline, samplers, sources
@@ -116,9 +116,9 @@ class Run:
     t0 = time.time()
     self.data = sources.load_dataset(config.data)
     self.groups = sources.training_groups(self.data, config.data)
-    _log('data %s: %d train / %d test images, %d classes (%.1fs)', self.data.name,
-                 len(self.data.x_train), len(self.data.x_test), self.data.num_classes,
-                 time.time() - t0)
+    _log('data %s: %d train / %d validation / %d test images, %d classes (%.1fs)',
+         self.data.name, len(self.data.x_train), self.data.has_val and len(self.data.x_val),
+         len(self.data.x_test), self.data.num_classes, time.time() - t0)
     if self.data.neg_train is not None:
       _log('training labels: %d observed positives, %d known negatives, %d unknown',
            int(self.data.y_train.sum()), int(self.data.neg_train.sum()),
@@ -409,8 +409,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     workdir_lib.rewrite_metrics_log(run.path('metrics.jsonl'), start_step)
     if start_step:
       _log('resumed from step %d (epoch %d)', start_step, start_step // run.steps_per_epoch)
-    _log('%s: %d epochs x %d steps, global batch %d on %d device(s)', config.method,
-         config.num_epochs, run.steps_per_epoch, config.batch_size, run.mesh.size)
+    _log('%s', costs.run_line(config, run.steps_per_epoch, run.mesh.size, start_step,
+                              jax.default_backend()))
     loop = _Loop(run, start_step)
     if start_step < run.total_steps:
       run.wait_compiled('train')

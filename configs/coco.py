@@ -2,9 +2,10 @@
 
     python -m comic_jax.main --config=configs/coco.py --workdir=runs/coco
 
-Needs COCO 2017 through TFDS (prepared on first use: ~25 GB of downloads, and TensorFlow for
-TFDS's COCO builder) and the torchvision ResNet-50 ImageNet weights (fetched on first use, or
-`--config.model.pretrained=/path/to/resnet50.pth`). See docs/data.md.
+Needs COCO 2017 through TFDS (prepared on first use, and TensorFlow for TFDS's COCO builder;
+the download size and what one run needs: docs/data.md "PLT-COCO and PLT-VOC") and the
+torchvision ResNet-50 ImageNet weights (fetched on first use, or
+`--config.model.pretrained=/path/to/resnet50.pth`).
 """
 from configs import default
 

@@ -31,8 +31,9 @@ def get_config() -> ml_collections.ConfigDict:
                                         # 'pareto' (greedy subsampling to the curve below),
                                         # 'json' (the authors' PLT JSON, data.plt_json),
                                         # 'as_is' (take the training data as it is)
-  data.partial = 'simulate'             # 'simulate': hide positives with missing_ratio;
-                                        # 'as_is': the labels are already partial
+  data.partial = 'simulate'             # 'simulate': hide positives with missing_ratio (a
+                                        # benchmark option: PLT-Synth, VOC, COCO); 'as_is': the
+                                        # labels are already partial (your own data)
   data.pareto = pareto = ml_collections.ConfigDict()
   pareto.shape = 6.0                    # b of the Pareto reference curve
   pareto.max_count = 600                # positives of the largest class
@@ -53,7 +54,8 @@ def get_config() -> ml_collections.ConfigDict:
   data.plt_json = ''                    # longtail='json': the authors' {"file.jpg": [0/1, ...]}
   data.plt_json_labels = 'full'         # ... whose labels are 'full' or already 'partial'
   data.path = ''                        # npz: the .npz file; folder: the image root; shards:
-                                        # the converted folder (local, NFS or gs://)
+                                        # the converted folder (local or NFS; gs:// untested,
+                                        # docs/scale_out.md "4. Where the shards may live")
   data.train_labels = ''                # folder: JSON {"file": [0/1, ...]} or CSV (filename,
   data.test_labels = ''                 # class1, class2, ...) per split
   data.class_names = ()                 # names for npz / JSON labels (default class_0, ...)

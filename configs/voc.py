@@ -2,7 +2,8 @@
 
     python -m comic_jax.main --config=configs/voc.py --workdir=runs/voc
 
-TFDS prepares VOC without TensorFlow (~4 GB of downloads on first use).
+TFDS prepares VOC without TensorFlow on first use (the download size and what one run needs:
+docs/data.md "PLT-COCO and PLT-VOC").
 """
 from configs import coco
 

@@ -168,3 +168,249 @@ def test_link_check_catches_a_broken_link():
       'docs/nope.md', 'z.png']
   assert _anchors('# Reproduce the paper\n## Use a trained model\n') == {
       'reproduce-the-paper', 'use-a-trained-model'}
+
+
+# ------------------------------------------------------------------------------- commands
+
+COMMAND = re.compile(r'(?:python -m (comic_jax(?:\.\w+)+)|\b(comic-jax-[a-z]+))')
+FLAG = re.compile(r'(?<![\w-])--([A-Za-z][\w-]*)((?:\.[\w]+)*)(=\S*)?')
+STOP = re.compile(r'\s(?:#|\||&&|;|>|2>)')     # where a command's arguments end on a line
+
+
+def _scripts():
+  import tomllib
+  with open(os.path.join(ROOT, 'pyproject.toml'), 'rb') as f:
+    return tomllib.load(f)['project']['scripts']
+
+
+def _script_module(script):
+  """`comic-jax-X` -> the module it runs (pyproject -> comic_jax.console.MODULES), or None."""
+  from comic_jax import console
+  target = _scripts().get(script)
+  return None if target is None else console.MODULES.get(target.split(':')[1])
+
+
+def doc_snippets(text):
+  """(line number, kind, text) of a Markdown page: kind 'shell' for the logical lines of shell
+  code blocks (continuations joined, comments dropped), 'code' for inline code spans (those
+  spanning a line break joined); Python blocks and plain prose are left out."""
+  lines, out, fence, start, logical = text.splitlines(), [], None, 0, ''
+  paragraph = []
+
+  def flush_paragraph():
+    joined = ' '.join(t for _, t in paragraph)
+    first = paragraph[0][0] if paragraph else 0
+    for m in re.finditer(r'`([^`]+)`', joined):
+      line = first + joined[:m.start()].count('\0')
+      out.append((line, 'code', m.group(1)))
+    paragraph.clear()
+
+  for number, line in enumerate(lines, 1):
+    if line.lstrip().startswith('```'):        # a fence, also one indented in a list item
+      flush_paragraph()
+      fence = None if fence is not None else line.lstrip()[3:].strip()
+      continue
+    if fence is not None:
+      if fence in ('', 'bash', 'sh', 'shell', 'console'):
+        code = re.split(r'\s#', ' ' + line, maxsplit=1)[0].strip()
+        start = start if logical else number
+        logical += ' ' + code.rstrip('\\')
+        if not code.endswith('\\'):
+          out.append((start, 'shell', logical.strip()))
+          logical = ''
+      continue
+    if not line.strip():
+      flush_paragraph()
+    else:
+      paragraph.append((number, line + '\0'))   # \0 marks the line ends
+  flush_paragraph()
+  return out
+
+
+def doc_commands(text):
+  """(line, module, [(flag, config path or '', value or None)], config file or None) of every
+  comic-jax command a page shows, and (line, None, flags, None) for flags shown alone in inline
+  code (`--cut=val`)."""
+  out = []
+  for line, kind, snippet in doc_snippets(text):
+    snippet = snippet.replace('\0', '')
+    found = list(COMMAND.finditer(snippet))
+    if not found:
+      if kind == 'code' and snippet.startswith('--'):
+        out.append((line, None, _flags(snippet), None))
+      continue
+    for i, m in enumerate(found):
+      end = found[i + 1].start() if i + 1 < len(found) else len(snippet)
+      args = snippet[m.end():end]
+      stop = STOP.search(args)
+      args = args[:stop.start()] if stop else args
+      module = m.group(1) or _script_module(m.group(2)) or m.group(2)
+      flags_ = _flags(args)
+      config = next((v[1:] for f, p, v in flags_ if f == 'config' and not p and v), None)
+      out.append((line, module, flags_, config))
+  return out
+
+
+def _flags(args):
+  return [(m.group(1), m.group(2)[1:], m.group(3)) for m in FLAG.finditer(args)]
+
+
+def _helpxml(modules):
+  """{module: {flag: type}} of the commands `python -m module` (absl's --helpxml, one subprocess
+  each, run side by side: every command defines its flags in absl's one global registry)."""
+  import xml.etree.ElementTree as ET
+  env = dict(os.environ, PYTHONPATH=ROOT)
+  running = {m: subprocess.Popen([sys.executable, '-m', m, '--helpxml'], cwd=ROOT, env=env,
+                                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+             for m in modules}
+  out = {}
+  for module, process in running.items():
+    try:
+      root = ET.fromstring(process.communicate(timeout=120)[0])
+    except ET.ParseError:          # not a command: no absl flags to list
+      out[module] = None
+      continue
+    out[module] = {f.findtext('name'): f.findtext('type') for f in root.iter('flag')}
+  return out
+
+
+def _config_of(spec):
+  """The ConfigDict of `--config=configs/x.py[:arg]` (configs/default.py without one)."""
+  import importlib
+  if not spec or not spec.partition(':')[0].endswith('.py'):   # none, or a placeholder: CONFIG
+    spec = 'configs/default.py'
+  path, _, arg = spec.partition(':')
+  module = importlib.import_module(path[:-len('.py')].replace('/', '.'))
+  return module.get_config(arg) if arg else module.get_config()
+
+
+def _has_field(config, dotted):
+  for part in dotted.split('.'):
+    if not hasattr(config, 'keys') or part not in config.keys():
+      return False
+    config = config[part]
+  return True
+
+
+def command_problems(pages_text, flags_of=_helpxml):
+  """Every command, flag and config field shown in the pages ({name: text}) that does not exist:
+  one line each, naming the page, line and what to fix."""
+  import importlib.util
+
+  from comic_jax import published
+  problems, known = [], {}
+  render_flags = {o[2:] for a in published.render_parser()._actions for o in a.option_strings}
+  shown = [(page, *c) for page, text in pages_text.items() for c in doc_commands(text)]
+  for page, line, module, flags_, config in shown:
+    where = f'{page}:{line}'
+    if module is None:
+      continue
+    if module.startswith('comic-jax-'):
+      problems.append(f'{where}: {module} is not a console script of pyproject.toml '
+                      f'({", ".join(sorted(_scripts()))})')
+      continue
+    if importlib.util.find_spec(module) is None:
+      problems.append(f'{where}: python -m {module}: no such module')
+      continue
+    known[module] = None
+  known = flags_of(sorted(known))
+  for module in [m for m, f in known.items() if f is None]:
+    problems.append(f'python -m {module}: not a command (it lists no flags with --helpxml)')
+    del known[module]
+  union = render_flags.union(*known.values())
+  for page, line, module, flags_, config in shown:
+    where = f'{page}:{line}'
+    if module is not None and module not in known:
+      continue
+    defined = (render_flags if module == 'comic_jax.benchmark' and
+               any(f == 'render-docs' for f, _, _ in flags_) else
+               set(known[module]) if module else union)
+    try:
+      config_dict = _config_of(config)
+    except (ImportError, AttributeError, TypeError, ValueError) as e:
+      problems.append(f'{where}: --config={config}: cannot load ({e})')
+      continue
+    for flag, path, _ in flags_:
+      if flag == 'config' and path:
+        if path.upper() == path or path == 'x':
+          continue                               # a placeholder: --config.FIELD=..., --config.x
+        if not _has_field(config_dict, path):
+          problems.append(f'{where}: --config.{path}: no such field in '
+                          f'{config or "configs/default.py"}')
+      elif flag not in defined and not (flag.startswith('no') and flag[2:] in defined):
+        command = f'python -m {module}' if module else 'any comic-jax command'
+        problems.append(f'{where}: --{flag} is not a flag of {command}: fix the page or define '
+                        'the flag')
+  return problems
+
+
+def test_every_command_flag_and_config_field_shown_exists():
+  problems = command_problems({page: _read(page) for page in PAGES})
+  assert not problems, 'the docs show commands, flags or fields that do not exist:\n' + \
+      '\n'.join(problems)
+
+
+def test_the_command_check_catches_a_made_up_flag_field_or_command():
+  fake = {'main': {'config': 'string', 'workdir': 'string', 'progress_bar': 'bool'},
+          'predict': {'workdir': 'string', 'input': 'string', 'recursive': 'bool'}}
+  flags_of_fake = lambda modules: {m: fake['main' if m == 'comic_jax.main' else 'predict']
+                                   for m in modules}
+  page = ('Train:\n\n```bash\npython -m comic_jax.main --config=configs/npz.py \\\n'
+          '  --config.data.no_such_field=1 --workdir=w   # a comment --not_checked\n'
+          'pip install --upgrade x\n```\n\n'
+          'Then `comic-jax-predict --workdir=w --input=a --recursive --made_up=1` and\n'
+          'a flag alone `--no_such_flag=3`, a field alone `--config.data.partial=as_is`,\n'
+          'and `--config.model.nope=2`; `python -m comic_jax.nowhere --x` and `comic-jax-nope`.\n')
+  problems = command_problems({'FAKE.md': page}, flags_of=flags_of_fake)
+  assert problems == [
+      'FAKE.md:11: python -m comic_jax.nowhere: no such module',
+      'FAKE.md:11: comic-jax-nope is not a console script of pyproject.toml '
+      f'({", ".join(sorted(_scripts()))})',
+      'FAKE.md:4: --config.data.no_such_field: no such field in configs/npz.py',
+      'FAKE.md:9: --made_up is not a flag of python -m comic_jax.predict: fix the page or '
+      'define the flag',
+      'FAKE.md:10: --no_such_flag is not a flag of any comic-jax command: fix the page or '
+      'define the flag',
+      'FAKE.md:11: --config.model.nope: no such field in configs/default.py'], problems
+
+
+# ------------------------------------------------------------------------------- code -> docs
+
+SECTION = re.compile(r'(docs/[\w/]+\.md),? "([^"\n]+)"')
+
+
+def section_problems(files_text, root=ROOT):
+  """Every `docs/page.md "Section"` pointer in code whose page has no heading starting with the
+  quoted words (a section renamed or moved): one line each."""
+  problems = []
+  for rel, text in files_text.items():
+    for m in SECTION.finditer(text):
+      page, title = m.groups()
+      path = os.path.join(root, page)
+      headings = [] if not os.path.isfile(path) else [
+          line.lstrip('#').strip().lower() for line in _read(page, root).splitlines()
+          if line.startswith('#')]
+      if not any(h.startswith(title.lower()) for h in headings):
+        line = text[:m.start()].count('\n') + 1
+        problems.append(f'{rel}:{line}: {page} has no section "{title}"')
+  return problems
+
+
+def _code_files():
+  for top in ('comic_jax', 'configs', 'benchmarks', 'tools', 'launch', 'tests'):
+    for d, _, files in os.walk(os.path.join(ROOT, top)):
+      for f in sorted(files):
+        if f.endswith('.py'):
+          yield os.path.relpath(os.path.join(d, f), ROOT)
+
+
+def test_docstrings_point_to_sections_that_exist():
+  problems = section_problems({rel: _read(rel) for rel in _code_files()
+                               if rel != 'tests/test_docs.py'})
+  assert not problems, 'code points to documentation sections that do not exist:\n' + \
+      '\n'.join(problems)
+
+
+def test_the_section_check_catches_a_moved_section():
+  assert section_problems({'x.py': 'see docs/method.md "COMIC+" and\ndocs/method.md, "Nowhere"'}
+                          ) == ['x.py:2: docs/method.md has no section "Nowhere"']

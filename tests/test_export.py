@@ -86,3 +86,21 @@ def test_frozen_backbone_export_maps_images_to_the_workdir_s_probabilities(froze
   assert result.returncode == 0, result.stderr
   np.testing.assert_allclose(np.load(tmp_path / 'y.npz')['probs'],
                              comic_jax.load(workdir).predict(x), atol=1e-5, rtol=0)
+
+
+def test_an_export_lowered_for_this_platform_only_says_so(bce_run, tmp_path, monkeypatch, capsys):
+  from jax import export as jax_export
+  real = jax_export.export
+
+  def no_other_platforms(fn, platforms=None, **kw):
+    if platforms is not None:
+      raise ValueError('cannot lower for tpu')
+    return real(fn, **kw)
+
+  monkeypatch.setattr(jax_export, 'export', no_other_platforms)
+  out = export.export_model(bce_run[0], str(tmp_path / 'export'))
+  with open(os.path.join(out, 'model.json')) as f:
+    assert json.load(f)['platforms'] == ['cpu']
+  err = capsys.readouterr().err
+  assert err.startswith('warning: the export could not be lowered for cpu, cuda, tpu '
+                        '(ValueError: cannot lower for tpu); it runs on cpu only'), err

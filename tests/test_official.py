@@ -2,7 +2,8 @@
 `official_*` behaviour against a NumPy re-derivation of the authors' formula, written here from
 their loss files' arithmetic (loops, their clamps and their order of operations).
 
-Their losses sum over the batch; ours average over samples (docs/method.md "Reduction"), so
+Their losses sum over the batch; ours average over samples (docs/method.md "Choices where the
+paper leaves room", Reduction), so
 theirs = B x ours throughout.
 """
 import jax

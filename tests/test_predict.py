@@ -237,3 +237,24 @@ def test_frozen_backbone_run_predicts_its_test_map_exactly(frozen_run, tmp_path)
     json.dump(record, f)
   with pytest.raises(UserError, match='not the installed ones'):
     comic_jax.load(copy)
+
+
+def test_a_folder_s_sub_folders_are_read_with_recursive_and_never_skipped_silently(tmp_path,
+                                                                                  capsys):
+  for rel in ('b.png', 'a.jpg', 'sub/c.png', 'sub/deeper/d.bmp', '.hidden/e.png', 'sub/notes.txt'):
+    os.makedirs(tmp_path / 'in' / os.path.dirname(rel), exist_ok=True)
+    (tmp_path / 'in' / rel).write_bytes(b'')
+  folder = str(tmp_path / 'in')
+  names, paths = predict.read_inputs(folder)
+  assert names == ['a.jpg', 'b.png'] and paths == [os.path.join(folder, n) for n in names]
+  warning = capsys.readouterr().err
+  assert warning.startswith('warning: 2 image(s) in the sub-folders') and '--recursive' in warning
+  names, paths = predict.read_inputs(folder, recursive=True)
+  assert names == ['a.jpg', 'b.png', 'sub/c.png', 'sub/deeper/d.bmp']
+  assert paths[3] == os.path.join(folder, 'sub', 'deeper', 'd.bmp')
+  assert capsys.readouterr().err == ''
+  os.makedirs(tmp_path / 'nested' / 'x')
+  for name in ('y.png', 'z.png'):
+    (tmp_path / 'nested' / 'x' / name).write_bytes(b'')
+  with pytest.raises(UserError, match='2 image.*sub-folders: add --recursive'):
+    predict.read_inputs(str(tmp_path / 'nested'))

@@ -1,8 +1,9 @@
 """Published long-tailed splits and label files: downloads with checksums, parsers.
 
-- DB's COCO-MLT and VOC-MLT image-id lists (docs/baselines.md "Long tail" (a)), fetched at run time
-  from the Distribution-Balanced loss repository at a fixed commit and checked against sha256.
-  They are read as text (the COCO one is named .pkl but is plain text); nothing is unpickled.
+- DB's COCO-MLT and VOC-MLT image-id lists (docs/data.md "PLT-COCO and PLT-VOC"), fetched at
+  run time from the Distribution-Balanced loss repository at a fixed commit and checked against
+  sha256. They are read as text (the COCO one is named .pkl but is plain text); nothing is
+  unpickled.
 - The authors' released PLT JSON files: {"file.jpg": [0/1, ...]}.
 - Label files of your own data: JSON ({"file": [0/1, ...]}) or CSV (filename, class1, ...);
   training label files may also hold -1 (unknown), see `own_data`.

@@ -1,4 +1,4 @@
-"""PLT-COCO and PLT-VOC sources through tensorflow-datasets (docs/baselines.md "Sources").
+"""PLT-COCO and PLT-VOC sources through tensorflow-datasets (docs/data.md "PLT-COCO and PLT-VOC").
 
 COCO 2017 train -> the long-tailed training set, COCO 2017 val (5,000) -> test, 80 classes in
 category-id order. VOC 2012 trainval -> training set, VOC 2007 test (4,952) -> test, 20 classes in

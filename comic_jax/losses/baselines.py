@@ -1,4 +1,4 @@
-"""Multi-label losses of the baselines (docs/baselines.md, "Losses and heads").
+"""Multi-label losses of the baselines (docs/baselines.md, "The baselines in comic-jax").
 
 Every loss takes (B, C) logits z and (B, C) observed 0/1 labels y, computes per-element losses and
 reduces them with `reduce_loss`: sum over classes, mean over samples. The originals disagree (ASL,

@@ -1,4 +1,5 @@
-"""What every loss shares: one reduction rule (docs/baselines.md, "Reduction")."""
+"""What every loss shares: one reduction rule (docs/baselines.md, "Choices and facts worth
+knowing", Reduction)."""
 import jax.numpy as jnp
 
 

@@ -99,7 +99,7 @@ def distill_loss(teacher_logits: jnp.ndarray, student_logits: jnp.ndarray,
                  temperature: float = 1.0) -> jnp.ndarray:
   """T^2 * mean over samples of CE(softmax(sg teacher / T), softmax(student / T)).
 
-  The distillation reading of L_htb (docs/method.md "HTB loss: three forms"): the teacher's
+  The distillation reading of L_htb (docs/method.md "HTB loss: four forms"): the teacher's
   class distribution is a soft target that pulls the student toward it, where the product
   reading trains the student as the teacher's complement. Every sample counts (the target needs
   no label).
@@ -112,7 +112,7 @@ def distill_loss(teacher_logits: jnp.ndarray, student_logits: jnp.ndarray,
 def official_htb_loss(adjusted_head: jnp.ndarray, adjusted_tail: jnp.ndarray,
                       balanced_logits: jnp.ndarray, labels: jnp.ndarray, kappa_h, kappa_t,
                       mfm_loss: Callable) -> jnp.ndarray:
-  """The authors' HTB loss file (docs/method.md "HTB loss: three forms"):
+  """The authors' HTB loss file (docs/method.md "HTB loss: four forms"):
 
       kappa_h L(softmax(sg zhat_h) * softmax(z_b); y)
         + kappa_t L(softmax(sg zhat_t) * softmax(z_b); y)

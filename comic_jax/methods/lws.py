@@ -1,6 +1,8 @@
-"""LWS, learnable weight scaling (docs/baselines.md "LWS"): the second stage of a two-stage
-method. The network of a finished BCE run is frozen and per-class scales s (init 1) are learned
-on z_j = s_j (w_j . f + b_j) with class-aware sampling."""
+"""LWS, learnable weight scaling (docs/baselines.md "Choices and facts worth knowing", LWS):
+the second stage of a two-stage method. The network of a finished BCE run is frozen and
+per-class scales s (init 1) are learned on z_j = s_j (w_j . f + b_j) with class-aware sampling.
+`method=lws` through `comic_jax.main` needs `baselines.lws.stage1_workdir` and trains
+`num_epochs`; the benchmark runner sets both (stage 1 = its BCE run, `baselines.lws.epochs`)."""
 from __future__ import annotations
 
 import jax
