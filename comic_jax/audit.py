@@ -1,24 +1,32 @@
-"""A label audit: which of the training labels are missing? For each training image, the labels
-not observed that the trained model scores as present, ranked by score.
+"""A label audit: which of the training labels are missing? For every image the user labelled
+(the validation rows carved by `data.val_fraction` included), the labels not given that the
+trained model scores as present, ranked.
 
     python -m comic_jax.audit --workdir=runs/mine --output=suspects.csv
     comic-jax-audit --workdir=runs/mine --output=suspects.csv --cut=0.5
 
-suspects.csv, one row per suspected missing label, highest score first:
+suspects.csv, one row per suspected missing label, most likely first:
 
-    image,class,score,rlc_threshold,rlc_corrects,rank
+    image,split,class,score,rlc_threshold,rlc_corrects,rank,verdict
 
-`rlc_threshold` is RLC's threshold of the class, max{tau, P_c}: tau = `comic.rlc.tau`, P_c the
-mean score of the class over the training images (RLC's running class mean, here of the trained
-model). `rlc_corrects` says whether RLC's rule, with the trained model, corrects the label
-(score > rlc_threshold): what RLC was doing to it at the end of training. Labels known to be
+`image` is the image as the user knows it: its file name (image folders), its row in the .npz's
+`x_train`, its id (VOC, COCO), else 'train <i>' (PLT-Synth, shards: the training set's row).
+`split` is 'train' or 'val' (held out for validation). `rlc_threshold` is RLC's threshold of the
+class, max{tau, P_c}: tau = `comic.rlc.tau`, P_c the mean score of the class over the training
+images (RLC's running class mean, here of the trained model). `rlc_corrects` says whether RLC's
+rule, with the trained model, corrects the label (score > rlc_threshold). Labels known to be
 absent (0 in a training file with -1 entries) are left out; so are the observed positives.
+`verdict` is empty, for the reviewer: yes / no, then `--review` writes the new label file
+(comic_jax/review.py).
 
-The cut (`--cut`): 'rlc' (the default: the labels RLC corrects), 'val' (the run's validation
-thresholds, thresholds.json) or a number for every class. Where the hidden labels are known
-(PLT-Synth simulates them), the precision and recall of the hidden labels at the cut are
-printed, and `--plot=audit.png` draws the precision-recall curve of the ranking of every
-unobserved label, with `--compare` workdirs (other methods) and a random ranking.
+The cut (`--cut`) says which labels are listed: 'rlc' (the default: the labels RLC corrects),
+'val' (the run's validation thresholds, thresholds.json) or a number for every class. The
+ranking (`--rank`) orders them: by raw score, or by a key comparable across classes, so that
+the missing labels of rare classes do not sink below those of head classes (`RANKINGS`). Where
+the hidden labels are known (PLT-Synth simulates them), the precision and recall of the hidden
+labels at the cut are printed, and `--plot=audit.png` draws the precision-recall curve of the
+ranking of every unobserved label, with `--compare` workdirs (other methods) and a random
+ranking; elsewhere these two flags say, in a warning, that they cannot apply.
 """
 from __future__ import annotations
 
@@ -110,32 +118,39 @@ def _positive_quantile(probs, observed, training) -> np.ndarray:
   return out
 
 
-def _class_rank(probs, candidate) -> np.ndarray:
-  """(N, C) 1 - (rank within its class among the candidates) / (the class's candidates)."""
+def _rank_in_class(probs, candidate) -> np.ndarray:
+  """(N, C) each candidate's 0-based rank by score among its class's candidates."""
   out = np.zeros_like(probs, np.float64)
   for c in range(probs.shape[1]):
     rows = np.flatnonzero(candidate[:, c])
     order = np.argsort(-probs[rows, c], kind='stable')
-    out[rows[order], c] = 1.0 - np.arange(len(rows)) / max(len(rows), 1)
+    out[rows[order], c] = np.arange(len(rows))
   return out
 
 
 # How the unobserved labels are ordered (all comparable across classes except 'score').
-RANKINGS = ('score', 'threshold', 'positives', 'class_rank')
-DEFAULT_RANK = 'score'
+RANKINGS = ('quota', 'score', 'threshold', 'positives', 'class_rank')
+DEFAULT_RANK = 'quota'
 
 
 def ranking_help() -> str:
-  return ("'score' (the model's score), 'threshold' (its logit over the class's RLC threshold's), "
-          "'positives' (the share of the class's observed positives it outscores), 'class_rank' "
-          "(its rank within the class, as a share)")
+  return ("'quota' (each class's suspects, best first, in proportion to its observed positives), "
+          "'score' (the model's score), 'threshold' (its logit over the class's RLC threshold's),"
+          " 'positives' (the share of the class's observed positives it outscores), 'class_rank' "
+          '(its rank within the class, as a share)')
 
 
 def ranking_scores(kind: str, probs, observed, candidate, training, thresholds) -> np.ndarray:
   """(N, C) the ranking key of every label (higher = more likely missing); ties by raw score.
+  'quota': -(r + 1/2) / n_c, r its rank by score among the class's candidates, n_c the class's
+  observed training positives (at least 1): the classes take turns in proportion to their size,
+  so a class with 10 positives has its best suspect beside the 100th of a class with 1,000;
   'score': the model's score; 'threshold': its logit minus that of the class's threshold;
   'positives': the share of the class's observed positives scored below it; 'class_rank': its
-  rank among the class's unobserved labels, as a share."""
+  rank among the class's candidates, as a share."""
+  if kind == 'quota':
+    positives = np.maximum((np.asarray(observed)[training] > 0).sum(0), 1)
+    return -(_rank_in_class(probs, candidate) + 0.5) / positives[None, :]
   if kind == 'score':
     return probs
   if kind == 'threshold':
@@ -143,7 +158,7 @@ def ranking_scores(kind: str, probs, observed, candidate, training, thresholds) 
   if kind == 'positives':
     return _positive_quantile(probs, observed, training)
   require(kind == 'class_rank', f'--rank={kind!r} is not one of {", ".join(RANKINGS)}')
-  return _class_rank(probs, candidate)
+  return 1.0 - _rank_in_class(probs, candidate) / np.maximum(candidate.sum(0), 1)[None, :]
 
 
 def unobserved(observed, negatives) -> np.ndarray:
