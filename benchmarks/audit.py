@@ -169,13 +169,28 @@ def main():
   for p in sub.choices.values():
     p.add_argument('--output', required=True)
   args = parser.parse_args()
+  start = time.time()
   if args.command == 'compare':
     import audit_cleanlab  # benchmarks/audit_cleanlab.py, beside this script
     rows = audit_cleanlab.compare(args, scores_table)
   else:
     rows = rankings(args) if args.command == 'rankings' else review_loop(args)
   write_csv(args.output, rows)
-  print(f'-> {args.output}')
+  print(f'-> {args.output}, {write_environment(args.output, args.command, time.time() - start)}')
+
+
+def write_environment(output: str, command: str, wall_s: float) -> str:
+  """environment_<command>.json beside the output: the command, date, wall time, machine."""
+  import datetime
+
+  from comic_jax import machine
+  from comic_jax import workdir as workdir_lib
+  path = os.path.join(os.path.dirname(os.path.abspath(output)), f'environment_{command}.json')
+  workdir_lib.write_json(path, {
+      'command': ' '.join(['python benchmarks/audit.py', *sys.argv[1:]]),
+      'date': datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d'),
+      'wall_time_s': round(wall_s, 1), **machine.machine_description()}, indent=2)
+  return path
 
 
 if __name__ == '__main__':
