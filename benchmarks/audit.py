@@ -8,8 +8,9 @@ retraining, for its test mAP).
 
     # The review loop: a simulated reviewer accepts exactly the hidden labels among the top N
     # suspects of --workdir's audit and rejects the others; the run's config retrains on the
-    # reviewed labels (seed as the run), and the test mAP is compared with the run's:
-    python benchmarks/audit.py review --workdir=runs/comic_plus --n=100,300,1000 \
+    # reviewed labels (seed as the run), and the test mAP is compared with N = 0 (the same
+    # labels, retrained in this process) and with the run itself:
+    python benchmarks/audit.py review --workdir=runs/comic_plus --n=0,100,300,1000 \
         --output=review.csv --scratch=/tmp/review_runs
 
     # The audit against cleanlab (pip install cleanlab==2.9.*, for this command only): cleanlab's
@@ -127,7 +128,7 @@ def review_loop(args) -> list[dict]:
     before = json.load(f)
   report = 'COMIC+' if 'COMIC+' in before else a.model.model    # the method's reported model
   before = before[report]
-  rows = [{'n': 0, 'accepted': 0, 'rejected': 0, 'seconds': '', 'model': report,
+  rows = [{'n': 'run', 'accepted': 0, 'rejected': 0, 'seconds': '', 'model': report,
            **{g: before[g] for g in ('total', 'many', 'medium', 'few')}}]
   for n in (int(v) for v in args.n.split(',')):
     y_train, negatives, accepted, rejected = reviewed_labels(a, n)
@@ -157,7 +158,7 @@ def main():
   p.add_argument('--workdirs', required=True)
   p = sub.add_parser('review')
   p.add_argument('--workdir', required=True)
-  p.add_argument('--n', default='100,300,1000')
+  p.add_argument('--n', default='0,100,300,1000')
   p.add_argument('--rank', default=audit_lib.DEFAULT_RANK)
   p.add_argument('--scratch', required=True)
   p = sub.add_parser('compare')

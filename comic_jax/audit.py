@@ -129,13 +129,14 @@ def _rank_in_class(probs, candidate) -> np.ndarray:
 
 
 # How the unobserved labels are ordered (all comparable across classes except 'score').
-RANKINGS = ('quota', 'score', 'threshold', 'positives', 'class_rank')
-DEFAULT_RANK = 'quota'
+RANKINGS = ('score', 'quota', 'threshold', 'positives', 'class_rank')
+DEFAULT_RANK = 'score'
 
 
 def ranking_help() -> str:
-  return ("'quota' (each class's suspects, best first, in proportion to its observed positives), "
-          "'score' (the model's score), 'threshold' (its logit over the class's RLC threshold's),"
+  return ("'score' (the model's score), 'quota' (each class's suspects, best first, in "
+          "proportion to its observed positives), 'threshold' (its logit over the class's RLC "
+          "threshold's),"
           " 'positives' (the share of the class's observed positives it outscores), 'class_rank' "
           '(its rank within the class, as a share)')
 
