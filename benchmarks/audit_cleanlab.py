@@ -25,31 +25,37 @@ def folds_of(n: int, k: int, seed: int = 0) -> list[np.ndarray]:
 
 
 def out_of_sample_probs(bce_workdir: str, k: int, scratch: str) -> np.ndarray:
-  """(N, C) each training image's BCE probabilities from the fold that did not train on it."""
-  from comic_jax import predict, train
+  """(N, C) each training image's BCE probabilities from the fold that did not train on it. With
+  frozen features, a fold trains on the full set's cached features of its images."""
+  from comic_jax import features, predict, train
   from comic_jax.data import sources
   config = predict.load(bce_workdir).config
   data = sources.load_dataset(config.data)
   n = len(data.y_train)
   out = np.zeros(np.shape(data.y_train), np.float64)
-  original = sources.load_dataset
+  load, cache = sources.load_dataset, features.cache_features
   for f, held in enumerate(folds_of(n, k)):
     keep = np.setdiff1d(np.arange(n), held)
     workdir = os.path.join(scratch, f'fold{f}')
 
-    def subset(dc, keep=keep):
-      d = original(dc)
+    def subset(d, keep=keep, **x):
       return dataclasses.replace(
-          d, x_train=np.asarray(d.x_train)[keep], y_train=np.asarray(d.y_train)[keep],
-          y_train_full=np.asarray(d.y_train_full)[keep],
-          neg_train=None if d.neg_train is None else d.neg_train[keep])
+          d, x_train=np.asarray(x.get('x_train', d.x_train))[keep],
+          y_train=np.asarray(d.y_train)[keep], y_train_full=np.asarray(d.y_train_full)[keep],
+          neg_train=None if d.neg_train is None else d.neg_train[keep],
+          **{k_: v for k_, v in x.items() if k_ != 'x_train'})
 
-    sources.load_dataset = subset
+    def fold_features(config, d, workdir, mesh, log=print, subset=subset):
+      full = cache(config, data, workdir, mesh, log)
+      return subset(data, x_train=full.x_train, x_test=full.x_test, x_val=full.x_val)
+
+    sources.load_dataset = lambda dc, subset=subset: subset(load(dc))
+    features.cache_features = fold_features
     try:
       if not os.path.exists(os.path.join(workdir, 'results.json')):
         train.train_and_evaluate(config, workdir)
     finally:
-      sources.load_dataset = original
+      sources.load_dataset, features.cache_features = load, cache
     out[held] = predict.load(workdir).predict(np.asarray(data.x_train)[held])
   return out
 
