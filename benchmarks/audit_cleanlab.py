@@ -67,7 +67,7 @@ def cleanlab_scores(observed: np.ndarray, probs: np.ndarray):
   from cleanlab.multilabel_classification import rank as cl_rank
   labels = [list(np.flatnonzero(row)) for row in observed]
   quality = cl_rank.get_label_quality_scores_per_class(labels, probs)
-  issues = np.asarray(cl_filter.find_multilabel_issues_per_class(labels, probs))
+  issues = np.asarray(cl_filter.find_multilabel_issues_per_class(labels, probs, n_jobs=1))
   issues = issues.T if issues.shape != observed.shape else issues
   return 1.0 - np.asarray(quality, np.float64), np.argwhere(issues & (observed == 0))
 
