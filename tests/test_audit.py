@@ -204,3 +204,19 @@ def test_ranking_ap_is_scikit_learn_s_and_the_class_relative_rankings():
     rows = np.flatnonzero(mask[:, c])
     ranks = np.argsort(np.argsort(-probs[rows, c]))
     np.testing.assert_allclose(key[rows, c], 1 - ranks / len(rows))
+
+
+@pytest.mark.parametrize('ext', ['csv', 'json'])
+def test_reviewed_folder_labels_read_back_with_their_known_negatives(tmp_path, ext):
+  from comic_jax.data import own_data, splits
+  labels = np.array([[1, -1, 0], [-1, 1, -1]], np.int8)
+  path = str(tmp_path / f'new.{ext}')
+  with open(path, 'wb') as f:
+    f.write(audit_review.label_file_bytes(path, ['a.jpg', 'sub/b.png'], labels,
+                                          ('cat', 'dog', 'sky'), None))
+  files, read, names = splits.read_labels(path, unknown=True)
+  assert files == ['a.jpg', 'sub/b.png'] and names in (None, ['cat', 'dog', 'sky'])
+  np.testing.assert_array_equal(read, labels)
+  positives, negatives = own_data.split_unknown(read)
+  np.testing.assert_array_equal(negatives, labels == 0)
+  np.testing.assert_array_equal(positives, labels == 1)
