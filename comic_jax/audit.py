@@ -1,28 +1,37 @@
-"""A label audit: which of the training labels are missing? For each training image, the labels
-not observed that the trained model scores as present, ranked by score.
+"""A label audit: which of the training labels are missing? For every image the user labelled
+(the validation rows carved by `data.val_fraction` included), the labels not given that the
+trained model scores as present, ranked.
 
     python -m comic_jax.audit --workdir=runs/mine --output=suspects.csv
     comic-jax-audit --workdir=runs/mine --output=suspects.csv --cut=0.5
 
-suspects.csv, one row per suspected missing label, highest score first:
+suspects.csv, one row per suspected missing label, most likely first:
 
-    image,class,score,rlc_threshold,rlc_corrects,rank
+    image,split,class,score,rlc_threshold,rlc_corrects,rank,verdict
 
-`rlc_threshold` is RLC's threshold of the class, max{tau, P_c}: tau = `comic.rlc.tau`, P_c the
-mean score of the class over the training images (RLC's running class mean, here of the trained
-model). `rlc_corrects` says whether RLC's rule, with the trained model, corrects the label
-(score > rlc_threshold): what RLC was doing to it at the end of training. Labels known to be
+`image` is the image as the user knows it: its file name (image folders), its row in the .npz's
+`x_train`, its id (VOC, COCO), else 'train <i>' (PLT-Synth, shards: the training set's row).
+`split` is 'train' or 'val' (held out for validation). `rlc_threshold` is RLC's threshold of the
+class, max{tau, P_c}: tau = `comic.rlc.tau`, P_c the mean score of the class over the training
+images (RLC's running class mean, here of the trained model). `rlc_corrects` says whether RLC's
+rule, with the trained model, corrects the label (score > rlc_threshold). Labels known to be
 absent (0 in a training file with -1 entries) are left out; so are the observed positives.
+`verdict` is empty, for the reviewer: yes / no, then `--review` writes the new label file
+(comic_jax/review.py).
 
-The cut (`--cut`): 'rlc' (the default: the labels RLC corrects), 'val' (the run's validation
-thresholds, thresholds.json) or a number for every class. Where the hidden labels are known
-(PLT-Synth simulates them), the precision and recall of the hidden labels at the cut are
-printed, and `--plot=audit.png` draws the precision-recall curve of the ranking of every
-unobserved label, with `--compare` workdirs (other methods) and a random ranking.
+The cut (`--cut`) says which labels are listed: 'rlc' (the default: the labels RLC corrects),
+'val' (the run's validation thresholds, thresholds.json) or a number for every class. The
+ranking (`--rank`) orders them: by raw score, or by a key comparable across classes, so that
+the missing labels of rare classes do not sink below those of head classes (`RANKINGS`). Where
+the hidden labels are known (PLT-Synth simulates them), the precision and recall of the hidden
+labels at the cut are printed, and `--plot=audit.png` draws the precision-recall curve of the
+ranking of every unobserved label, with `--compare` workdirs (other methods) and a random
+ranking; elsewhere these two flags say, in a warning, that they cannot apply.
 """
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import os
 
@@ -32,20 +41,51 @@ from comic_jax import predict
 from comic_jax import workdir as workdir_lib
 from comic_jax.errors import UserError, require
 
-COLUMNS = ('image', 'class', 'score', 'rlc_threshold', 'rlc_corrects', 'rank')
+COLUMNS = ('image', 'split', 'class', 'score', 'rlc_threshold', 'rlc_corrects', 'rank',
+           'verdict')
 
 
-def training_names(config, n: int) -> list[str]:
-  """The file names of the training images (the label file's rows, less the validation ones)
-  for an image folder taken as it is; else 'train <i>'."""
-  dc = config.data
-  if dc.name == 'folder' and dc.longtail == 'as_is':
-    from comic_jax.data import sources, splits
-    files = splits.read_labels(dc.train_labels, unknown=True)[0]
-    keep = sources.split_validation(len(files), dc.val_fraction, dc.seed)[0]
-    if len(keep) == n:
-      return [str(files[i]) for i in keep]
-  return [f'train {i}' for i in range(n)]
+@dataclasses.dataclass
+class Images:
+  """Every image the user labelled for training, as the user knows it: `names` are the file
+  names (image folders), the rows of the user's `x_train` (npz), 'train <i>' elsewhere; `training`
+  says which trained (False: held out for validation by `data.val_fraction`)."""
+  names: list
+  x: object
+  observed: np.ndarray                 # (N, C) observed positives
+  negatives: np.ndarray | None         # (N, C) known negatives, or None
+  full: np.ndarray                     # (N, C) full labels (= observed unless simulated)
+  training: np.ndarray                 # (N,) bool
+
+
+def labelled_images(data_config) -> Images:
+  """The training and validation rows of the user's label file, in the file's order."""
+  from comic_jax.data import sources, splits
+  dc = data_config
+  if dc.name in ('synthetic', 'shards'):   # no user's file rows: the training set
+    data = sources.load_dataset(dc)
+    n = len(data.y_train)
+    return Images([f'train {i}' for i in range(n)], data.x_train, np.asarray(data.y_train),
+                  data.neg_train, np.asarray(data.y_train_full), np.ones(n, bool))
+  sources.validate_config(dc)
+  cache = splits.cache_dir(dc.cache_dir)
+  class_names, train, test = sources.source_pools(dc, cache)
+  plan = sources.plan_plt(dc, dc.name, tuple(class_names), train, test, cache)
+  rows = np.concatenate([plan.train_rows, plan.val_rows])
+  order = np.argsort(rows, kind='stable')
+  stack = lambda a, b: np.concatenate([a, b])[order]
+  c = len(class_names)
+  val = lambda a: np.zeros((len(plan.val_rows), c), np.int8) if a is None else a
+  negatives = None
+  if plan.neg_train is not None:
+    negatives = stack(plan.neg_train, np.zeros((len(plan.val_rows), c), bool)
+                      if plan.neg_val is None else plan.neg_val)
+  rows = rows[order]
+  x = ([train.encoded(r) for r in rows] if dc.name == 'folder' else train.load(rows, 'train'))
+  return Images([str(train.keys[r]) for r in rows], x, stack(plan.y_train, val(plan.y_val)),
+                negatives, stack(plan.y_train_full, val(plan.y_val_full)),
+                np.r_[np.ones(len(plan.train_rows), bool),
+                      np.zeros(len(plan.val_rows), bool)][order])
 
 
 def rlc_thresholds(probs: np.ndarray, tau: float) -> np.ndarray:
@@ -60,15 +100,84 @@ def cut_of(cut: str, model, rlc: np.ndarray) -> np.ndarray:
   return model.thresholds(threshold=cut)
 
 
-def suspects(probs: np.ndarray, observed: np.ndarray, negatives: np.ndarray | None,
-             cut: np.ndarray) -> np.ndarray:
-  """(image, class) pairs of the unobserved, not known-negative labels scored above `cut`,
-  highest score first (ties by image, then class)."""
-  candidate = (observed == 0) & (probs > cut[None, :])
+def _logit(p: np.ndarray) -> np.ndarray:
+  p = np.clip(p, 1e-7, 1 - 1e-7)
+  return np.log(p) - np.log1p(-p)
+
+
+def _positive_quantile(probs, observed, training) -> np.ndarray:
+  """(N, C) the share of the class's observed training positives scored below each score (ties
+  count half): how positive a score looks next to the labels the user gave."""
+  out = np.zeros_like(probs, np.float64)
+  for c in range(probs.shape[1]):
+    pos = np.sort(probs[training & (observed[:, c] > 0), c])
+    if len(pos):
+      below = np.searchsorted(pos, probs[:, c], 'left')
+      upto = np.searchsorted(pos, probs[:, c], 'right')
+      out[:, c] = (below + upto) / (2.0 * len(pos))
+  return out
+
+
+def _rank_in_class(probs, candidate) -> np.ndarray:
+  """(N, C) each candidate's 0-based rank by score among its class's candidates."""
+  out = np.zeros_like(probs, np.float64)
+  for c in range(probs.shape[1]):
+    rows = np.flatnonzero(candidate[:, c])
+    order = np.argsort(-probs[rows, c], kind='stable')
+    out[rows[order], c] = np.arange(len(rows))
+  return out
+
+
+# How the unobserved labels are ordered (all comparable across classes except 'score').
+RANKINGS = ('score', 'quota', 'threshold', 'positives', 'class_rank')
+DEFAULT_RANK = 'score'
+
+
+def ranking_help() -> str:
+  return ("'score' (the model's score), 'quota' (each class's suspects, best first, in "
+          "proportion to its observed positives), 'threshold' (its logit over the class's RLC "
+          "threshold's),"
+          " 'positives' (the share of the class's observed positives it outscores), 'class_rank' "
+          '(its rank within the class, as a share)')
+
+
+def ranking_scores(kind: str, probs, observed, candidate, training, thresholds) -> np.ndarray:
+  """(N, C) the ranking key of every label (higher = more likely missing); ties by raw score.
+  'quota': -(r + 1/2) / n_c, r its rank by score among the class's candidates, n_c the class's
+  observed training positives (at least 1): the classes take turns in proportion to their size,
+  so a class with 10 positives has its best suspect beside the 100th of a class with 1,000;
+  'score': the model's score; 'threshold': its logit minus that of the class's threshold;
+  'positives': the share of the class's observed positives scored below it; 'class_rank': its
+  rank among the class's candidates, as a share."""
+  if kind == 'quota':
+    positives = np.maximum((np.asarray(observed)[training] > 0).sum(0), 1)
+    return -(_rank_in_class(probs, candidate) + 0.5) / positives[None, :]
+  if kind == 'score':
+    return probs
+  if kind == 'threshold':
+    return _logit(probs) - _logit(np.asarray(thresholds, np.float64))[None, :]
+  if kind == 'positives':
+    return _positive_quantile(probs, observed, training)
+  require(kind == 'class_rank', f'--rank={kind!r} is not one of {", ".join(RANKINGS)}')
+  return 1.0 - _rank_in_class(probs, candidate) / np.maximum(candidate.sum(0), 1)[None, :]
+
+
+def unobserved(observed, negatives) -> np.ndarray:
+  """(N, C) the labels neither observed nor known negative: the audit's candidates."""
+  out = np.asarray(observed) == 0
   if negatives is not None:
-    candidate &= ~negatives.astype(bool)
+    out &= ~np.asarray(negatives, bool)
+  return out
+
+
+def suspects(probs: np.ndarray, observed: np.ndarray, negatives: np.ndarray | None,
+             cut: np.ndarray, key: np.ndarray | None = None) -> np.ndarray:
+  """(image, class) pairs of the unobserved, not known-negative labels scored above `cut`,
+  highest `key` (default: the score) first, ties by score, then image, then class."""
+  candidate = unobserved(observed, negatives) & (probs > cut[None, :])
   rows, cols = np.nonzero(candidate)
-  order = np.lexsort((cols, rows, -probs[rows, cols]))
+  key = probs if key is None else key
+  order = np.lexsort((cols, rows, -probs[rows, cols], -key[rows, cols]))
   return np.stack([rows[order], cols[order]], axis=1)
 
 
@@ -89,46 +198,61 @@ def precision_recall(scores: np.ndarray, is_hidden: np.ndarray):
   return hits / max(int(is_hidden.sum()), 1), hits / np.arange(1, len(order) + 1)
 
 
-class Audit:
-  """The audit of one run: its model's scores of every training image, and the cut."""
+def ranking_ap(key: np.ndarray, probs: np.ndarray, is_hidden: np.ndarray) -> float:
+  """Average precision of ranking labels by `key` (ties by `probs`): the mean over the hidden
+  labels of the precision at each one's rank; nan without hidden labels."""
+  if not is_hidden.any():
+    return float('nan')
+  order = np.lexsort((-probs, -key))
+  hits = is_hidden[order]
+  precision = np.cumsum(hits) / np.arange(1, len(hits) + 1)
+  return float(precision[hits].mean())
 
-  def __init__(self, workdir: str, *, cut: str = 'rlc', model: str | None = None):
+
+class Audit:
+  """The audit of one run: its model's scores of every image the user labelled for training
+  (validation rows included), the cut and the ranking."""
+
+  def __init__(self, workdir: str, *, cut: str = 'rlc', model: str | None = None,
+               rank: str = 'score'):
     from comic_jax import inference
-    from comic_jax.data import sources
     self.model = predict.load(workdir, model=model)
     config = self.model.config
-    self.data = sources.load_dataset(config.data)
-    self.probs = self.model.predict(self.data.x_train).astype(np.float64)
-    self.observed = np.asarray(self.data.y_train)
-    self.negatives = self.data.neg_train
-    self.rlc = rlc_thresholds(self.probs, float(config.comic.rlc.tau))
+    self.images = labelled_images(config.data)
+    self.probs = self.model.predict(self.images.x).astype(np.float64)
+    self.observed = np.asarray(self.images.observed)
+    self.negatives = self.images.negatives
+    self.full = np.asarray(self.images.full)
+    self.names = self.images.names
+    self.rlc = rlc_thresholds(self.probs[self.images.training], float(config.comic.rlc.tau))
     self.cut = cut_of(cut, self.model, self.rlc)
-    self.names = training_names(config, len(self.probs))
+    self.key = ranking_scores(rank, self.probs, self.observed,
+                              unobserved(self.observed, self.negatives), self.images.training,
+                              self.rlc)
     self.method = inference.load_config(workdir).method
 
   def rows(self) -> list[tuple]:
     out = []
-    for rank, (i, c) in enumerate(suspects(self.probs, self.observed, self.negatives, self.cut)):
+    found = suspects(self.probs, self.observed, self.negatives, self.cut, self.key)
+    for rank, (i, c) in enumerate(found):
       p = self.probs[i, c]
-      out.append((self.names[i], self.model.class_names[c], f'{p:.6f}', f'{self.rlc[c]:.6f}',
-                  int(p > self.rlc[c]), rank + 1))
+      out.append((self.names[i], 'train' if self.images.training[i] else 'val',
+                  self.model.class_names[c], f'{p:.6f}', f'{self.rlc[c]:.6f}',
+                  int(p > self.rlc[c]), rank + 1, ''))
     return out
 
   def hidden_known(self) -> bool:
     """Whether the data set knows its hidden labels (simulated partial labels)."""
-    return bool((np.asarray(self.data.y_train_full) != self.observed).any())
+    return bool((self.full != self.observed).any())
 
   def recovery(self) -> dict:
-    return hidden_label_recovery(self.probs, self.observed, np.asarray(self.data.y_train_full),
-                                 self.negatives, self.cut)
+    return hidden_label_recovery(self.probs, self.observed, self.full, self.negatives, self.cut)
 
   def unobserved_hidden(self):
-    """(scores, is hidden) of every unobserved label that is not a known negative."""
-    unobserved = self.observed == 0
-    if self.negatives is not None:
-      unobserved &= ~self.negatives.astype(bool)
-    hidden = (np.asarray(self.data.y_train_full) > 0) & (self.observed == 0)
-    return self.probs[unobserved], hidden[unobserved]
+    """(ranking keys, is hidden) of every unobserved label that is not a known negative."""
+    mask = unobserved(self.observed, self.negatives)
+    hidden = (self.full > 0) & (self.observed == 0)
+    return self.key[mask], hidden[mask]
 
 
 def write_rows(path: str, rows) -> None:
@@ -160,13 +284,19 @@ def plot_curves(audits: dict, path: str, seed: int = 0) -> str:
 def _define_flags():
   from absl import flags
   flags.DEFINE_string('workdir', None, 'A trained run\'s directory.')
-  flags.DEFINE_string('output', None, 'The suspects CSV to write.')
+  flags.DEFINE_string('output', None, 'The suspects CSV to write (with --review: the new label '
+                      'file).')
   flags.DEFINE_string('cut', 'rlc', "'rlc' (RLC's threshold max{tau, P_c}), 'val' (the run's "
                       'validation thresholds) or a number for every class.')
+  flags.DEFINE_enum('rank', DEFAULT_RANK, RANKINGS, 'How suspects are ordered: ' + ranking_help())
   flags.DEFINE_string('model', None, 'Reported model whose scores rank (default: the run\'s).')
   flags.DEFINE_string('plot', None, 'Where the hidden labels are known: write the '
                       'precision-recall picture here (e.g. audit.png).')
   flags.DEFINE_list('compare', [], 'Other workdirs (other methods, same data) drawn in --plot.')
+  flags.DEFINE_string('review', None, 'A suspects CSV whose verdict column is filled in: write '
+                      'the run\'s label file (--labels) after the review to --output.')
+  flags.DEFINE_string('labels', None, 'With --review: the label file the run trained on (the '
+                      '.npz, or the folder\'s .csv / .json).')
   flags.mark_flags_as_required(['workdir', 'output'])
 
 
@@ -179,28 +309,52 @@ def main(argv):
   FLAGS = flags.FLAGS
   logging.set_verbosity(logging.WARNING)
   try:
+    if FLAGS.review is not None or FLAGS.labels is not None:
+      _review(FLAGS)
+      return
     require(FLAGS.cut in ('rlc', 'val') or _is_number(FLAGS.cut),
             f"--cut={FLAGS.cut!r} is not 'rlc', 'val' or a number")
-    audit = Audit(FLAGS.workdir, cut=FLAGS.cut, model=FLAGS.model)
+    audit = Audit(FLAGS.workdir, cut=FLAGS.cut, model=FLAGS.model, rank=FLAGS.rank)
     rows = audit.rows()
     write_rows(FLAGS.output, rows)
-    print(f'{len(rows)} suspected missing labels in {len(audit.names)} training images -> '
-          f'{FLAGS.output} ({audit.model.model}, cut {FLAGS.cut})')
+    held = int((~audit.images.training).sum())
+    print(f'{len(rows)} suspected missing labels in {len(audit.names)} labelled images'
+          + (f' ({held} held out for validation)' if held else '')
+          + f' -> {FLAGS.output} ({audit.model.model}, cut {FLAGS.cut}, ranked by {FLAGS.rank});'
+          " fill in its 'verdict' column (yes / no) and apply it with --review")
     if audit.hidden_known():
-      audits = {audit.method: audit}
-      for other in FLAGS.compare:
-        a = Audit(other, cut=FLAGS.cut)
-        audits[a.method] = a
-      for name, a in audits.items():
-        r = a.recovery()
-        print(f'{name}: hidden labels recovered at the cut: precision {100 * r["precision"]:.1f}%'
-              f' recall {100 * r["recall"]:.1f}% ({r["hits"]} of {r["suspects"]} suspects; '
-              f'{r["hidden"]} hidden labels; a random ranking\'s precision '
-              f'{100 * r["hidden"] / max(len(a.unobserved_hidden()[1]), 1):.1f}%)')
-      if FLAGS.plot:
-        print(f'precision-recall curve -> {plot_curves(audits, FLAGS.plot)}')
+      _report_hidden(audit, FLAGS)
+    elif FLAGS.plot or FLAGS.compare:
+      from comic_jax.errors import warn
+      warn('--plot and --compare score the ranking against hidden labels, which this data set '
+           'does not know (every unobserved label may be missing or absent): nothing drawn')
   except UserError as e:
     cli.fail(e)
+
+
+def _report_hidden(audit, FLAGS) -> None:
+  audits = {audit.method: audit}
+  for other in FLAGS.compare:
+    a = Audit(other, cut=FLAGS.cut, rank=FLAGS.rank)
+    audits[a.method] = a
+  for name, a in audits.items():
+    r = a.recovery()
+    print(f'{name}: hidden labels recovered at the cut: precision {100 * r["precision"]:.1f}%'
+          f' recall {100 * r["recall"]:.1f}% ({r["hits"]} of {r["suspects"]} suspects; '
+          f'{r["hidden"]} hidden labels; a random ranking\'s precision '
+          f'{100 * r["hidden"] / max(len(a.unobserved_hidden()[1]), 1):.1f}%)')
+  if FLAGS.plot:
+    print(f'precision-recall curve -> {plot_curves(audits, FLAGS.plot)}')
+
+
+def _review(FLAGS) -> None:
+  from comic_jax import review
+  require(FLAGS.review is not None and FLAGS.labels is not None,
+          '--review (the reviewed suspects CSV) and --labels (the run\'s label file) go together')
+  counts = review.review(FLAGS.workdir, FLAGS.review, FLAGS.labels, FLAGS.output)
+  print(f'{counts["accepted"]} accepted (now positive), {counts["rejected"]} rejected (now known '
+        f'negative) -> {FLAGS.output} ({counts["images"]} images, {counts["unknown"]} labels '
+        'unknown (-1)); train on it with data.partial=\'as_is\'')
 
 
 def _is_number(text: str) -> bool:

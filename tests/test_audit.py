@@ -1,8 +1,17 @@
 """The label audit's pure parts against brute-force references."""
+import csv
+import os
+import subprocess
+import sys
+
 import numpy as np
-from sklearn.metrics import precision_recall_curve
+import pytest
+from sklearn.metrics import average_precision_score, precision_recall_curve
 
 from comic_jax import audit
+from comic_jax import review as audit_review
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _case(seed=0, n=40, c=5):
@@ -44,3 +53,170 @@ def test_hidden_label_recovery_and_the_precision_recall_curve():
   got = sorted(zip(recall[last_of_tie], precision[last_of_tie]))
   want = sorted(zip(ref_r[:-1], ref_p[:-1]))
   np.testing.assert_allclose(got, want)
+
+
+def test_apply_verdicts_gives_the_unknown_format():
+  labels = np.array([[1, 0, 0], [0, 0, 1]], np.int8)          # no -1: every 0 is unknown
+  got = audit_review.apply_verdicts(labels, [(0, 1), (1, 0)], [True, False])
+  np.testing.assert_array_equal(got, [[1, 1, -1], [0, -1, 1]])
+  with_unknown = np.array([[1, 0, -1], [-1, -1, 1]], np.int8)  # 0 = known negative, kept
+  got = audit_review.apply_verdicts(with_unknown, [(0, 2), (1, 1)], [False, True])
+  np.testing.assert_array_equal(got, [[1, 0, 0], [-1, 1, 1]])
+
+
+# ------------------------------------------------------------------ the command line, tiny npz
+
+def _npz(path, seed=0, n=48, c=3, d=6):
+  rng = np.random.default_rng(seed)
+  def split(m):
+    y = (rng.random((m, c)) < 0.4).astype(np.int8)
+    y[np.arange(m), rng.integers(0, c, m)] = 1
+    x = (y @ rng.normal(size=(c, d)) * 2 + rng.normal(size=(m, d))).astype(np.float32)
+    return x, y
+  x_train, y_full = split(n)
+  x_test, y_test = split(20)
+  y_train = y_full * (rng.random(y_full.shape) < 0.6)    # partial labels
+  y_train[np.arange(n), y_full.argmax(1)] = 1            # one positive per image
+  np.savez(path, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
+  return x_train, y_train
+
+
+def _cli(*args):
+  env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS='cpu')
+  return subprocess.run([sys.executable, '-m', 'comic_jax.audit', *args], cwd=ROOT, env=env,
+                        capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture(scope='module')
+def npz_run(tmp_path_factory):
+  """A 1-epoch BCE MLP run on a tiny .npz of features, a quarter held out for validation."""
+  from comic_jax import train
+  from configs import npz
+  root = tmp_path_factory.mktemp('npz_run')
+  path = str(root / 'data.npz')
+  x_train, y_train = _npz(path)
+  config = npz.get_config()
+  config.update_from_flattened_dict({
+      'method': 'bce', 'num_epochs': 1, 'batch_size': 16, 'eval_batch_size': 32,
+      'progress_bar': False, 'data.path': path, 'data.partial': 'as_is',
+      'data.val_fraction': 0.25, 'data.cache_dir': str(root / 'cache'),
+      'model.mlp_widths': (8,), 'model.projection_dim': 8})
+  train.train_and_evaluate(config, str(root / 'run'))
+  return str(root / 'run'), path, x_train, y_train
+
+
+def test_audit_names_every_labelled_row_of_the_npz_validation_rows_included(npz_run, tmp_path):
+  from comic_jax import predict
+  from comic_jax.data import sources
+  workdir, _, x_train, y_train = npz_run
+  out = str(tmp_path / 'suspects.csv')
+  result = _cli(f'--workdir={workdir}', f'--output={out}', '--cut=0', '--rank=score',
+                '--plot=' + str(tmp_path / 'a.png'))
+  assert result.returncode == 0, result.stderr
+  # No hidden labels are known: --plot says it cannot apply, and draws nothing.
+  assert 'warning: --plot' in result.stderr and not os.path.exists(tmp_path / 'a.png')
+  with open(out) as f:
+    rows = list(csv.DictReader(f))
+  probs = predict.load(workdir).predict(x_train)          # every row of the user's x_train
+  keep, held = sources.split_validation(len(y_train), 0.25, 0)
+  assert len(held) == 12
+  threshold = np.maximum(0.7, probs[keep].mean(0))        # RLC's: the training rows' mean
+  classes = [f'class_{j}' for j in range(3)]
+  want = {(str(i), classes[j]) for i in range(len(y_train)) for j in range(3)
+          if y_train[i, j] == 0}
+  assert {(r['image'], r['class']) for r in rows} == want
+  for r in rows:
+    i, j = int(r['image']), classes.index(r['class'])
+    assert r['split'] == ('val' if i in held else 'train')
+    assert float(r['score']) == pytest.approx(probs[i, j], abs=2e-6)
+    assert float(r['rlc_threshold']) == pytest.approx(threshold[j], abs=2e-6)
+    assert r['verdict'] == ''
+
+
+def test_review_writes_the_new_labels_and_refuses_a_label_file_of_another_run(npz_run, tmp_path):
+  workdir, path, _, y_train = npz_run
+  out = str(tmp_path / 'suspects.csv')
+  assert _cli(f'--workdir={workdir}', f'--output={out}', '--cut=0').returncode == 0
+  with open(out) as f:
+    rows = list(csv.DictReader(f))
+  for k, r in enumerate(rows[:9]):                        # yes, no, unreviewed, ...
+    r['verdict'] = ('yes', 'no', '')[k % 3]
+  reviewed = str(tmp_path / 'reviewed.csv')
+  with open(reviewed, 'w', newline='') as f:
+    writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+  new = str(tmp_path / 'new.npz')
+  result = _cli(f'--workdir={workdir}', f'--review={reviewed}', f'--labels={path}',
+                f'--output={new}')
+  assert result.returncode == 0, result.stderr
+  expected = np.where(y_train > 0, 1, -1)
+  for k, r in enumerate(rows[:9]):
+    if r['verdict']:
+      expected[int(r['image']), int(r['class'].split('_')[1])] = int(r['verdict'] == 'yes')
+  with np.load(new) as z, np.load(path) as old:
+    np.testing.assert_array_equal(z['y_train'], expected)
+    for k in ('x_train', 'x_test', 'y_test'):
+      np.testing.assert_array_equal(z[k], old[k])
+  # The new file trains as documented: the rejected labels are known negatives.
+  from comic_jax.data import own_data
+  from configs import npz
+  dc = npz.get_config().data
+  dc.path = new
+  _, pool, _ = own_data.npz_pools(dc)
+  np.testing.assert_array_equal(pool.negatives, expected == 0)
+  np.testing.assert_array_equal(pool.labels, expected == 1)
+  # A label file that already gives a reviewed label is another run's: refused, nothing written.
+  bad = str(tmp_path / 'bad.npz')
+  with np.load(path) as z:
+    arrays = dict(z)
+  first = rows[0]
+  arrays['y_train'][int(first['image']), int(first['class'].split('_')[1])] = 1
+  np.savez(bad, **arrays)
+  result = _cli(f'--workdir={workdir}', f'--review={reviewed}', f'--labels={bad}',
+                f'--output={tmp_path / "no.npz"}')
+  assert result.returncode == 2 and result.stderr.startswith('error: ')
+  assert 'does not match the run' in result.stderr and len(result.stderr.splitlines()) == 1
+  assert not os.path.exists(tmp_path / 'no.npz')
+
+
+def test_ranking_ap_is_scikit_learn_s_and_the_class_relative_rankings():
+  probs, observed, full, negatives = _case(2, n=60, c=4)
+  probs = probs + np.arange(probs.size).reshape(probs.shape) * 1e-6      # no ties
+  mask = audit.unobserved(observed, negatives)
+  hidden = (full == 1) & (observed == 0)
+  key = audit.ranking_scores('score', probs, observed, mask, np.ones(60, bool), None)
+  assert audit.ranking_ap(key[mask], probs[mask], hidden[mask]) == pytest.approx(
+      average_precision_score(hidden[mask], probs[mask]))
+  # 'positives': the share of the class's observed positives scored below, by brute force.
+  training = np.arange(60) % 4 != 0
+  key = audit.ranking_scores('positives', probs, observed, mask, training, None)
+  for i, c in [(0, 0), (5, 1), (17, 3)]:
+    pos = probs[training & (observed[:, c] == 1), c]
+    assert key[i, c] == pytest.approx((pos < probs[i, c]).mean())
+  # 'threshold': logit(p) - logit(t_c); 'class_rank': 1 - rank / (the class's candidates).
+  t = np.array([0.7, 0.8, 0.75, 0.9])
+  key = audit.ranking_scores('threshold', probs, observed, mask, training, t)
+  logit = lambda p: np.log(p / (1 - p))
+  np.testing.assert_allclose(key, logit(np.clip(probs, 1e-7, 1 - 1e-7)) - logit(t), atol=1e-9)
+  key = audit.ranking_scores('class_rank', probs, observed, mask, training, t)
+  for c in range(4):
+    rows = np.flatnonzero(mask[:, c])
+    ranks = np.argsort(np.argsort(-probs[rows, c]))
+    np.testing.assert_allclose(key[rows, c], 1 - ranks / len(rows))
+
+
+@pytest.mark.parametrize('ext', ['csv', 'json'])
+def test_reviewed_folder_labels_read_back_with_their_known_negatives(tmp_path, ext):
+  from comic_jax.data import own_data, splits
+  labels = np.array([[1, -1, 0], [-1, 1, -1]], np.int8)
+  path = str(tmp_path / f'new.{ext}')
+  with open(path, 'wb') as f:
+    f.write(audit_review.label_file_bytes(path, ['a.jpg', 'sub/b.png'], labels,
+                                          ('cat', 'dog', 'sky'), None))
+  files, read, names = splits.read_labels(path, unknown=True)
+  assert files == ['a.jpg', 'sub/b.png'] and names in (None, ['cat', 'dog', 'sky'])
+  np.testing.assert_array_equal(read, labels)
+  positives, negatives = own_data.split_unknown(read)
+  np.testing.assert_array_equal(negatives, labels == 0)
+  np.testing.assert_array_equal(positives, labels == 1)

@@ -85,8 +85,9 @@ def test_folder_route_trains_predicts_exports_and_audits(folder, tmp_path):
   assert names2 == names
   np.testing.assert_allclose(probs2, probs, atol=1e-5, rtol=0)
 
-  # Audit: the unobserved training labels above RLC's threshold max{0.7, P_c}, P_c the mean
-  # score of the class over the training images (recomputed here from the predictions).
+  # Audit: the unobserved labels of every labelled image (the validation rows included) above
+  # RLC's threshold max{0.7, P_c}, P_c the mean score of the class over the training images
+  # (recomputed here from the predictions).
   suspects = str(tmp_path / 'suspects.csv')
   _console('comic-jax-audit', f'--workdir={workdir}', f'--output={suspects}', tmp_path=tmp_path)
   with open(suspects) as f:
@@ -97,18 +98,22 @@ def test_folder_route_trains_predicts_exports_and_audits(folder, tmp_path):
   audited = {r['image'] for r in rows}
   assert audited <= set(made['train_names'])
   from comic_jax.data import sources
-  keep = sources.split_validation(80, 0.2, 0)[0]     # configs/folder.py: val_fraction, data seed
-  train_names = [made['train_names'][i] for i in keep]
-  train = probs[[row[n] for n in train_names]]
+  keep, held = sources.split_validation(80, 0.2, 0)   # configs/folder.py: val_fraction, data seed
+  names = made['train_names']
+  train = probs[[row[names[i]] for i in keep]]
+  labelled = probs[[row[n] for n in names]]
   threshold = np.maximum(0.7, train.mean(0))
   for r in rows:
     c = classes.index(r['class'])
     assert observed[r['image']][r['class']] == '0'
     assert float(r['rlc_threshold']) == pytest.approx(threshold[c], abs=1e-5)
-  expected = {(n, classes[c]) for i, n in enumerate(train_names) for c in range(len(classes))
-              if observed[n][classes[c]] == '0' and train[i, c] > threshold[c] + 1e-5}
+    assert r['split'] == ('val' if names.index(r['image']) in held else 'train')
+  expected = {(n, classes[c]) for i, n in enumerate(names) for c in range(len(classes))
+              if observed[n][classes[c]] == '0' and labelled[i, c] > threshold[c] + 1e-5}
   got = {(r['image'], r['class']) for r in rows}
-  assert expected <= got and all(train[train_names.index(n), classes.index(c)] > threshold[
+  assert expected <= got and all(labelled[names.index(n), classes.index(c)] > threshold[
       classes.index(c)] - 1e-5 for n, c in got)
+  assert any(r['split'] == 'val' for r in rows)
+  assert [int(r['rank']) for r in rows] == list(range(1, len(rows) + 1))
   scores = [float(r['score']) for r in rows]
   assert scores == sorted(scores, reverse=True)

@@ -164,6 +164,8 @@ class PLTPlan:
   neg_train: np.ndarray | None
   y_val: np.ndarray | None
   y_test: np.ndarray
+  y_val_full: np.ndarray | None = None  # the validation rows' full labels (the audit's)
+  neg_val: np.ndarray | None = None     # ... and known negatives
 
 
 def plan_plt(dc, name: str, class_names: tuple[str, ...], train: Pool, test: Pool,
@@ -198,7 +200,8 @@ def plan_plt(dc, name: str, class_names: tuple[str, ...], train: Pool, test: Poo
   warn_about_labels(class_names, observed[keep], test.labels)
   return PLTPlan(train_rows=idx[keep], val_rows=idx[held], y_train=observed[keep],
                  y_train_full=full[keep], neg_train=None if negatives is None else negatives[keep],
-                 y_val=observed[held] if len(held) else None, y_test=test.labels.astype(np.int8))
+                 y_val=observed[held] if len(held) else None, y_test=test.labels.astype(np.int8),
+                 y_val_full=full[held], neg_val=None if negatives is None else negatives[held])
 
 
 def make_plt(dc, name: str, class_names: tuple[str, ...], train: Pool, test: Pool,
