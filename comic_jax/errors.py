@@ -18,3 +18,11 @@ def warn(message: str) -> None:
   import jax  # here, so that importing this module stays free of JAX
   if jax.process_index() == 0:
     print('warning: ' + ' '.join(str(message).split()), file=sys.stderr, flush=True)
+
+
+def note(message: str) -> None:
+  """One `note: ...` line on stderr (process 0 only): what the code did for the user that they
+  should know of (the fields filled into an older run's config)."""
+  import jax
+  if jax.process_index() == 0:
+    print('note: ' + ' '.join(str(message).split()), file=sys.stderr, flush=True)
