@@ -63,7 +63,7 @@ def write_split(directory: str, split: str, rows, records_per_shard: int) -> dic
   def close():
     writer.close()
     path = os.path.join(directory, entries[-1]['file'])
-    entries[-1].update(count=count, sha256=sha256_of(path))
+    entries[-1].update(count=count, sha256=sha256_of(path), bytes=os.path.getsize(path))
 
   for i, record in enumerate(rows):
     if i % records_per_shard == 0:
