@@ -2,7 +2,7 @@
 classification. `comic_jax.load(workdir)` gives a trained model's predictor (see predict.py);
 importing the package imports nothing heavy, so the command lines start fast."""
 
-__version__ = '0.3.0'   # pyproject.toml's; recorded in every config.json (versions.py)
+from comic_jax.versions import __version__  # noqa: F401 - recorded in every config.json
 
 
 def load(workdir: str, **kwargs):

@@ -19,11 +19,10 @@ from typing import Any, Callable
 import jax
 import ml_collections
 import numpy as np
-import tqdm
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from comic_jax import checkpoint, features, machine, metrics, optim, thresholds, writers
+from comic_jax import checkpoint, features, machine, metrics, optim, progress, thresholds, writers
 from comic_jax import workdir as workdir_lib
 from comic_jax.config_checks import validate_config
 from comic_jax.data import augment, longtail, pipeline, samplers, sources
@@ -110,6 +109,7 @@ class Run:
   def __init__(self, config, workdir: str, *, compile_ahead: bool = False):
     """`compile_ahead`: compile the train and predict steps on a worker thread while the state
     is initialised (`_compile_ahead`; `train_and_evaluate` asks for it)."""
+    progress.configure(config.progress_bar)   # every bar: decoding, features, training
     validate_config(config)
     workdir_lib.prepare_workdir(workdir, config)
     self.config, self.workdir = config, workdir
@@ -304,7 +304,7 @@ def trained_line(images: int, seconds: float) -> str:
 def _log(fmt: str, *args) -> None:
   """A progress message, printed by process 0 only."""
   if jax.process_index() == 0:
-    tqdm.tqdm.write(fmt % args)
+    progress.log(fmt % args)
 
 
 class _Loop:
@@ -315,7 +315,7 @@ class _Loop:
     config = run.config
     self.run, self.is_main = run, jax.process_index() == 0
     self.log = writers.MetricsLog(run.workdir, start_step=start_step, enabled=self.is_main)
-    self.bar = tqdm.tqdm(total=run.total_steps * config.batch_size,
+    self.bar = progress.bar(total=run.total_steps * config.batch_size,
                          initial=start_step * config.batch_size, unit='img', unit_scale=True,
                          dynamic_ncols=True, smoothing=0.1,
                          disable=not (config.progress_bar and self.is_main))

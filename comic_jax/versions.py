@@ -15,8 +15,7 @@ from __future__ import annotations
 
 import json
 
-from flax import traverse_util
-
+__version__ = '0.3.0'   # pyproject.toml's; comic_jax.__version__
 VERSION_KEY = 'comic_jax_version'
 # A config.json without VERSION_KEY was written by this version (or an earlier one).
 UNVERSIONED = '0.2.0'
@@ -35,8 +34,7 @@ OPERATIONAL_FIELDS = (
 
 def current() -> str:
   """This installation's version (`comic_jax.__version__`)."""
-  import comic_jax
-  return comic_jax.__version__
+  return __version__
 
 
 def version_tuple(version: str) -> tuple[int, ...]:
@@ -80,6 +78,7 @@ def default_fields() -> dict:
 
 def flatten(d: dict) -> dict:
   """{'a': {'b': 1}} -> {'a.b': 1}."""
+  from flax import traverse_util
   return traverse_util.flatten_dict(d, sep='.')
 
 
@@ -104,6 +103,7 @@ def upgrade(saved: dict, where: str) -> dict:
       _listed('filled in', added, lambda k: f'{k}={flat[k]!r}'
               + (' (as that version ran)' if k in migrated else ' (default)')),
       _listed('ignored (no longer used)', dropped, str)))))
+  from flax import traverse_util
   return traverse_util.unflatten_dict(flat, sep='.')
 
 

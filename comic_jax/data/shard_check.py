@@ -18,11 +18,16 @@ from __future__ import annotations
 from comic_jax.errors import UserError, require
 
 
+def shard_path(root: str, name: str):
+  """`root / name` as a path of local disk, NFS or gs:// (etils' epath, Grain's file layer)."""
+  from etils import epath
+  return epath.Path(root) / name
+
+
 def _files(root: str, manifest: dict):
-  from comic_jax.data import shards
   for split, info in manifest['splits'].items():
     for entry in info['shards']:
-      yield split, entry, shards.shard_path(root, entry['file'])
+      yield split, entry, shard_path(root, entry['file'])
 
 
 def check_files(root: str, manifest: dict) -> None:
@@ -48,10 +53,9 @@ def shard_of(info: dict, index: int) -> tuple[dict, int]:
 
 def read_error(root: str, info: dict, index: int, error: Exception) -> UserError:
   """The one-line error of a record that could not be read from its shard."""
-  from comic_jax.data import shards
   from comic_jax.download import sha256_of
   entry, place = shard_of(info, index)
-  path = shards.shard_path(root, entry['file'])
+  path = shard_path(root, entry['file'])
   reason = ' '.join(str(error).split(';')[0].split())
   reason = reason if len(reason) <= 100 else reason[:97] + '...'
   try:
@@ -65,17 +69,17 @@ def read_error(root: str, info: dict, index: int, error: Exception) -> UserError
                    'copy it again, or convert the data set again')
 
 
-def damaged_record_error(source, transform, indices) -> UserError:
+def damaged_record_error(source, decode, transform, indices) -> UserError:
   """The error of the first of `indices` (records of `source`, a shards.ShardSource) that cannot
-  be read or turned into a model input by `transform`: read again in this process."""
-  from comic_jax.data import shards
+  be read, decoded (`decode`: bytes -> record) or turned into a model input by `transform`:
+  read again in this process."""
   for index in indices:
     try:
       raw = source.read(int(index))
     except Exception as e:  # noqa: BLE001 - ArrayRecord's errors have no common type
       return read_error(source.root, source.info, int(index), e)
     try:
-      record = shards.decode_record(raw)
+      record = decode(raw)
       transform(record['image'], record['key'])
     except UserError as e:
       return e

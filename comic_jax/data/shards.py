@@ -34,6 +34,7 @@ import numpy as np
 from grain import checkpoint as grain_checkpoint
 
 from comic_jax.data import images, shard_check
+from comic_jax.data.shard_check import shard_path
 from comic_jax.data.shard_samplers import EvalSampler, TrainSampler  # noqa: F401 - re-exported
 from comic_jax.data.types import PLTData
 from comic_jax.errors import UserError, require
@@ -94,11 +95,6 @@ def _multi_hot(classes, num_classes: int) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------- reading
-
-def shard_path(root: str, name: str):
-  from etils import epath  # local disk, NFS, or gs:// (epath is Grain's file layer)
-  return epath.Path(root) / name
-
 
 def read_manifest(root: str) -> dict:
   """The manifest of a shard folder, checked (one-line errors for a wrong folder)."""
@@ -171,7 +167,8 @@ class ShardImages:
       record = decode_record(self.source.read(i))
       return self.transform(record['image'], record['key'])
     except Exception:  # noqa: BLE001 - named by damaged_record_error
-      raise shard_check.damaged_record_error(self.source, self.transform, [i]) from None
+      error = shard_check.damaged_record_error(self.source, decode_record, self.transform, [i])
+    raise error from None
 
   def __getitem__(self, index):
     if isinstance(index, (int, np.integer)):
@@ -297,7 +294,7 @@ def _checked(batch: dict, images_: ShardImages, indices) -> dict:
   damaged = batch.pop('damaged')
   if damaged.any():
     rows = np.flatnonzero(damaged)
-    raise shard_check.damaged_record_error(images_.source, images_.transform,
+    raise shard_check.damaged_record_error(images_.source, decode_record, images_.transform,
                                            np.asarray(indices)[rows])
   return batch
 
