@@ -36,7 +36,7 @@ def check_files(root: str, manifest: dict) -> None:
     require(path.exists(), f'{path} is missing: manifest.json lists it; copy the whole folder '
             'again, or convert the data set again')
     if 'bytes' in entry:
-      size = path.stat().st_size
+      size = path.stat().length
       require(size == entry['bytes'], f'{path} has {size} bytes where manifest.json records '
               f'{entry["bytes"]}: the file is damaged or not the one converted; copy it again, or '
               'convert the data set again')
