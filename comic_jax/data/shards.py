@@ -164,7 +164,7 @@ class ShardImages:
 
   def _one(self, i: int) -> np.ndarray:
     try:
-      record = decode_record(self.source.read(i))
+      record = decode_record(self.source[i])
       return self.transform(record['image'], record['key'])
     except Exception:  # noqa: BLE001 - named by damaged_record_error
       error = shard_check.damaged_record_error(self.source, decode_record, self.transform, [i])
@@ -288,11 +288,15 @@ class DecodeImage(grain.MapTransform):
     return {'image': self.transform(rec['image'], rec['key'])}
 
 
-def _checked(batch: dict, images_: ShardImages, indices) -> dict:
-  """`batch` less its 'damaged' flags; UserError naming the first damaged record of `indices`
-  (the records of the batch's rows) if one is flagged."""
+def _checked(batch: dict, images_: ShardImages, indices, iterator) -> dict:
+  """`batch` less its 'damaged' flags; if one is flagged, Grain's `iterator` is closed (its
+  worker processes stop now, not in the interpreter's shutdown) and UserError names the first
+  damaged record of `indices` (the records of the batch's rows)."""
   damaged = batch.pop('damaged')
   if damaged.any():
+    close = getattr(getattr(iterator, '_iterator', iterator), 'close', None)  # Grain 0.2: inner
+    if close is not None:
+      close()
     rows = np.flatnonzero(damaged)
     raise shard_check.damaged_record_error(images_.source, decode_record, images_.transform,
                                            np.asarray(indices)[rows])
@@ -326,7 +330,7 @@ def eval_batches(images_: ShardImages, batch_size: int):
   for b in range(sampler.num_batches):   # the batch's rows: images b * B + p * per + k
     rows = [i if i < len(images_) else 0 for i in range(
         b * batch_size + first, b * batch_size + first + sampler.per)]
-    yield _checked(next(iterator), images_, rows)['image']
+    yield _checked(next(iterator), images_, rows, iterator)['image']
 
 
 class ShardFeed:
@@ -358,7 +362,8 @@ class ShardFeed:
     if self._iterator is None or step < self._next:
       self._iterator, self._next = iter(self.loader), 0
     while self._next <= step:   # forward to `step` (only after an unusual call order)
-      rows = _checked(next(self._iterator), self.images, self.indices(self._next))
+      rows = _checked(next(self._iterator), self.images, self.indices(self._next),
+                      self._iterator)
       self._next += 1
     out = {name: {k: v[s * self.per:(s + 1) * self.per] for k, v in rows.items()}
            for s, name in enumerate(self.names)}
