@@ -29,21 +29,14 @@ def _train(tmp_path, *overrides):
                   f'--workdir={tmp_path / "run"}', *overrides)
 
 
-TRACKER = 'multiprocessing/resource_tracker.py'   # its "leaked shared_memory" warning
-
-
-def _error_line(result, *fragments, tracker_lines=False) -> str:
+def _error_line(result, *fragments) -> str:
   """The command failed with one `error:` line, the last of stderr, on a line of its own (no
-  bar before it on that line), naming every fragment; no traceback. `tracker_lines`: the
-  multiprocessing resource tracker's lines after it are left out (see the shard test)."""
+  bar before it on that line), naming every fragment; no traceback, no leaked shared memory."""
   assert result.returncode == 2, result.stderr
   lines = result.stderr.rstrip('\n').split('\n')
-  if tracker_lines and any(TRACKER in line for line in lines):
-    lines = lines[:min(i for i, line in enumerate(lines) if TRACKER in line)]
   assert lines[-1].startswith('error: '), repr(lines[-3:])
   assert sum(line.startswith('error: ') for line in lines) == 1, result.stderr
-  assert 'Traceback' not in result.stderr, result.stderr
-  assert tracker_lines or 'leaked' not in result.stderr, result.stderr
+  assert 'Traceback' not in result.stderr and 'leaked' not in result.stderr, result.stderr
   for fragment in fragments:
     assert fragment in lines[-1], (fragment, lines[-1])
   return lines[-1]
@@ -181,8 +174,6 @@ def test_a_damaged_or_missing_shard_is_one_line(tmp_path, npz_shards, damage, wo
   else:
     shard = path / 'train-00002-of-00004.array_record'
     shard.write_bytes(shard.read_bytes()[:-100])
-  # With Grain's worker processes (workers > 0) the batches they had ready in shared memory
-  # when the damaged one came are removed by Python's resource tracker at exit, which says so
-  # ("leaked shared_memory objects") after the error line: not fixed yet.
-  _error_line(_train(tmp_path, *_shard_args(path, workers)), *fragments,
-              tracker_lines=workers > 0)
+  # With Grain's worker processes (workers > 0) too: their batches in shared memory are freed
+  # before the error (no "leaked shared_memory objects" from Python's resource tracker).
+  _error_line(_train(tmp_path, *_shard_args(path, workers)), *fragments)

@@ -294,9 +294,8 @@ def _checked(batch: dict, images_: ShardImages, indices, iterator) -> dict:
   damaged record of `indices` (the records of the batch's rows)."""
   damaged = batch.pop('damaged')
   if damaged.any():
-    close = getattr(getattr(iterator, '_iterator', iterator), 'close', None)  # Grain 0.2: inner
-    if close is not None:
-      close()
+    batch.clear()
+    shard_check.stop_loader(iterator)
     rows = np.flatnonzero(damaged)
     raise shard_check.damaged_record_error(images_.source, decode_record, images_.transform,
                                            np.asarray(indices)[rows])
@@ -362,8 +361,12 @@ class ShardFeed:
     if self._iterator is None or step < self._next:
       self._iterator, self._next = iter(self.loader), 0
     while self._next <= step:   # forward to `step` (only after an unusual call order)
-      rows = _checked(next(self._iterator), self.images, self.indices(self._next),
-                      self._iterator)
+      try:
+        rows = _checked(next(self._iterator), self.images, self.indices(self._next),
+                        self._iterator)
+      except UserError:
+        self._iterator, self._last = None, (None, None)   # its batches freed now
+        raise
       self._next += 1
     out = {name: {k: v[s * self.per:(s + 1) * self.per] for k, v in rows.items()}
            for s, name in enumerate(self.names)}
