@@ -177,3 +177,28 @@ def test_a_damaged_or_missing_shard_is_one_line(tmp_path, npz_shards, damage, wo
   # With Grain's worker processes (workers > 0) too: their batches in shared memory are freed
   # before the error (no "leaked shared_memory objects" from Python's resource tracker).
   _error_line(_train(tmp_path, *_shard_args(path, workers)), *fragments)
+
+
+# ----------------------------------------------------------------------------- bars and messages
+
+def test_messages_take_lines_of_their_own_beside_an_open_bar(capsys):
+  from comic_jax import cli, progress
+  from comic_jax.errors import warn
+  progress.configure(True)
+  bar = progress.bar(total=10, desc='decoding', file=sys.stderr)
+  bar.update(3)
+  warn('something odd')                       # the bar is cleared, the line written, the bar
+  err = capsys.readouterr().err               # drawn again below it
+  line = next(line for line in err.split('\n') if 'warning:' in line)
+  assert line.split('\r')[-1] == 'warning: something odd', repr(err)
+  with pytest.raises(SystemExit) as e:
+    cli.fail('bad value')                     # the bar's line is ended, the error is the last
+  err = capsys.readouterr().err
+  assert e.value.code == 2 and err.split('\n')[-2] == 'error: bad value', repr(err)
+  assert 'decoding' in err.split('\n')[-3]    # the bar's last state stays above it
+  progress.configure(False)                   # config.progress_bar=False: no bar is drawn
+  quiet = progress.bar(total=10, desc='quiet', file=sys.stderr)
+  quiet.update(5)
+  quiet.close()
+  progress.configure(True)
+  assert quiet.disable and 'quiet' not in capsys.readouterr().err
