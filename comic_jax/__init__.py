@@ -2,6 +2,8 @@
 classification. `comic_jax.load(workdir)` gives a trained model's predictor (see predict.py);
 importing the package imports nothing heavy, so the command lines start fast."""
 
+from comic_jax.versions import __version__  # noqa: F401 - recorded in every config.json
+
 
 def load(workdir: str, **kwargs):
   """A Predictor of a run's workdir or of an exported folder: `.predict(images)` -> (N, C)

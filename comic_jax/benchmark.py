@@ -47,6 +47,7 @@ from ml_collections import config_flags  # noqa: E402
 from comic_jax import (  # noqa: E402
   cli,
   machine,
+  progress,
   published,  # noqa: E402
   runtime,
 )
@@ -220,13 +221,11 @@ def run_dir(workdir: str, experiment: Experiment, seed: int) -> str:
 def run_all(base, runs: list[tuple[Experiment, int]], workdir: str) -> int:
   """Trains every run that has no results.json yet (its output goes to <run>/log.txt); returns
   how many it trained."""
-  import tqdm
-
   from comic_jax import train
   todo = [(e, s) for e, s in runs
           if not os.path.exists(os.path.join(run_dir(workdir, e, s), 'results.json'))]
   print(f'{len(runs)} runs, {len(runs) - len(todo)} already finished, {len(todo)} to train')
-  bar = tqdm.tqdm(todo, unit='run', dynamic_ncols=True)
+  bar = progress.bar(iterable=todo, unit='run', dynamic_ncols=True)
   for experiment, seed in bar:
     bar.set_description(f'{experiment.key} seed {seed}')
     directory = run_dir(workdir, experiment, seed)
@@ -343,6 +342,7 @@ def main(argv):
   runtime.keep_freed_memory()   # XLA's per-step buffers reuse the heap
   runtime.use_cpu_devices(FLAGS.config)         # before JAX starts; every run shares the split
   runtime.use_compilation_cache(FLAGS.config)   # a recipe's later runs skip compiling
+  progress.configure(FLAGS.config.progress_bar)   # the runs' bar (each run's own are off)
   from comic_jax import plots
   from comic_jax.methods import registry
   from comic_jax.workdir import Preempted

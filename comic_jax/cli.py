@@ -13,7 +13,9 @@ from absl import flags
 
 
 def fail(message) -> None:
-  print('error: ' + ' '.join(str(message).split()), file=sys.stderr)
+  from comic_jax import progress
+  progress.end_bars()      # the error starts a line of its own
+  print('error: ' + ' '.join(str(message).split()), file=sys.stderr, flush=True)
   sys.exit(2)
 
 

@@ -1,5 +1,4 @@
 """User-facing errors: the CLI prints them as one line, never as a stack trace."""
-import sys
 
 
 class UserError(Exception):
@@ -17,4 +16,14 @@ def warn(message: str) -> None:
   does not stop the run (a class without test positives, a damaged checkpoint skipped)."""
   import jax  # here, so that importing this module stays free of JAX
   if jax.process_index() == 0:
-    print('warning: ' + ' '.join(str(message).split()), file=sys.stderr, flush=True)
+    from comic_jax import progress
+    progress.message('warning: ' + ' '.join(str(message).split()))
+
+
+def note(message: str) -> None:
+  """One `note: ...` line on stderr (process 0 only): what the code did for the user that they
+  should know of (the fields filled into an older run's config)."""
+  import jax
+  if jax.process_index() == 0:
+    from comic_jax import progress
+    progress.message('note: ' + ' '.join(str(message).split()))

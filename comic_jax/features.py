@@ -19,11 +19,10 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
-import tqdm
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from comic_jax import costs
+from comic_jax import costs, progress
 from comic_jax.data import augment, pipeline, splits
 from comic_jax.data.types import PLTData
 from comic_jax.errors import warn
@@ -189,7 +188,7 @@ def cache_features(config, data: PLTData, workdir: str, mesh, log=print) -> PLTD
 
   variables = jax.device_put(variables, replicated)
   n_images = sum(len(jobs[f][0]) * max(jobs[f][1], 1) for f in todo)
-  bar = tqdm.tqdm(total=n_images, desc='feature cache', unit='img', dynamic_ncols=True,
+  bar = progress.bar(total=n_images, desc='feature cache', unit='img', dynamic_ncols=True,
                   leave=False, disable=jax.process_index() != 0)
 
   def mapped(fn, images):

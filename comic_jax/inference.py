@@ -19,19 +19,22 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from comic_jax import checkpoint, features, optim, predictor
+from comic_jax import checkpoint, features, optim, predictor, versions
 from comic_jax import state as state_lib
 from comic_jax.errors import UserError, require
 from comic_jax.methods import registry
 
 
 def load_config(workdir: str) -> ml_collections.ConfigDict:
-  """The run's config, rebuilt from `<workdir>/config.json`."""
+  """The run's config, rebuilt from `<workdir>/config.json`; that of an older version with the
+  fields added since filled in (`versions.upgrade`, one `note:` line)."""
   path = os.path.join(workdir, 'config.json')
   require(os.path.isfile(path), f'{workdir!r} is not a run directory (no config.json)')
   try:
     with open(path) as f:
-      return ml_collections.ConfigDict(json.load(f))
+      saved = json.load(f)
+    require(isinstance(saved, dict), f'cannot read {path}: not a JSON object')
+    return ml_collections.ConfigDict(versions.upgrade(saved, path))
   except (OSError, ValueError, TypeError, AttributeError) as e:
     raise UserError(f'cannot read {path}: {" ".join(str(e).split())}') from None
 

@@ -4,8 +4,8 @@ One jit-compiled train step, sharded over a 1-D device mesh with axis 'data': th
 split over the devices, the train state is replicated. The same code runs on one CPU, N GPUs or
 the hosts of a TPU pod (each host feeds its slice of every global batch).
 
-Workdir contents: `config.json`, `metrics.jsonl` (one line per evaluation: validation metrics
-`val`; the last line also the test metrics `eval`), `results.json` (final test metrics per
+Workdir contents: `config.json`, `metrics.jsonl` (one line per evaluation: validation metrics `val`;
+the last line also the test metrics `eval`), `results.json` (final test metrics per
 reported model, percent), `val_results.json` (the same on the validation set), `thresholds.json`,
 `per_class_ap.json`, `backbone.json` (frozen backbone: `features.weights_record`), `checkpoints/`.
 """
@@ -19,13 +19,13 @@ from typing import Any, Callable
 import jax
 import ml_collections
 import numpy as np
-import tqdm
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from comic_jax import checkpoint, costs, features, machine, metrics, optim, thresholds, writers
+from comic_jax import checkpoint, features, machine, metrics, optim, progress, thresholds, writers
 from comic_jax import workdir as workdir_lib
 from comic_jax.config_checks import validate_config
+from comic_jax.costs import run_line
 from comic_jax.data import augment, longtail, pipeline, samplers, sources
 from comic_jax.data.pipeline import host_to_global
 from comic_jax.errors import UserError, require
@@ -110,6 +110,7 @@ class Run:
   def __init__(self, config, workdir: str, *, compile_ahead: bool = False):
     """`compile_ahead`: compile the train and predict steps on a worker thread while the state
     is initialised (`_compile_ahead`; `train_and_evaluate` asks for it)."""
+    progress.configure(config.progress_bar)   # every bar: decoding, features, training
     validate_config(config)
     workdir_lib.prepare_workdir(workdir, config)
     self.config, self.workdir = config, workdir
@@ -304,7 +305,7 @@ def trained_line(images: int, seconds: float) -> str:
 def _log(fmt: str, *args) -> None:
   """A progress message, printed by process 0 only."""
   if jax.process_index() == 0:
-    tqdm.tqdm.write(fmt % args)
+    progress.log(fmt % args if args else fmt)
 
 
 class _Loop:
@@ -315,7 +316,7 @@ class _Loop:
     config = run.config
     self.run, self.is_main = run, jax.process_index() == 0
     self.log = writers.MetricsLog(run.workdir, start_step=start_step, enabled=self.is_main)
-    self.bar = tqdm.tqdm(total=run.total_steps * config.batch_size,
+    self.bar = progress.bar(total=run.total_steps * config.batch_size,
                          initial=start_step * config.batch_size, unit='img', unit_scale=True,
                          dynamic_ncols=True, smoothing=0.1,
                          disable=not (config.progress_bar and self.is_main))
@@ -409,8 +410,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     workdir_lib.rewrite_metrics_log(run.path('metrics.jsonl'), start_step)
     if start_step:
       _log('resumed from step %d (epoch %d)', start_step, start_step // run.steps_per_epoch)
-    _log('%s', costs.run_line(config, run.steps_per_epoch, run.mesh.size, start_step,
-                              jax.default_backend()))
+    _log(run_line(config, run.steps_per_epoch, run.mesh.size, start_step, jax.default_backend()))
     loop = _Loop(run, start_step)
     if start_step < run.total_steps:
       run.wait_compiled('train')

@@ -28,15 +28,10 @@ import weakref
 import jax
 from flax import traverse_util
 
-from comic_jax import checkpoint
+from comic_jax import checkpoint, versions
 from comic_jax.errors import UserError, require, warn
 
 LOCK_NAME = 'lock'
-# Fields that may differ when a run is resumed in the same workdir (they change no result, or,
-# for the device counts, only its float rounding).
-RESUME_SAFE_FIELDS = ('progress_bar', 'num_devices', 'cpu_devices', 'eval_batch_size',
-                      'keep_checkpoints', 'checkpoint_every_epochs', 'eval_every_epochs',
-                      'compilation_cache')
 # Exit status of a run stopped by a signal after saving its checkpoint: the shell's convention
 # (128 + signal number: 143 for SIGTERM, 130 for SIGINT), so schedulers see "preempted".
 PREEMPTED_EXIT_BASE = 128
@@ -224,28 +219,33 @@ def prepare_workdir(workdir: str, config) -> None:
       release_lock(workdir)
     raise
   if jax.process_index() == 0:
-    write_text(os.path.join(workdir, 'config.json'),
-               config.to_json_best_effort(indent=2, sort_keys=True))
+    write_json(os.path.join(workdir, 'config.json'),
+               versions.stamp(json.loads(config.to_json_best_effort())), indent=2, sort_keys=True)
 
 
 def _check_saved_config(workdir: str, config) -> None:
+  """Refuses (UserError) to resume a run whose saved config differs from `config` in a field
+  that defines the run (`versions.identity`); an older version's config.json is first read as
+  today's code reads it (`versions.upgrade`)."""
+  if not checkpoint.has_checkpoint(workdir):
+    return
   saved_path = os.path.join(workdir, 'config.json')
-  current = flatten(json.loads(config.to_json_best_effort()))
-  if checkpoint.has_checkpoint(workdir):
-    require(os.path.exists(saved_path),
-            f'workdir {workdir!r} has checkpoints but no config.json, so its config cannot be '
-            'checked; put the config.json back, or use a new --workdir to start afresh')
-    try:
-      with open(saved_path) as f:
-        saved = flatten(json.load(f))
-    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError, TypeError) as e:
-      raise UserError(f'{saved_path} is unreadable ({e}), so the config of the checkpoints '
-                      'cannot be checked; restore it, or use a new --workdir') from None
-    differ = sorted(k for k in set(saved) | set(current)
-                    if saved.get(k) != current.get(k) and k.split('.')[0] not in RESUME_SAFE_FIELDS)
-    shown = ', '.join(f'{k}: {saved.get(k)!r} there, {current.get(k)!r} now' for k in differ[:3])
-    require(not differ, f'workdir {workdir!r} holds a run with another config ({shown}'
-            f'{", ..." if len(differ) > 3 else ""}); use a new --workdir to start afresh')
+  require(os.path.exists(saved_path),
+          f'workdir {workdir!r} has checkpoints but no config.json, so its config cannot be '
+          'checked; put the config.json back, or use a new --workdir to start afresh')
+  try:
+    with open(saved_path) as f:
+      saved = json.load(f)
+    require(isinstance(saved, dict), f'{saved_path} is not a JSON object')
+    saved = versions.identity(flatten(versions.upgrade(saved, saved_path)))
+  except (json.JSONDecodeError, UnicodeDecodeError, AttributeError, TypeError) as e:
+    raise UserError(f'{saved_path} is unreadable ({e}), so the config of the checkpoints '
+                    'cannot be checked; restore it, or use a new --workdir') from None
+  current = versions.identity(flatten(json.loads(config.to_json_best_effort())))
+  differ = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
+  shown = ', '.join(f'{k}: {saved.get(k)!r} there, {current.get(k)!r} now' for k in differ[:3])
+  require(not differ, f'workdir {workdir!r} holds a run with another config ({shown}'
+          f'{", ..." if len(differ) > 3 else ""}); use a new --workdir to start afresh')
 
 
 # ------------------------------------------------------------------------------- preemption

@@ -26,9 +26,7 @@ def get_config():
   # model and the results are the same; metrics.jsonl has 6 validation points instead of 30.
   config.eval_every_epochs = 5
   config.checkpoint_every_epochs = 5
-  # A CPU-only machine trains data-parallel over two CPU devices (runtime.use_cpu_devices): on the
-  # project's 2-core machine the BCE step ran 1.46x faster and COMIC's 1.09x (A/B in one process;
-  # docs/performance.md). The model is the same up to float rounding (the benchmark's 3-seed means
-  # moved by at most 0.45 of a standard deviation). GPUs and TPUs are not affected.
-  config.cpu_devices = 2
+  # One CPU device (the default; no collective that can hang on a loaded CPU). Two devices
+  # (--config.cpu_devices=2) trained this command 1.08-1.34x faster on a shared 2-core AMD EPYC,
+  # with other digits (docs/performance.md); they once aborted in XLA:CPU's all-reduce.
   return config

@@ -22,8 +22,8 @@ import shutil
 import sys
 
 import numpy as np
-import tqdm
 
+from comic_jax import progress
 from comic_jax.data import images, shards, sources, splits
 from comic_jax.download import sha256_of
 from comic_jax.errors import UserError, require
@@ -58,12 +58,12 @@ def write_split(directory: str, split: str, rows, records_per_shard: int) -> dic
   n = len(rows)
   num_shards = max(1, -(-n // records_per_shard))
   entries, writer, count = [], None, 0
-  bar = tqdm.tqdm(total=n, desc=f'writing {split}', unit='img', dynamic_ncols=True, leave=False)
+  bar = progress.bar(total=n, desc=f'writing {split}', unit='img', dynamic_ncols=True, leave=False)
 
   def close():
     writer.close()
     path = os.path.join(directory, entries[-1]['file'])
-    entries[-1].update(count=count, sha256=sha256_of(path))
+    entries[-1].update(count=count, sha256=sha256_of(path), bytes=os.path.getsize(path))
 
   for i, record in enumerate(rows):
     if i % records_per_shard == 0:
@@ -205,6 +205,7 @@ def main(argv) -> None:
   if len(argv) > 1:
     cli.fail(f'unexpected argument(s) {" ".join(argv[1:])}: give options as --name=value')
   FLAGS = flags.FLAGS
+  progress.configure(FLAGS.config.progress_bar)
   try:
     manifest = convert(FLAGS.config.data, FLAGS.output, FLAGS.records_per_shard)
   except UserError as e:

@@ -21,20 +21,21 @@ The training sampler is the in-memory path's samplers seen by Grain: record posi
 process p is the row p * B / P + (r's place in its batch) of the global batch of its step, so
 a step reads the indices `samplers.*.indices(step)` gives, each process only its own rows.
 Grain's workers each batch their own slice of the positions (r = w, w + W, ...) and hand the
-batches out round-robin, so `_position` lays the steps out in that order.
+batches out round-robin, so `shard_samplers.position` lays the steps out in that order.
 """
 from __future__ import annotations
 
 import dataclasses
 import io
 import json
-import math
 
 import grain.python as grain
 import numpy as np
 from grain import checkpoint as grain_checkpoint
 
-from comic_jax.data import images
+from comic_jax.data import images, shard_check
+from comic_jax.data.shard_check import shard_path
+from comic_jax.data.shard_samplers import EvalSampler, TrainSampler  # noqa: F401 - re-exported
 from comic_jax.data.types import PLTData
 from comic_jax.errors import UserError, require
 
@@ -44,6 +45,7 @@ MANIFEST = 'manifest.json'
 LABELS = 'labels.npz'
 SPLITS = ('train', 'val', 'test')
 ENCODINGS = ('file', 'png', 'npy')
+DAMAGED = b''   # what ShardSource gives Grain for a record it cannot read
 
 
 # ------------------------------------------------------------------------------- records
@@ -94,14 +96,9 @@ def _multi_hot(classes, num_classes: int) -> np.ndarray:
 
 # ------------------------------------------------------------------------------- reading
 
-def _path(root: str, name: str):
-  from etils import epath  # local disk, NFS, or gs:// (epath is Grain's file layer)
-  return epath.Path(root) / name
-
-
 def read_manifest(root: str) -> dict:
   """The manifest of a shard folder, checked (one-line errors for a wrong folder)."""
-  path = _path(root, MANIFEST)
+  path = shard_path(root, MANIFEST)
   require(path.exists(), f'config.data.path={root!r} has no {MANIFEST}: convert a data set with '
           '`python -m comic_jax.data.convert --config=... --output=DIR` first')
   try:
@@ -119,9 +116,9 @@ class ShardSource:
   records this process read."""
 
   def __init__(self, root: str, split: str, info: dict):
-    self.root, self.split = root, split
+    self.root, self.split, self.info = root, split, info
     # 'file[0:count]': the manifest's counts, so no process opens every file to count them.
-    self.files = [f"{_path(root, s['file'])}[0:{s['count']}]" for s in info['shards']]
+    self.files = [f"{shard_path(root, s['file'])}[0:{s['count']}]" for s in info['shards']]
     self.length = int(info['count'])
     self.digest = info['sha256'][:16]
     self.reads = 0
@@ -133,11 +130,17 @@ class ShardSource:
   def __len__(self) -> int:
     return self.length
 
-  def __getitem__(self, index) -> bytes:
+  def read(self, index) -> bytes:
     if self._source is None:
       self._source = grain.ArrayRecordDataSource(self.files)
     self.reads += 1
     return self._source[int(index)]
+
+  def __getitem__(self, index) -> bytes:   # Grain's: a damaged shard's record is DAMAGED, and
+    try:                                      # the batch says so (`_decoded`), no worker fails
+      return self.read(index)
+    except Exception:  # noqa: BLE001 - ArrayRecord's errors have no common type
+      return DAMAGED
 
   def __repr__(self) -> str:   # Grain checks it when restoring an iterator: the content, not
     return f'ShardSource({self.split}, {self.length}, sha256={self.digest})'   # the place
@@ -160,8 +163,12 @@ class ShardImages:
     return self.shape[0]
 
   def _one(self, i: int) -> np.ndarray:
-    record = decode_record(self.source[i])
-    return self.transform(record['image'], record['key'])
+    try:
+      record = decode_record(self.source[i])
+      return self.transform(record['image'], record['key'])
+    except Exception:  # noqa: BLE001 - named by damaged_record_error
+      error = shard_check.damaged_record_error(self.source, decode_record, self.transform, [i])
+    raise error from None
 
   def __getitem__(self, index):
     if isinstance(index, (int, np.integer)):
@@ -200,11 +207,13 @@ def preprocessing_of(dc) -> dict:
 def load_dataset(dc) -> PLTData:
   """The PLTData of a shard folder: labels from labels.npz, images as `ShardImages`."""
   manifest = read_manifest(dc.path)
+  shard_check.check_files(dc.path, manifest)
   try:
-    with _path(dc.path, LABELS).open('rb') as f, np.load(f, allow_pickle=False) as z:
+    with shard_path(dc.path, LABELS).open('rb') as f, np.load(f, allow_pickle=False) as z:
       labels = {k: z[k] for k in z.files}
   except (OSError, ValueError) as e:
-    raise UserError(f'{_path(dc.path, LABELS)} is unreadable: {" ".join(str(e).split())}') from None
+    raise UserError(f'{shard_path(dc.path, LABELS)} is unreadable: '
+                    f'{" ".join(str(e).split())}') from None
   split_images = {}
   for split in SPLITS:
     if split in manifest['splits']:
@@ -232,89 +241,16 @@ def _process() -> tuple[int, int]:
   return jax.process_index(), jax.process_count()
 
 
-def _position(r: int, rows: int, workers: int) -> tuple[int, int]:
-  """(step, row within the step's batch) of a process's record position r, when `workers`
-  Grain workers (0 = in process) each batch positions w, w + W, ... and hand out their batches
-  round-robin: worker w's j-th batch is step j * W + w."""
-  w = max(workers, 1)
-  j, row = divmod(r // w, rows)
-  return j * w + r % w, row
-
-
-def _num_positions(num_steps: int, rows: int, workers: int) -> int:
-  """Positions that cover `num_steps` steps: every worker's last batch is full."""
-  w = max(workers, 1)
-  return math.ceil(num_steps / w) * w * rows
-
-
-class TrainSampler:
-  """Grain sampler of the training records: global position g = r * P + p (Grain's sharding
-  over P processes) is row p * per + row of stream s of `step` (see `_position`), where a
-  step's batch holds the streams one after the other, `per` = global batch / P rows each."""
-
-  def __init__(self, stream_samplers: list, batch_size: int, num_steps: int, workers: int,
-               processes: int):
-    self.stream_samplers = stream_samplers
-    self.per = batch_size // processes
-    self.rows = self.per * len(stream_samplers)
-    self.workers, self.processes, self.num_steps = workers, processes, num_steps
-    self.length = _num_positions(num_steps, self.rows, workers) * processes
-    self._drawn = {}
-
-  def __len__(self) -> int:
-    return self.length
-
-  def _indices(self, step: int, stream: int) -> np.ndarray:
-    """The stream's global batch of `step`, drawn once for the rows of the step (Grain asks
-    from its reading threads: one `get`, then at most a redundant draw)."""
-    drawn = self._drawn.get((step, stream))
-    if drawn is None:
-      drawn = self.stream_samplers[stream].indices(step)
-      if len(self._drawn) >= 16:
-        self._drawn.clear()
-      self._drawn[step, stream] = drawn
-    return drawn
-
-  def __getitem__(self, g: int):
-    if not 0 <= g < self.length:
-      raise IndexError(g)
-    r, p = divmod(g, self.processes)
-    step, row = _position(r, self.rows, self.workers)
-    stream, k = divmod(row, self.per)
-    key = int(self._indices(step, stream)[p * self.per + k])
-    return grain.RecordMetadata(index=g, record_key=key)
-
-  def __repr__(self) -> str:   # Grain checks it when restoring an iterator
-    kinds = ','.join(type(s).__name__ for s in self.stream_samplers)
-    seeds = ','.join(str(s.seed) for s in self.stream_samplers)
-    return (f'TrainSampler({kinds}, seeds={seeds}, batch={self.per * self.processes}, '
-            f'steps={self.num_steps}, processes={self.processes})')
-
-
-class EvalSampler:
-  """Grain sampler of dataset-wide inference: batch b holds images b * B .. b * B + B - 1 (B the
-  global batch), each process its rows; rows past the end are image 0 (padding, dropped)."""
-
-  def __init__(self, num_images: int, batch_size: int, workers: int, processes: int):
-    self.n, self.batch_size, self.workers, self.processes = (num_images, batch_size, workers,
-                                                             processes)
-    self.per = batch_size // processes
-    self.num_batches = -(-num_images // batch_size)
-    self.length = _num_positions(self.num_batches, self.per, workers) * processes
-
-  def __len__(self) -> int:
-    return self.length
-
-  def __getitem__(self, g: int):
-    if not 0 <= g < self.length:
-      raise IndexError(g)
-    r, p = divmod(g, self.processes)
-    b, k = _position(r, self.per, self.workers)
-    i = b * self.batch_size + p * self.per + k
-    return grain.RecordMetadata(index=g, record_key=i if i < self.n else 0)
-
-  def __repr__(self) -> str:
-    return f'EvalSampler({self.n}, batch={self.batch_size}, processes={self.processes})'
+def _decoded(map_fn):
+  """A Grain map of record bytes that never raises: a record that cannot be read or decoded
+  gives zeros and 'damaged' 1, so the training process names it (`_checked`) and stops its
+  workers cleanly, instead of a worker's traceback and leaked shared memory."""
+  def map(self, raw: bytes) -> dict:
+    try:
+      return {**map_fn(self, decode_record(raw)), 'damaged': np.int8(0)}
+    except Exception:  # noqa: BLE001 - read again and named in the training process
+      return {**map_fn(self, None), 'damaged': np.int8(1)}
+  return map
 
 
 @dataclasses.dataclass(frozen=True)
@@ -323,9 +259,15 @@ class DecodeTraining(grain.MapTransform):
   gives on the in-memory path), on a Grain worker."""
   transform: ImageTransform
   num_classes: int
+  shape: tuple = ()             # of an image, for a damaged record's zeros
+  dtype: str = 'uint8'
 
-  def map(self, raw: bytes) -> dict:
-    rec = decode_record(raw)
+  @_decoded
+  def map(self, rec) -> dict:
+    if rec is None:
+      zeros = np.zeros(self.num_classes, np.float32)
+      return {'image': np.zeros(self.shape, self.dtype), 'label': zeros, 'label_full': zeros,
+              'label_negative': zeros}
     label = _multi_hot(rec['labels'], self.num_classes)
     full = label if rec['full'] is None else _multi_hot(rec['full'], self.num_classes)
     return {'image': self.transform(rec['image'], rec['key']), 'label': label,
@@ -336,10 +278,28 @@ class DecodeTraining(grain.MapTransform):
 class DecodeImage(grain.MapTransform):
   """Record bytes -> {'image'}, on a Grain worker."""
   transform: ImageTransform
+  shape: tuple = ()
+  dtype: str = 'uint8'
 
-  def map(self, raw: bytes) -> dict:
-    rec = decode_record(raw)
+  @_decoded
+  def map(self, rec) -> dict:
+    if rec is None:
+      return {'image': np.zeros(self.shape, self.dtype)}
     return {'image': self.transform(rec['image'], rec['key'])}
+
+
+def _checked(batch: dict, images_: ShardImages, indices, iterator) -> dict:
+  """`batch` less its 'damaged' flags; if one is flagged, Grain's `iterator` is closed (its
+  worker processes stop now, not in the interpreter's shutdown) and UserError names the first
+  damaged record of `indices` (the records of the batch's rows)."""
+  damaged = batch.pop('damaged')
+  if damaged.any():
+    batch.clear()
+    shard_check.stop_loader(iterator)
+    rows = np.flatnonzero(damaged)
+    raise shard_check.damaged_record_error(images_.source, decode_record, images_.transform,
+                                           np.asarray(indices)[rows])
+  return batch
 
 
 def _loader(source: ShardSource, sampler, decode, rows: int, workers: int, prefetch: int):
@@ -362,11 +322,14 @@ def eval_batches(images_: ShardImages, batch_size: int):
   decoded on Grain's workers: `pipeline.map_dataset` on shards."""
   _, n = _process()
   sampler = EvalSampler(len(images_), batch_size, images_.workers, n)
-  loader = _loader(images_.source, sampler, DecodeImage(images_.transform), batch_size // n,
-                   images_.workers, images_.prefetch)
-  iterator = iter(loader)
-  for _ in range(sampler.num_batches):
-    yield next(iterator)['image']
+  decode = DecodeImage(images_.transform, images_.shape[1:], images_.dtype.str)
+  iterator = iter(_loader(images_.source, sampler, decode, batch_size // n, images_.workers,
+                          images_.prefetch))
+  first = _process()[0] * sampler.per
+  for b in range(sampler.num_batches):   # the batch's rows: images b * B + p * per + k
+    rows = [i if i < len(images_) else 0 for i in range(
+        b * batch_size + first, b * batch_size + first + sampler.per)]
+    yield _checked(next(iterator), images_, rows, iterator)['image']
 
 
 class ShardFeed:
@@ -385,7 +348,9 @@ class ShardFeed:
     self.dc = config.data
     self.sampler = TrainSampler(list(stream_samplers.values()), config.batch_size, num_steps,
                                 self.dc.workers, n)
-    decode = DecodeTraining(data.x_train.transform, data.num_classes)
+    self.images = data.x_train
+    decode = DecodeTraining(data.x_train.transform, data.num_classes, data.x_train.shape[1:],
+                            data.x_train.dtype.str)
     self.loader = _loader(data.x_train.source, self.sampler, decode, self.sampler.rows,
                           self.dc.workers, self.dc.prefetch)
     self._iterator, self._next, self._last = None, 0, (None, None)
@@ -396,12 +361,23 @@ class ShardFeed:
     if self._iterator is None or step < self._next:
       self._iterator, self._next = iter(self.loader), 0
     while self._next <= step:   # forward to `step` (only after an unusual call order)
-      rows = next(self._iterator)
+      try:
+        rows = _checked(next(self._iterator), self.images, self.indices(self._next),
+                        self._iterator)
+      except UserError:
+        self._iterator, self._last = None, (None, None)   # its batches freed now
+        raise
       self._next += 1
     out = {name: {k: v[s * self.per:(s + 1) * self.per] for k, v in rows.items()}
            for s, name in enumerate(self.names)}
     self._last = (step, out)
     return out
+
+  def indices(self, step: int) -> list[int]:
+    """The training records of this process's rows of `step`, stream after stream."""
+    p, _ = _process()
+    return [int(i) for s in range(len(self.names))
+            for i in self.sampler.indices(step, s)[p * self.per:(p + 1) * self.per]]
 
   # Grain's orbax handler (grain.checkpoint.CheckpointSave / CheckpointRestore) calls these.
   def get_state(self) -> bytes:

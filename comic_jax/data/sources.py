@@ -21,8 +21,8 @@ import os
 import zipfile
 
 import numpy as np
-import tqdm
 
+from comic_jax import progress
 from comic_jax.data import images, longtail, own_data, splits, synthetic
 from comic_jax.data.own_data import Pool
 from comic_jax.data.types import PLTData
@@ -291,10 +291,14 @@ def image_loader(encoded, keys, tag: str, dc, cache: str, fingerprint=None):
           return cached
       except (ValueError, OSError, EOFError) as e:
         warn(f'the image cache {path} is unreadable ({e}): decoding the images again')
-    bar = tqdm.tqdm(total=len(indices), desc=f'decoding {tag} ({mode})', unit='img',
-                    dynamic_ncols=True, leave=False)
-    out = images.map_images(fn, list(indices), dc.num_threads or os.cpu_count() or 1,
-                            progress=lambda n=1: bar.update(n))
+    bar = progress.bar(total=len(indices), desc=f'decoding {tag} ({mode})', unit='img',
+                       dynamic_ncols=True, leave=False)
+    try:
+      out = images.map_images(fn, list(indices), dc.num_threads or os.cpu_count() or 1,
+                              progress=lambda n=1: bar.update(n))
+    except BaseException:
+      progress.end_bars()     # the error that follows starts a line of its own
+      raise
     bar.close()
     splits.save_cached(path, out)
     return np.load(path, mmap_mode='r')

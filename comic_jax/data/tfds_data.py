@@ -13,8 +13,8 @@ from __future__ import annotations
 import os
 
 import numpy as np
-import tqdm
 
+from comic_jax import progress
 from comic_jax.data import splits
 from comic_jax.errors import UserError
 
@@ -89,8 +89,8 @@ class TfdsSplit:
         return list(z['keys']), z['labels']
     labels = np.zeros((n, c), dtype=np.int8)
     keys = []
-    for i in tqdm.trange(n, desc=f'scanning {self.name} {self.split} labels', unit='img',
-                         dynamic_ncols=True, leave=False):
+    for i in progress.bar(iterable=range(n), desc=f'scanning {self.name} {self.split} labels',
+                          unit='img', dynamic_ncols=True, leave=False):
       rec = self.source[i]
       keys.append(_key(rec[self.key_field]))
       labels[i, np.asarray(rec['objects']['label'], dtype=np.int64)] = 1
