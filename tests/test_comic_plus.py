@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import comic_jax
 from comic_jax import metrics, train
 from comic_jax.errors import UserError
 from comic_jax.losses import htb
@@ -152,6 +153,17 @@ def test_tiny_comic_plus_run_resumes_and_reports_the_fusion(tmp_path):
                for m in ('Balanced Model', 'Head Model', 'Tail Model')], 0)
   expected = metrics.multilabel_metrics(p, run.data.y_test, run.groups)[0]
   assert a['COMIC+']['total'] == pytest.approx(expected['total'], abs=1e-3)
+  # Loaded without model=, the run (and its export, and the audit) answers with the row its
+  # table reports, "COMIC+" (the fusion), not one of the members.
+  from comic_jax import audit, export
+  loaded = comic_jax.load(straight)
+  exported = comic_jax.load(export.export_model(straight, str(tmp_path / 'export')))
+  assert loaded.model == exported.model == audit.Audit(straight).model.model == 'COMIC+'
+  for model in (loaded, exported):
+    probs = model.predict(run.data.x_test).astype(np.float64)
+    got = metrics.multilabel_metrics(probs, run.data.y_test, run.groups)[0]['total']
+    assert got == pytest.approx(a['COMIC+']['total'], abs=1e-6)
+    assert got != pytest.approx(a['Balanced Model']['total'], abs=1e-6)
 
 
 def test_comic_plus_with_every_change_off_is_comic(tmp_path):
@@ -242,7 +254,6 @@ def test_teachers_have_their_own_classifier_and_no_energy_term():
 
 
 def test_report_auto_reports_the_candidate_best_on_validation(tmp_path):
-  import comic_jax
   _npz(tmp_path / 'd.npz')
   config = _config(tmp_path, num_epochs=2, **{'comic_plus.report': 'auto'})
   workdir = str(tmp_path / 'run')

@@ -102,10 +102,12 @@ class ComicPlus(comic.Comic):
     self.teacher_classifier = self.cp.teacher_classifier
     super().__init__(comic_config(config), observed_labels, steps_per_epoch, class_names)
     self.auto = self.use_htb and self.cp.report == 'auto'
-    if self.auto:     # the choice first: it is what predict answers by default
+    # "COMIC+" first, whatever the report: the row the tables call the method is what load,
+    # predict, export and the audit answer with by default (registry.Method.report_names).
+    if self.auto:
       self.report_names = ('COMIC+', *AUTO_CANDIDATES)
     elif self.use_htb:
-      self.report_names = ('Balanced Model', 'Head Model', 'Tail Model', 'COMIC+')
+      self.report_names = ('COMIC+', 'Balanced Model', 'Head Model', 'Tail Model')
     else:
       self.report_names = ('COMIC+',)
 
@@ -170,11 +172,10 @@ class ComicPlus(comic.Comic):
       chosen = jnp.stack([preds[name] for name in AUTO_CANDIDATES])[method_state['report']]
       return {'COMIC+': chosen, **preds}
     if self.cp.report == 'fusion':
-      members = [preds[MODELS[m]] for m in self.cp.members]
-      preds['COMIC+'] = fuse_logits(members, self.cp.fusion)
+      reported = fuse_logits([preds[MODELS[m]] for m in self.cp.members], self.cp.fusion)
     else:
-      preds['COMIC+'] = balanced
-    return preds
+      reported = balanced
+    return {'COMIC+': reported, **preds}
 
 
 def validate(config) -> None:
