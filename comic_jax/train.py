@@ -247,18 +247,18 @@ class Run:
 
   def choose_report(self, val_results):
     """The method's choice of its reported model on validation (COMIC+'s report='auto') put in
-    the state (the test evaluation, checkpoint and predict use it): `val_results` with the
-    chosen model's metrics as the reported one's, and 'report_choice'; else unchanged."""
+    the state (test, checkpoint, predict): the validation metrics with it, and 'report_choice'."""
     choose = getattr(self.method, 'choose_report', None)
     made = None if choose is None or val_results is None else choose(
-        jax.device_get(self.state.method_state), val_results)
+        jax.device_get(self.state.method_state), val_results, self.groups)
     if made is None:
       return val_results
     method_state, record = made
     self.state = self.state.replace(method_state=jax.device_put(method_state, self.replicated))
-    reported = {k: val_results[v] for k, v in record.items() if k in val_results}
-    _log('reported: %s (best %s)', ', '.join(f'{k} = {record[k]}' for k in reported), record['by'])
-    return {**val_results, **reported, 'report_choice': record}
+    val_results = self.evaluate('val')[0]   # with the choice (per group: no candidate's)
+    _log('reported: %s (best %s)', ', '.join(
+        f'{k} = {v}' for k, v in record.items() if k not in ('by', 'candidates')), record['by'])
+    return {**val_results, 'report_choice': record}
 
   def write_val_thresholds(self) -> None:
     """thresholds.json: per reported model and class, the threshold that maximises F1 on the

@@ -160,6 +160,8 @@ def get_config() -> ml_collections.ConfigDict:
                                         # (paper) | 'better'
   cplus.report = 'fusion'               # "COMIC+" is 'balanced' (z_b) | 'fusion' of the members
                                         # | 'auto' (the best on validation at the end)
+  cplus.report_per_group = False        # report='auto': one candidate per class group (many /
+                                        # medium / few, by its validation mAP), not one for all
   cplus.fusion = 'prob'                 # 'prob': mean of the sigmoids | 'logit': mean of logits
   cplus.members = ('balanced', 'head')  # models fused ('balanced', 'head', 'tail')
   cplus.teacher_loss = 'hill'           # the head and tail branches' own loss (and kappa's):

@@ -17,6 +17,8 @@ off; with all of them off COMIC+ trains and reports exactly what COMIC does.
   distillation reading and COMIC's teachers z_b alone was better on validation; with the stronger
   teachers below, the mean probability of z_b and the Head Model was best (3 seeds), so COMIC+
   reports it ('fusion', `comic_plus.fusion='prob'`, `members=('balanced', 'head')`).
+  `comic_plus.report_per_group` (with 'auto'): each class group (many / medium / few) reports
+  the candidate best on its own validation mAP, `choose_per_group`.
 
 - The teachers (the head and tail branches): `comic_plus.teacher_loss` (their own loss and
   kappa's measure of their fit: COMIC+'s 'hill', Hill's loss; COMIC's 'mfm'),
@@ -34,7 +36,9 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
+from comic_jax.data import longtail
 from comic_jax.errors import require
 from comic_jax.losses import baselines as baseline_losses
 from comic_jax.losses import htb, mfm
@@ -66,6 +70,25 @@ def fuse_logits(logits: list[jnp.ndarray], kind: str = 'prob') -> jnp.ndarray:
     return z.mean(0)
   p = jnp.clip(jax.nn.sigmoid(z).mean(0), 1e-7, 1.0 - 1e-7)
   return jnp.log(p) - jnp.log1p(-p)
+
+
+def choose_per_group(val_results: dict, groups, candidates=AUTO_CANDIDATES
+                     ) -> tuple[np.ndarray, dict]:
+  """(per class, the index in `candidates` of the best validation mAP of its class group (the
+  first on ties); {group name: that candidate}). `groups`: (C,) indices of longtail.GROUP_NAMES.
+  A group without a validation score (none of its classes has a validation positive: NaN)
+  takes the candidate of the best total.
+
+  A class's AP sees only its own column, so the composite's mAP in each group is the chosen
+  candidate's: the choice maximises every group's validation mAP, hence the total's.
+  """
+  def best(key):
+    scores = [float(val_results[name][key]) for name in candidates]
+    return int(np.nanargmax(scores)) if not np.all(np.isnan(scores)) else None
+  fallback = best('total')
+  picks = [fallback if (b := best(name)) is None else b for name in longtail.GROUP_NAMES]
+  index = np.asarray(picks, np.int64)[np.asarray(groups)]
+  return index, {name: candidates[i] for name, i in zip(longtail.GROUP_NAMES, picks)}
 
 
 def trust_better_weights(loss_head, loss_tail, alpha: float = 2.0, *, detach: bool = True):
@@ -113,8 +136,10 @@ class ComicPlus(comic.Comic):
 
   def init(self, rng, batch):
     params, batch_stats, method_state = super().init(rng, batch)
-    if self.auto:   # the index of the candidate reported as COMIC+, in the checkpoint
-      method_state['report'] = jnp.asarray(AUTO_CANDIDATES.index(AUTO_BEFORE_CHOICE), jnp.int32)
+    if self.auto:   # the index of the candidate reported as COMIC+ (per class), in the checkpoint
+      first = AUTO_CANDIDATES.index(AUTO_BEFORE_CHOICE)
+      method_state['report'] = (jnp.full((self.num_classes,), first, jnp.int32)
+                                if self.cp.report_per_group else jnp.asarray(first, jnp.int32))
     return params, batch_stats, method_state
 
   def loss(self, params, batch_stats, method_state, batch, rng, step):
@@ -124,12 +149,20 @@ class ComicPlus(comic.Comic):
       new_state['report'] = method_state['report']
     return total, (batch_stats, new_state, metrics)
 
-  def choose_report(self, method_state, val_results: dict):
+  def choose_report(self, method_state, val_results: dict, groups=None):
     """report='auto': (method_state reporting the candidate of the best validation total mAP
-    as COMIC+ (the first on ties), the record of the choice), or None for another report."""
+    as COMIC+ (the first on ties), the record of the choice), or None for another report.
+    With `comic_plus.report_per_group`, each class group's classes (`groups`: (C,) indices of
+    longtail.GROUP_NAMES) report the candidate of that group's best validation mAP
+    (`choose_per_group`)."""
     if not self.auto:
       return None
     scores = {name: float(val_results[name]['total']) for name in AUTO_CANDIDATES}
+    if self.cp.report_per_group:
+      index, picks = choose_per_group(val_results, groups)
+      record = {'COMIC+': 'per class group', 'by': 'validation mAP of each class group',
+                'groups': picks, 'candidates': scores}
+      return {**method_state, 'report': jnp.asarray(index, jnp.int32)}, record
     chosen = max(AUTO_CANDIDATES, key=lambda name: scores[name])   # max keeps the first tie
     record = {'COMIC+': chosen, 'by': 'validation total mAP', 'candidates': scores}
     return {**method_state, 'report': jnp.asarray(AUTO_CANDIDATES.index(chosen), jnp.int32)}, \
@@ -169,7 +202,10 @@ class ComicPlus(comic.Comic):
     if self.auto:
       for name, members in AUTO_FUSIONS.items():
         preds[name] = fuse_logits([preds[MODELS[m]] for m in members], self.cp.fusion)
-      chosen = jnp.stack([preds[name] for name in AUTO_CANDIDATES])[method_state['report']]
+      stacked = jnp.stack([preds[name] for name in AUTO_CANDIDATES])     # (K, N, C)
+      report = method_state['report']
+      chosen = (stacked[report] if report.ndim == 0 else     # one candidate, or one per class
+                jnp.take_along_axis(stacked, report[None, None, :], axis=0)[0])
       return {'COMIC+': chosen, **preds}
     if self.cp.report == 'fusion':
       reported = fuse_logits([preds[MODELS[m]] for m in self.cp.members], self.cp.fusion)
@@ -188,6 +224,9 @@ def validate(config) -> None:
           'COMIC+ reads config.comic_plus.lambda_b')
   require(cp.report in REPORTS,
           f'config.comic_plus.report={cp.report!r} is not one of: {", ".join(REPORTS)}')
+  require(cp.report == 'auto' or not cp.report_per_group,
+          "config.comic_plus.report_per_group chooses among report='auto''s candidates: set "
+          f"config.comic_plus.report=auto (it is {cp.report!r})")
   require(cp.fusion in FUSIONS,
           f'config.comic_plus.fusion={cp.fusion!r} is not one of: {", ".join(FUSIONS)}')
   require(cp.kappa in KAPPAS,
