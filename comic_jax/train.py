@@ -23,7 +23,7 @@ import tqdm
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from comic_jax import checkpoint, features, machine, metrics, optim, thresholds, writers
+from comic_jax import checkpoint, features, machine, metrics, optim, refit, thresholds, writers
 from comic_jax import workdir as workdir_lib
 from comic_jax.config_checks import validate_config
 from comic_jax.data import augment, longtail, pipeline, samplers, sources
@@ -249,15 +249,13 @@ class Run:
     """The method's choice of its reported model on validation (COMIC+'s report='auto') put in
     the state (test, checkpoint, predict): the validation metrics with it, and 'report_choice'."""
     choose = getattr(self.method, 'choose_report', None)
-    made = None if choose is None or val_results is None else choose(
-        jax.device_get(self.state.method_state), val_results, self.groups)
-    if made is None:
+    made = choose and choose(jax.device_get(self.state.method_state), val_results, self.groups)
+    if not made:   # (no validation split: refit's final run gets the carve's choice)
       return val_results
     method_state, record = made
     self.state = self.state.replace(method_state=jax.device_put(method_state, self.replicated))
-    val_results = self.evaluate('val')[0]   # with the choice (per group: no candidate's)
-    _log('reported: %s (best %s)', ', '.join(
-        f'{k} = {v}' for k, v in record.items() if k not in ('by', 'candidates')), record['by'])
+    val_results = self.evaluate('val')[0] if self.data.has_val else {}   # with the choice made
+    _log('reported: %s', ', '.join(f'{k} = {v}' for k, v in record.items() if k != 'candidates'))
     return {**val_results, 'report_choice': record}
 
   def write_val_thresholds(self) -> None:
@@ -403,6 +401,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   metrics as an uninterrupted run. `stop_after_epochs` ends the call early after that epoch's
   checkpoint (to simulate an interruption in tests).
   """
+  if config.refit and refit.carves(config):   # choose on the carve, then train on every image
+    return refit.train_and_evaluate(config, workdir, train_and_evaluate, stop_after_epochs)
   run, loop = Run(config, workdir, compile_ahead=True), None
   try:
     start_step = run.restore()

@@ -8,6 +8,11 @@ import ml_collections
 def get_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
   config.seed = 0                       # training seed: initialisation, batch order, augmentation
+  config.refit = False                  # with a carved validation split (data.val_fraction):
+                                        # choose on it (<workdir>/choice), then train again on
+                                        # every training image with the choices fixed (refit.py)
+  config.refit_choice = ''              # set by the refit: the carve run's val_results.json,
+                                        # whose choices the final run takes (leave '')
   config.method = 'bce'                 # 'comic', 'comic_plus' or a baseline: bce, focal, asl,
                                         # db, db_focal, lws, pseudo_label, ml_gcn, hill, pasl
 

@@ -34,6 +34,8 @@ The balanced, head and tail models are reported too ("Balanced Model", "Head Mod
 """
 from __future__ import annotations
 
+import json
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -72,6 +74,11 @@ def fuse_logits(logits: list[jnp.ndarray], kind: str = 'prob') -> jnp.ndarray:
   return jnp.log(p) - jnp.log1p(-p)
 
 
+def _score(value) -> float:
+  """A validation mAP as a float (a JSON file's null, a group without positives: NaN)."""
+  return float('nan') if value is None else float(value)
+
+
 def choose_per_group(val_results: dict, groups, candidates=AUTO_CANDIDATES
                      ) -> tuple[np.ndarray, dict]:
   """(per class, the index in `candidates` of the best validation mAP of its class group (the
@@ -83,7 +90,7 @@ def choose_per_group(val_results: dict, groups, candidates=AUTO_CANDIDATES
   candidate's: the choice maximises every group's validation mAP, hence the total's.
   """
   def best(key):
-    scores = [float(val_results[name][key]) for name in candidates]
+    scores = [_score(val_results[name][key]) for name in candidates]
     return int(np.nanargmax(scores)) if not np.all(np.isnan(scores)) else None
   fallback = best('total')
   picks = [fallback if (b := best(name)) is None else b for name in longtail.GROUP_NAMES]
@@ -155,9 +162,12 @@ class ComicPlus(comic.Comic):
     With `comic_plus.report_per_group`, each class group's classes (`groups`: (C,) indices of
     longtail.GROUP_NAMES) report the candidate of that group's best validation mAP
     (`choose_per_group`)."""
-    if not self.auto:
+    if val_results is None and self.config.refit_choice:   # refit: the carve run's choice
+      with open(self.config.refit_choice) as f:
+        val_results = json.load(f)
+    if not self.auto or val_results is None:
       return None
-    scores = {name: float(val_results[name]['total']) for name in AUTO_CANDIDATES}
+    scores = {name: _score(val_results[name]['total']) for name in AUTO_CANDIDATES}
     if self.cp.report_per_group:
       index, picks = choose_per_group(val_results, groups)
       record = {'COMIC+': 'per class group', 'by': 'validation mAP of each class group',
