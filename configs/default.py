@@ -163,8 +163,9 @@ def get_config() -> ml_collections.ConfigDict:
                                         # (the paper's 1.0 switches this change off)
   cplus.kappa = 'better'                # kappa trusts the teacher that fits the batch 'worse'
                                         # (paper) | 'better'
-  cplus.report = 'fusion'               # "COMIC+" is 'balanced' (z_b) | 'fusion' of the members
-                                        # | 'auto' (the best on validation at the end)
+  cplus.report = 'auto'                 # "COMIC+" is 'balanced' (z_b) | 'fusion' of the members
+                                        # | 'auto' (the best on validation at the end; without a
+                                        # validation split, the fusion of z_b and the head)
   cplus.report_per_group = False        # report='auto': one candidate per class group (many /
                                         # medium / few, by its validation mAP), not one for all
   cplus.fusion = 'prob'                 # 'prob': mean of the sigmoids | 'logit': mean of logits
