@@ -20,7 +20,8 @@ def _steps(workdir):
 
 def test_refit_chooses_on_the_carve_and_trains_on_every_image(tmp_path):
   _npz(tmp_path / 'd.npz')                 # 120 training images, 30 of them carved (0.25)
-  config = _config(tmp_path, num_epochs=1, refit=True, **{'comic_plus.report': 'auto'})
+  config = _config(tmp_path, num_epochs=1, refit=True, **{'comic_plus.report': 'auto',
+                                                          'comic_plus.report_per_group': False})
   workdir = str(tmp_path / 'run')
   train.train_and_evaluate(config, workdir)
   choice = os.path.join(workdir, 'choice')

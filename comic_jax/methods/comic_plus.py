@@ -17,8 +17,8 @@ off; with all of them off COMIC+ trains and reports exactly what COMIC does.
   distillation reading and COMIC's teachers z_b alone was better on validation; with the stronger
   teachers below, the mean probability of z_b and the Head Model was best (3 seeds), so COMIC+
   reports it ('fusion', `comic_plus.fusion='prob'`, `members=('balanced', 'head')`).
-  `comic_plus.report_per_group` (with 'auto'): each class group (many / medium / few) reports
-  the candidate best on its own validation mAP, `choose_per_group`.
+  `comic_plus.report_per_group` (with 'auto', COMIC+'s): each class group (many / medium / few)
+  reports the candidate best on its own validation mAP, `choose_per_group` (docs/method.md).
 
 - The teachers (the head and tail branches): `comic_plus.teacher_loss` (their own loss and
   kappa's measure of their fit: COMIC+'s 'hill', Hill's loss; COMIC's 'mfm'),
@@ -132,6 +132,7 @@ class ComicPlus(comic.Comic):
     self.teacher_classifier = self.cp.teacher_classifier
     super().__init__(comic_config(config), observed_labels, steps_per_epoch, class_names)
     self.auto = self.use_htb and self.cp.report == 'auto'
+    self.per_group = self.auto and self.cp.report_per_group
     # "COMIC+" first, whatever the report: the row the tables call the method is what load,
     # predict, export and the audit answer with by default (registry.Method.report_names).
     if self.auto:
@@ -146,7 +147,7 @@ class ComicPlus(comic.Comic):
     if self.auto:   # the index of the candidate reported as COMIC+ (per class), in the checkpoint
       first = AUTO_CANDIDATES.index(AUTO_BEFORE_CHOICE)
       method_state['report'] = (jnp.full((self.num_classes,), first, jnp.int32)
-                                if self.cp.report_per_group else jnp.asarray(first, jnp.int32))
+                                if self.per_group else jnp.asarray(first, jnp.int32))
     return params, batch_stats, method_state
 
   def loss(self, params, batch_stats, method_state, batch, rng, step):
@@ -168,7 +169,7 @@ class ComicPlus(comic.Comic):
     if not self.auto or val_results is None:
       return None
     scores = {name: _score(val_results[name]['total']) for name in AUTO_CANDIDATES}
-    if self.cp.report_per_group:
+    if self.per_group:
       index, picks = choose_per_group(val_results, groups)
       record = {'COMIC+': 'per class group', 'by': 'validation mAP of each class group',
                 'groups': picks, 'candidates': scores}
@@ -234,9 +235,6 @@ def validate(config) -> None:
           'COMIC+ reads config.comic_plus.lambda_b')
   require(cp.report in REPORTS,
           f'config.comic_plus.report={cp.report!r} is not one of: {", ".join(REPORTS)}')
-  require(cp.report == 'auto' or not cp.report_per_group,
-          "config.comic_plus.report_per_group chooses among report='auto''s candidates: set "
-          f"config.comic_plus.report=auto (it is {cp.report!r})")
   require(cp.fusion in FUSIONS,
           f'config.comic_plus.fusion={cp.fusion!r} is not one of: {", ".join(FUSIONS)}')
   require(cp.kappa in KAPPAS,
@@ -278,8 +276,9 @@ STUDIES = {
                 StudyRow('teacher_energy', "teachers' energy term (the paper's)",
                          (('comic_plus.teacher_energy', True),)),
                 StudyRow('fusion', 'report the fusion', (('comic_plus.report', 'fusion'),)),
-                StudyRow('auto', 'report chosen on validation', (('comic_plus.report', 'auto'),)),
-                StudyRow('per_group', 'report chosen per class group',
+                StudyRow('auto', 'report chosen on validation, one for all classes',
+                         (('comic_plus.report', 'auto'), ('comic_plus.report_per_group', False))),
+                StudyRow('per_group', 'report chosen on validation per class group',
                          (('comic_plus.report', 'auto'), ('comic_plus.report_per_group', True))),
                 StudyRow('balanced', 'report z_b', (('comic_plus.report', 'balanced'),)),
                 StudyRow('no_rlc', '-RLC', (('comic.lambda_c', 0.0),)),
