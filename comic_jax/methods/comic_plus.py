@@ -10,7 +10,7 @@ off; with all of them off COMIC+ trains and reports exactly what COMIC does.
 - `comic_plus.kappa`: which teacher kappa trusts ('worse': the paper's kappa, the branch that
   fits the batch worse; 'better': the branch that fits it better).
 - `comic_plus.report`: what is reported as "COMIC+" ('balanced': z_b, as COMIC does; 'fusion': the
-  average of the members' logits or probabilities, `fuse_logits`; 'auto', the own-data configs':
+  average of the members' logits or probabilities, `fuse_logits`; 'auto', COMIC+'s default:
   the one of the balanced, Head and Tail Models and two fusions with the best validation total mAP
   when training ends, `choose_report`; the test set is never looked at). The fusion is what the
   product reading needs (its z_b is trained as a product of experts with the teachers); with the
