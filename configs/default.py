@@ -166,8 +166,9 @@ def get_config() -> ml_collections.ConfigDict:
   cplus.report = 'auto'                 # "COMIC+" is 'balanced' (z_b) | 'fusion' of the members
                                         # | 'auto' (the best on validation at the end; without a
                                         # validation split, the fusion of z_b and the head)
-  cplus.report_per_group = True         # report='auto': one candidate per class group (many /
-                                        # medium / few, by its validation mAP); False: one for all
+  cplus.report_per_group = False        # report='auto': True, one candidate per class group
+                                        # (many / medium / few, by its validation mAP; PLT-Synth's
+                                        # recipes); False: one for all (a carve is too small)
   cplus.fusion = 'prob'                 # 'prob': mean of the sigmoids | 'logit': mean of logits
   cplus.members = ('balanced', 'head')  # models fused ('balanced', 'head', 'tail')
   cplus.teacher_loss = 'hill'           # the head and tail branches' own loss (and kappa's):

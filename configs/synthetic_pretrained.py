@@ -41,7 +41,7 @@ def get_config(mode: str = 'frozen'):
     # COMIC+ on these features, chosen on validation (3 seeds, total mAP) among the product /
     # distillation readings of L_htb x reporting z_b / the fusion: product + fusion 34.25,
     # distill + fusion 34.02, product + z_b 33.92, distill + z_b (the earlier from-scratch
-    # choice) 33.28. The report is chosen on validation per class group (COMIC+'s default,
+    # choice) 33.28. The report is chosen on validation per class group (configs/synthetic.py,
     # docs/method.md); its fusions average logits, and the members below are those reported
     # where a run has no validation split.
     config.comic_plus.htb_loss = 'product'

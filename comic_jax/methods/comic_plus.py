@@ -17,8 +17,8 @@ off; with all of them off COMIC+ trains and reports exactly what COMIC does.
   distillation reading and COMIC's teachers z_b alone was better on validation; with the stronger
   teachers below, the mean probability of z_b and the Head Model was best (3 seeds), so COMIC+
   reports it ('fusion', `comic_plus.fusion='prob'`, `members=('balanced', 'head')`).
-  `comic_plus.report_per_group` (with 'auto', COMIC+'s): each class group (many / medium / few)
-  reports the candidate best on its own validation mAP, `choose_per_group` (docs/method.md).
+  `comic_plus.report_per_group` (with 'auto'; PLT-Synth's recipes): each class group (many /
+  medium / few) reports the candidate best on its own validation mAP, `choose_per_group`.
 
 - The teachers (the head and tail branches): `comic_plus.teacher_loss` (their own loss and
   kappa's measure of their fit: COMIC+'s 'hill', Hill's loss; COMIC's 'mfm'),
