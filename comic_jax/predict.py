@@ -26,8 +26,9 @@ for every class. `thresholds.json`, written by a run with a validation split:
 
 with each class's threshold chosen to maximise F1 on the validation split
 (`thresholds.f1_thresholds`).
-Which reported model answers (COMIC has three) is the run's first reported one ('COMIC', the
-balanced model) unless `model=` names another.
+Which reported model answers (COMIC has three) is the one the results table calls the method
+('COMIC', the balanced model; 'COMIC+', whatever `comic_plus.report` makes it) unless `model=`
+names another.
 """
 from __future__ import annotations
 

@@ -248,18 +248,16 @@ class Run:
 
   def choose_report(self, val_results):
     """The method's choice of its reported model on validation (COMIC+'s report='auto') put in
-    the state (the test evaluation, checkpoint and predict use it): `val_results` with the
-    chosen model's metrics as the reported one's, and 'report_choice'; else unchanged."""
+    the state (test, checkpoint, predict): the validation metrics with it, and 'report_choice'."""
     choose = getattr(self.method, 'choose_report', None)
-    made = None if choose is None or val_results is None else choose(
-        jax.device_get(self.state.method_state), val_results)
-    if made is None:
+    made = choose and choose(jax.device_get(self.state.method_state), val_results, self.groups)
+    if not made:   # (no validation split: refit's final run gets the carve's choice)
       return val_results
     method_state, record = made
     self.state = self.state.replace(method_state=jax.device_put(method_state, self.replicated))
-    reported = {k: val_results[v] for k, v in record.items() if k in val_results}
-    _log('reported: %s (best %s)', ', '.join(f'{k} = {record[k]}' for k in reported), record['by'])
-    return {**val_results, **reported, 'report_choice': record}
+    val_results = self.evaluate('val')[0] if self.data.has_val else {}   # with the choice made
+    _log('reported: %s', ', '.join(f'{k} = {v}' for k, v in record.items() if k != 'candidates'))
+    return {**val_results, 'report_choice': record}
 
   def write_val_thresholds(self) -> None:
     """thresholds.json: per reported model and class, the threshold that maximises F1 on the
@@ -402,8 +400,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
 
   Rerunning with the same workdir resumes from the latest checkpoint and ends with the same
   metrics as an uninterrupted run. `stop_after_epochs` ends the call early after that epoch's
-  checkpoint (to simulate an interruption in tests).
-  """
+  checkpoint (to simulate an interruption in tests)."""
+  from comic_jax import refit
+  if config.refit and refit.carves(config):   # choose on the carve, then train on every image
+    return refit.train_and_evaluate(config, workdir, train_and_evaluate, stop_after_epochs)
   run, loop = Run(config, workdir, compile_ahead=True), None
   try:
     start_step = run.restore()

@@ -8,6 +8,11 @@ import ml_collections
 def get_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
   config.seed = 0                       # training seed: initialisation, batch order, augmentation
+  config.refit = False                  # with a carved validation split (data.val_fraction):
+                                        # choose on it (<workdir>/choice), then train again on
+                                        # every training image with the choices fixed (refit.py)
+  config.refit_choice = ''              # set by the refit: the carve run's val_results.json,
+                                        # whose choices the final run takes (leave '')
   config.method = 'bce'                 # 'comic', 'comic_plus' or a baseline: bce, focal, asl,
                                         # db, db_focal, lws, pseudo_label, ml_gcn, hill, pasl
 
@@ -160,8 +165,12 @@ def get_config() -> ml_collections.ConfigDict:
                                         # (the paper's 1.0 switches this change off)
   cplus.kappa = 'better'                # kappa trusts the teacher that fits the batch 'worse'
                                         # (paper) | 'better'
-  cplus.report = 'fusion'               # "COMIC+" is 'balanced' (z_b) | 'fusion' of the members
-                                        # | 'auto' (the best on validation at the end)
+  cplus.report = 'auto'                 # "COMIC+" is 'balanced' (z_b) | 'fusion' of the members
+                                        # | 'auto' (the best on validation at the end; without a
+                                        # validation split, the fusion of z_b and the head)
+  cplus.report_per_group = False        # report='auto': True, one candidate per class group
+                                        # (many / medium / few, by its validation mAP; PLT-Synth's
+                                        # recipes); False: one for all (a carve is too small)
   cplus.fusion = 'prob'                 # 'prob': mean of the sigmoids | 'logit': mean of logits
   cplus.members = ('balanced', 'head')  # models fused ('balanced', 'head', 'tail')
   cplus.teacher_loss = 'hill'           # the head and tail branches' own loss (and kappa's):

@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import comic_jax
 from comic_jax import metrics, train
 from comic_jax.errors import UserError
 from comic_jax.losses import htb
@@ -106,10 +107,12 @@ def test_trust_better_weights_swap_the_papers_kappa():
 
 # ----------------------------------------------------------------------------- the method
 
-def _npz(path, n=160, c=4, seed=0):
+def _npz(path, n=160, c=4, seed=0, frequencies=None):
   rng = np.random.default_rng(seed)
-  y = (rng.random((n, c)) < 0.4).astype(np.int8)
-  y[:, 3] = (rng.random(n) < 0.08)                                    # a rare class
+  y = (rng.random((n, c)) < (0.4 if frequencies is None else np.asarray(frequencies))
+       ).astype(np.int8)
+  if frequencies is None:
+    y[:, 3] = (rng.random(n) < 0.08)                                  # a rare class
   x = (rng.normal(size=(n, 8)) + 3.0 * y @ rng.normal(size=(c, 8))).astype(np.float32)
   np.savez(path, x_train=x[:120], y_train=y[:120], x_test=x[120:], y_test=y[120:])
 
@@ -152,6 +155,17 @@ def test_tiny_comic_plus_run_resumes_and_reports_the_fusion(tmp_path):
                for m in ('Balanced Model', 'Head Model', 'Tail Model')], 0)
   expected = metrics.multilabel_metrics(p, run.data.y_test, run.groups)[0]
   assert a['COMIC+']['total'] == pytest.approx(expected['total'], abs=1e-3)
+  # Loaded without model=, the run (and its export, and the audit) answers with the row its
+  # table reports, "COMIC+" (the fusion), not one of the members.
+  from comic_jax import audit, export
+  loaded = comic_jax.load(straight)
+  exported = comic_jax.load(export.export_model(straight, str(tmp_path / 'export')))
+  assert loaded.model == exported.model == audit.Audit(straight).model.model == 'COMIC+'
+  for model in (loaded, exported):
+    probs = model.predict(run.data.x_test).astype(np.float64)
+    got = metrics.multilabel_metrics(probs, run.data.y_test, run.groups)[0]['total']
+    assert got == pytest.approx(a['COMIC+']['total'], abs=1e-6)
+    assert got != pytest.approx(a['Balanced Model']['total'], abs=1e-6)
 
 
 def test_comic_plus_with_every_change_off_is_comic(tmp_path):
@@ -242,9 +256,9 @@ def test_teachers_have_their_own_classifier_and_no_energy_term():
 
 
 def test_report_auto_reports_the_candidate_best_on_validation(tmp_path):
-  import comic_jax
   _npz(tmp_path / 'd.npz')
-  config = _config(tmp_path, num_epochs=2, **{'comic_plus.report': 'auto'})
+  config = _config(tmp_path, num_epochs=2, **{'comic_plus.report': 'auto',
+                                               'comic_plus.report_per_group': False})
   workdir = str(tmp_path / 'run')
   train.train_and_evaluate(config, workdir)
   read = lambda n: json.load(open(os.path.join(workdir, n)))
@@ -265,3 +279,42 @@ def test_report_auto_reports_the_candidate_best_on_validation(tmp_path):
   np.testing.assert_array_equal(probs['COMIC+'], probs[choice['COMIC+']])
   fused = np.mean([probs[m] for m in ('Balanced Model', 'Head Model', 'Tail Model')], 0)
   np.testing.assert_allclose(probs['Fusion (balanced, head, tail)'], fused, atol=2e-6)
+
+
+def test_choose_per_group_takes_each_group_s_best_candidate():
+  names = ('a', 'b', 'c')
+  nan = float('nan')
+  val = {'a': {'total': 30.0, 'many': 50.0, 'medium': 20.0, 'few': nan},
+         'b': {'total': 31.0, 'many': 40.0, 'medium': 25.0, 'few': nan},
+         'c': {'total': 29.0, 'many': 50.0, 'medium': 25.0, 'few': nan}}
+  groups = np.array([2, 0, 1, 1, 0])        # few, many, medium, medium, many
+  index, picks = comic_plus.choose_per_group(val, groups, names)
+  # many: a and c tie at 50, the first wins; medium: b (first of the tie); few: no score, so the
+  # best total (b).
+  assert picks == {'many': 'a', 'medium': 'b', 'few': 'b'}
+  np.testing.assert_array_equal(index, [1, 0, 1, 1, 0])
+
+
+def test_report_per_group_reports_each_group_s_choice(tmp_path):
+  # 120 training images, 90 after the carve: classes of ~54 / 45 (many), ~27 / 18 (medium)
+  # and ~9 / 7 (few) positives.
+  _npz(tmp_path / 'd.npz', c=6, frequencies=(0.6, 0.5, 0.3, 0.2, 0.1, 0.08))
+  config = _config(tmp_path, num_epochs=1, **{'comic_plus.report': 'auto',
+                                               'comic_plus.report_per_group': True,
+                                               'data.many_threshold': 35,
+                                               'data.few_threshold': 12})
+  workdir = str(tmp_path / 'run')
+  train.train_and_evaluate(config, workdir)
+  read = lambda n: json.load(open(os.path.join(workdir, n)))
+  val, test, per_class = read('val_results.json'), read('results.json'), read('per_class_ap.json')
+  choice = val.pop('report_choice')
+  assert choice['COMIC+'] == 'per class group'
+  for group in ('many', 'medium', 'few'):   # each group's pick: the best of its validation mAP
+    scores = np.array([val[c][group] for c in comic_plus.AUTO_CANDIDATES], float)  # None: NaN
+    if not np.all(np.isnan(scores)):
+      assert choice['groups'][group] == comic_plus.AUTO_CANDIDATES[int(np.nanargmax(scores))]
+  # Each class's test AP is that of its group's pick, and the reported mAP their mean.
+  ap = per_class['ap']
+  expected = [ap[choice['groups'][g]][c] for c, g in enumerate(per_class['group'])]
+  np.testing.assert_allclose(ap['COMIC+'], expected, atol=1e-9)
+  assert test['COMIC+']['total'] == pytest.approx(np.nanmean(expected), abs=1e-6)

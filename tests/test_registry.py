@@ -84,6 +84,8 @@ def test_every_registered_method_has_the_method_interface(bce_run):
     assert 'main' in method.streams, name
     assert isinstance(method.report_names, tuple) and method.report_names, name
     assert all(isinstance(n, str) for n in method.report_names), name
+    # The first is the method's own row, the model load / predict / export answer with.
+    assert method.report_names[0] == registry.get(name).display_name, name
   # A method object without one of the members is not a Method.
   class NoSummary:
     streams, report_names = registry.MAIN, ('X',)

@@ -278,3 +278,23 @@ def test_converted_voc_is_the_in_memory_data_set(tmp_path):
   for field in ('x_train', 'x_test', 'y_train', 'y_train_full', 'y_test'):
     np.testing.assert_array_equal(np.asarray(getattr(streamed, field)),
                                   np.asarray(getattr(memory, field)), err_msg=field)
+
+
+def test_shards_without_a_validation_split_carve_the_in_memory_one(tmp_path):
+  rng = np.random.default_rng(0)
+  x = rng.integers(0, 256, (50, 8, 8, 3), dtype=np.uint8)
+  y = (rng.random((50, 3)) < 0.5).astype(np.int8)
+  np.savez(tmp_path / 'd.npz', x_train=x[:40], y_train=y[:40], x_test=x[40:], y_test=y[40:])
+  dc = tiny_config(**{'data.name': 'npz', 'data.path': str(tmp_path / 'd.npz'),
+                      'data.longtail': 'as_is', 'data.image_size': 8,
+                      'data.cache_dir': str(tmp_path / 'cache')}).data
+  convert.convert(dc, str(tmp_path / 'shards'))               # no validation split
+  dc.val_fraction = 0.25
+  memory = sources.load_dataset(dc)
+  streamed = sources.load_dataset(_streamed(tmp_path / 'shards', **{
+      'data.val_fraction': 0.25}).data)
+  assert len(streamed.x_train) == 30 and len(streamed.x_val) == 10
+  for field in ('y_train', 'y_train_full', 'y_val', 'y_test'):
+    np.testing.assert_array_equal(getattr(streamed, field), getattr(memory, field))
+  np.testing.assert_array_equal(streamed.x_train[:], memory.x_train)
+  np.testing.assert_array_equal(streamed.x_val[:], memory.x_val)

@@ -26,6 +26,7 @@ batches out round-robin, so `shard_samplers.position` lays the steps out in that
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import io
 import json
 
@@ -115,12 +116,15 @@ class ShardSource:
   first use (also in each Grain worker, which gets this object pickled). `reads` counts the
   records this process read."""
 
-  def __init__(self, root: str, split: str, info: dict):
+  def __init__(self, root: str, split: str, info: dict, rows: np.ndarray | None = None):
     self.root, self.split, self.info = root, split, info
+    # rows: the records read (a carve), None: every one
     # 'file[0:count]': the manifest's counts, so no process opens every file to count them.
     self.files = [f"{shard_path(root, s['file'])}[0:{s['count']}]" for s in info['shards']]
-    self.length = int(info['count'])
-    self.digest = info['sha256'][:16]
+    self.rows = None if rows is None else np.asarray(rows, np.int64)
+    self.length = int(info['count']) if rows is None else len(self.rows)
+    self.digest = info['sha256'][:16] + ('' if rows is None else '/' + hashlib.sha256(
+        self.rows.tobytes()).hexdigest()[:16])            # the carve's rows are content too
     self.reads = 0
     self._source = None
 
@@ -134,7 +138,7 @@ class ShardSource:
     if self._source is None:
       self._source = grain.ArrayRecordDataSource(self.files)
     self.reads += 1
-    return self._source[int(index)]
+    return self._source[int(index) if self.rows is None else int(self.rows[int(index)])]
 
   def __getitem__(self, index) -> bytes:   # Grain's: a damaged shard's record is DAMAGED, and
     try:                                      # the batch says so (`_decoded`), no worker fails
@@ -204,8 +208,9 @@ def preprocessing_of(dc) -> dict:
           'width': int(shape[1])}
 
 
-def load_dataset(dc) -> PLTData:
-  """The PLTData of a shard folder: labels from labels.npz, images as `ShardImages`."""
+def load_dataset(dc, carve=None) -> PLTData:
+  """The PLTData of a shard folder: labels from labels.npz, images as `ShardImages`; without a
+  'val' split, one carved from 'train' by `carve` (sources.split_validation), data.val_fraction."""
   manifest = read_manifest(dc.path)
   shard_check.check_files(dc.path, manifest)
   try:
@@ -214,14 +219,19 @@ def load_dataset(dc) -> PLTData:
   except (OSError, ValueError) as e:
     raise UserError(f'{shard_path(dc.path, LABELS)} is unreadable: '
                     f'{" ".join(str(e).split())}') from None
+  splits, rows = dict(manifest['splits']), {}
+  if 'val' not in splits and dc.val_fraction > 0 and carve:   # observed labels, as in memory
+    rows = dict(zip(('train', 'val'), carve(len(labels['y_train']), dc.val_fraction, dc.seed)))
+    labels['y_val'], splits['val'] = labels['y_train'][rows['val']], splits['train']
+    labels.update({k: v[rows['train']] for k, v in labels.items() if k not in ('y_test', 'y_val')})
   split_images = {}
   for split in SPLITS:
-    if split in manifest['splits']:
+    if split in splits:
       mode = 'train' if split == 'train' else 'test'
       shape, dtype = _input_shape(manifest, mode, dc)
       transform = ImageTransform(manifest['encoding'], manifest['resize'], mode, dc.store_size,
                                  dc.eval_resize, dc.image_size)
-      split_images[split] = ShardImages(ShardSource(dc.path, split, manifest['splits'][split]),
+      split_images[split] = ShardImages(ShardSource(dc.path, split, splits[split], rows.get(split)),
                                         transform, shape, dtype, dc.workers, dc.prefetch)
   for split, images_ in split_images.items():
     y = labels['y_test' if split == 'test' else f'y_{split}']

@@ -89,7 +89,7 @@ def load_dataset(data_config) -> PLTData:
   validate_config(dc)
   if dc.name == 'shards':   # labels in memory, images read from the shards when used
     from comic_jax.data import shards
-    return shards.load_dataset(dc)
+    return shards.load_dataset(dc, split_validation)
   if dc.name == 'synthetic':
     return _plt_synth(
         splits.cache_dir(dc.cache_dir), seed=dc.seed, image_size=dc.image_size,

@@ -10,13 +10,15 @@ off; with all of them off COMIC+ trains and reports exactly what COMIC does.
 - `comic_plus.kappa`: which teacher kappa trusts ('worse': the paper's kappa, the branch that
   fits the batch worse; 'better': the branch that fits it better).
 - `comic_plus.report`: what is reported as "COMIC+" ('balanced': z_b, as COMIC does; 'fusion': the
-  average of the members' logits or probabilities, `fuse_logits`; 'auto', the own-data configs':
+  average of the members' logits or probabilities, `fuse_logits`; 'auto', COMIC+'s default:
   the one of the balanced, Head and Tail Models and two fusions with the best validation total mAP
   when training ends, `choose_report`; the test set is never looked at). The fusion is what the
   product reading needs (its z_b is trained as a product of experts with the teachers); with the
   distillation reading and COMIC's teachers z_b alone was better on validation; with the stronger
   teachers below, the mean probability of z_b and the Head Model was best (3 seeds), so COMIC+
   reports it ('fusion', `comic_plus.fusion='prob'`, `members=('balanced', 'head')`).
+  `comic_plus.report_per_group` (with 'auto'; PLT-Synth's recipes): each class group (many /
+  medium / few) reports the candidate best on its own validation mAP, `choose_per_group`.
 
 - The teachers (the head and tail branches): `comic_plus.teacher_loss` (their own loss and
   kappa's measure of their fit: COMIC+'s 'hill', Hill's loss; COMIC's 'mfm'),
@@ -32,9 +34,13 @@ The balanced, head and tail models are reported too ("Balanced Model", "Head Mod
 """
 from __future__ import annotations
 
+import json
+
 import jax
 import jax.numpy as jnp
+import numpy as np
 
+from comic_jax.data import longtail
 from comic_jax.errors import require
 from comic_jax.losses import baselines as baseline_losses
 from comic_jax.losses import htb, mfm
@@ -66,6 +72,30 @@ def fuse_logits(logits: list[jnp.ndarray], kind: str = 'prob') -> jnp.ndarray:
     return z.mean(0)
   p = jnp.clip(jax.nn.sigmoid(z).mean(0), 1e-7, 1.0 - 1e-7)
   return jnp.log(p) - jnp.log1p(-p)
+
+
+def _score(value) -> float:
+  """A validation mAP as a float (a JSON file's null, a group without positives: NaN)."""
+  return float('nan') if value is None else float(value)
+
+
+def choose_per_group(val_results: dict, groups, candidates=AUTO_CANDIDATES
+                     ) -> tuple[np.ndarray, dict]:
+  """(per class, the index in `candidates` of the best validation mAP of its class group (the
+  first on ties); {group name: that candidate}). `groups`: (C,) indices of longtail.GROUP_NAMES.
+  A group without a validation score (none of its classes has a validation positive: NaN)
+  takes the candidate of the best total.
+
+  A class's AP sees only its own column, so the composite's mAP in each group is the chosen
+  candidate's: the choice maximises every group's validation mAP, hence the total's.
+  """
+  def best(key):
+    scores = [_score(val_results[name][key]) for name in candidates]
+    return int(np.nanargmax(scores)) if not np.all(np.isnan(scores)) else None
+  fallback = best('total')
+  picks = [fallback if (b := best(name)) is None else b for name in longtail.GROUP_NAMES]
+  index = np.asarray(picks, np.int64)[np.asarray(groups)]
+  return index, {name: candidates[i] for name, i in zip(longtail.GROUP_NAMES, picks)}
 
 
 def trust_better_weights(loss_head, loss_tail, alpha: float = 2.0, *, detach: bool = True):
@@ -102,17 +132,22 @@ class ComicPlus(comic.Comic):
     self.teacher_classifier = self.cp.teacher_classifier
     super().__init__(comic_config(config), observed_labels, steps_per_epoch, class_names)
     self.auto = self.use_htb and self.cp.report == 'auto'
-    if self.auto:     # the choice first: it is what predict answers by default
+    self.per_group = self.auto and self.cp.report_per_group
+    # "COMIC+" first, whatever the report: the row the tables call the method is what load,
+    # predict, export and the audit answer with by default (registry.Method.report_names).
+    if self.auto:
       self.report_names = ('COMIC+', *AUTO_CANDIDATES)
     elif self.use_htb:
-      self.report_names = ('Balanced Model', 'Head Model', 'Tail Model', 'COMIC+')
+      self.report_names = ('COMIC+', 'Balanced Model', 'Head Model', 'Tail Model')
     else:
       self.report_names = ('COMIC+',)
 
   def init(self, rng, batch):
     params, batch_stats, method_state = super().init(rng, batch)
-    if self.auto:   # the index of the candidate reported as COMIC+, in the checkpoint
-      method_state['report'] = jnp.asarray(AUTO_CANDIDATES.index(AUTO_BEFORE_CHOICE), jnp.int32)
+    if self.auto:   # the index of the candidate reported as COMIC+ (per class), in the checkpoint
+      first = AUTO_CANDIDATES.index(AUTO_BEFORE_CHOICE)
+      method_state['report'] = (jnp.full((self.num_classes,), first, jnp.int32)
+                                if self.per_group else jnp.asarray(first, jnp.int32))
     return params, batch_stats, method_state
 
   def loss(self, params, batch_stats, method_state, batch, rng, step):
@@ -122,12 +157,23 @@ class ComicPlus(comic.Comic):
       new_state['report'] = method_state['report']
     return total, (batch_stats, new_state, metrics)
 
-  def choose_report(self, method_state, val_results: dict):
+  def choose_report(self, method_state, val_results: dict, groups=None):
     """report='auto': (method_state reporting the candidate of the best validation total mAP
-    as COMIC+ (the first on ties), the record of the choice), or None for another report."""
-    if not self.auto:
+    as COMIC+ (the first on ties), the record of the choice), or None for another report.
+    With `comic_plus.report_per_group`, each class group's classes (`groups`: (C,) indices of
+    longtail.GROUP_NAMES) report the candidate of that group's best validation mAP
+    (`choose_per_group`)."""
+    if val_results is None and self.config.refit_choice:   # refit: the carve run's choice
+      with open(self.config.refit_choice) as f:
+        val_results = json.load(f)
+    if not self.auto or val_results is None:
       return None
-    scores = {name: float(val_results[name]['total']) for name in AUTO_CANDIDATES}
+    scores = {name: _score(val_results[name]['total']) for name in AUTO_CANDIDATES}
+    if self.per_group:
+      index, picks = choose_per_group(val_results, groups)
+      record = {'COMIC+': 'per class group', 'by': 'validation mAP of each class group',
+                'groups': picks, 'candidates': scores}
+      return {**method_state, 'report': jnp.asarray(index, jnp.int32)}, record
     chosen = max(AUTO_CANDIDATES, key=lambda name: scores[name])   # max keeps the first tie
     record = {'COMIC+': chosen, 'by': 'validation total mAP', 'candidates': scores}
     return {**method_state, 'report': jnp.asarray(AUTO_CANDIDATES.index(chosen), jnp.int32)}, \
@@ -167,14 +213,16 @@ class ComicPlus(comic.Comic):
     if self.auto:
       for name, members in AUTO_FUSIONS.items():
         preds[name] = fuse_logits([preds[MODELS[m]] for m in members], self.cp.fusion)
-      chosen = jnp.stack([preds[name] for name in AUTO_CANDIDATES])[method_state['report']]
+      stacked = jnp.stack([preds[name] for name in AUTO_CANDIDATES])     # (K, N, C)
+      report = method_state['report']
+      chosen = (stacked[report] if report.ndim == 0 else     # one candidate, or one per class
+                jnp.take_along_axis(stacked, report[None, None, :], axis=0)[0])
       return {'COMIC+': chosen, **preds}
     if self.cp.report == 'fusion':
-      members = [preds[MODELS[m]] for m in self.cp.members]
-      preds['COMIC+'] = fuse_logits(members, self.cp.fusion)
+      reported = fuse_logits([preds[MODELS[m]] for m in self.cp.members], self.cp.fusion)
     else:
-      preds['COMIC+'] = balanced
-    return preds
+      reported = balanced
+    return {'COMIC+': reported, **preds}
 
 
 def validate(config) -> None:
@@ -228,6 +276,10 @@ STUDIES = {
                 StudyRow('teacher_energy', "teachers' energy term (the paper's)",
                          (('comic_plus.teacher_energy', True),)),
                 StudyRow('fusion', 'report the fusion', (('comic_plus.report', 'fusion'),)),
+                StudyRow('auto', 'report chosen on validation, one for all classes',
+                         (('comic_plus.report', 'auto'), ('comic_plus.report_per_group', False))),
+                StudyRow('per_group', 'report chosen on validation per class group',
+                         (('comic_plus.report', 'auto'), ('comic_plus.report_per_group', True))),
                 StudyRow('balanced', 'report z_b', (('comic_plus.report', 'balanced'),)),
                 StudyRow('no_rlc', '-RLC', (('comic.lambda_c', 0.0),)),
                 StudyRow('no_mfm', '-MFM', (('comic.mfm.enabled', False),))),

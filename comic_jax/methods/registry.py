@@ -44,7 +44,9 @@ class Method(Protocol):
   # {'image', 'label' (observed), 'label_full' (diagnostics only), 'label_negative' (1 where the
   # label is known absent; all 0 without known negatives)}`.
   streams: Mapping[str, StreamSpec]
-  report_names: tuple[str, ...]       # the models it reports, in the order the tables list them
+  report_names: tuple[str, ...]       # the models it reports; the first is the method's own row
+                                      # (its display name where it reports one): the model that
+                                      # load / predict / export / the audit use by default
 
   def init(self, rng, batch) -> tuple[Any, Any, Any]:
     """-> (params, batch_stats, method_state)."""
