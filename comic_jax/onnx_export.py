@@ -10,9 +10,10 @@ variables are the graph's initializers.
 How: the prediction function is traced to a jaxpr with a symbolic batch size, and each of its
 operations is written as the ONNX operator(s) that compute the same (`_RULES`), opset 18. An
 operation without a rule stops the conversion with `Unsupported` naming it, and the export
-goes on without model.onnx. Why not `jax2onnx`: it converted this project's EfficientNet-Lite0
-model correctly (7e-7 from JAX) but took 202 s on a loaded 2-core machine, against ~2 s here,
-and its releases since 0.13 pin orbax-checkpoint below the version this project needs.
+goes on without model.onnx. Why not `jax2onnx` (0.17.1, tried first): it converted this
+project's frozen EfficientNet-Lite0 + COMIC+ model correctly (7e-7 from JAX in onnxruntime) but
+took 202 s where this takes 2.5 s (the same loaded 2-core machine, minutes apart), and its
+releases since 0.13 pin orbax-checkpoint below the version this project pins.
 """
 from __future__ import annotations
 
