@@ -13,7 +13,7 @@ operation without a rule stops the conversion with `Unsupported` naming it, and 
 goes on without model.onnx. Why not `jax2onnx` (0.17.1, tried first): it converted this
 project's frozen EfficientNet-Lite0 + COMIC+ model correctly (7e-7 from JAX in onnxruntime) but
 took 202 s where this takes 2.5 s (the same loaded 2-core machine, minutes apart), and its
-releases since 0.13 pin orbax-checkpoint below the version this project pins.
+releases 0.13.1-0.17.1 require orbax-checkpoint<0.11.37, against this project's 0.12.8.
 """
 from __future__ import annotations
 
