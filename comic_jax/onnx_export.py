@@ -50,7 +50,7 @@ def convert(fn, variables: dict[str, np.ndarray], input_spec, input_name: str) -
   var_invars, (image_invar,) = closed.jaxpr.invars[:-1], closed.jaxpr.invars[-1:]
   for var, name in zip(var_invars, names):   # dict leaves are traced in sorted key order
     graph.names[var] = graph.initializer(np.asarray(variables[name]), name)
-  graph.names[image_invar] = input_name
+  graph.names[image_invar] = graph.input_name = input_name
   for var, value in zip(closed.jaxpr.constvars, closed.consts):
     graph.names[var] = graph.initializer(np.asarray(value).reshape(var.aval.shape))
   (out,) = graph.walk(closed.jaxpr, [graph.names[v] for v in closed.jaxpr.invars])
@@ -86,6 +86,7 @@ class _Graph:
 
   def __init__(self):
     self.nodes, self.inits, self.names, self._count = [], [], {}, 0
+    self.input_name = ''
 
   def fresh(self, stem: str = 't') -> str:
     self._count += 1
@@ -220,16 +221,28 @@ def _slice(g, eqn, ins):
 
 def _dynamic_slice(g, eqn, ins):
   shape, sizes = eqn.invars[0].aval.shape, eqn.params['slice_sizes']
-  if not all(_static(d) for d in shape):
-    raise Unsupported('dynamic_slice of a symbolic shape')
   starts = []
   for start, dim, size in zip(ins[1:], shape, sizes):    # clamped into range, as XLA does
-    s = g.node('Cast', [start], to=_dtype(np.int64))
-    s = g.node('Max', [g.node('Min', [s, g.ints([dim - size])]), g.ints([0])])
-    starts.append(s)
+    if not _static(dim):
+      if not _same(dim, size):
+        raise Unsupported('dynamic_slice of part of the symbolic batch axis')
+      starts.append(g.ints([0]))      # the whole axis: the start clamps to 0
+      continue
+    s = g.node('Reshape', [g.node('Cast', [start], to=_dtype(np.int64)), g.ints([1])])
+    starts.append(g.node('Max', [g.node('Min', [s, g.ints([dim - size])]), g.ints([0])]))
   starts = g.node('Concat', starts, axis=0)
-  ends = g.node('Add', [starts, g.ints(sizes)])
+  ends = g.node('Add', [starts, g.ints([s if _static(s) else np.iinfo(np.int64).max
+                                        for s in sizes])])
   return g.node('Slice', [ins[0], starts, ends])
+
+
+def _dim_as_value(g, eqn, ins):
+  """The symbolic batch size as a number: the first dimension of the graph's input."""
+  if str(eqn.params['dim']) != 'batch':
+    raise Unsupported(f'dim_as_value of {eqn.params["dim"]}')
+  size = g.node('Gather', [g.node('Shape', [g.input_name]), g.ints([0])], axis=0)
+  size = g.node('Squeeze', [size, g.ints([0])])
+  return g.node('Cast', [size], to=_dtype(eqn.outvars[0].aval.dtype))
 
 
 def _pad(g, eqn, ins):
@@ -337,4 +350,5 @@ _RULES = {
     'dynamic_slice': _dynamic_slice, 'pad': _pad, 'concatenate': _concatenate, 'stack': _stack,
     'select_n': _select_n, 'clamp': _clamp, 'dot_general': _dot_general,
     'conv_general_dilated': _conv, 'argmax': _argmax, 'gather': _gather,
+    'dim_as_value': _dim_as_value,
 }

@@ -64,3 +64,33 @@ def test_export_without_the_onnx_package_skips_model_onnx_in_one_line(
   with open(os.path.join(out, 'model.json')) as f:
     assert json.load(f)['onnx'] is None
   assert export.load_export(out).predict(x).shape == (len(x), 5)
+
+
+def test_operations_beyond_the_models_convert_to_the_same_numbers(tmp_path):
+  """dot_general with batch dimensions (an Einsum), reductions, where, concatenate, clamp,
+  dynamic_slice, cumulative-free elementwise maths: onnxruntime against JAX on random rows."""
+  import jax
+  import jax.numpy as jnp
+
+  from comic_jax import onnx_export
+
+  def fn(v, x):   # x: (batch, 4, 3) float32
+    y = jnp.einsum('bij,jk->bik', x, v['w'])                     # (batch, 4, 2)
+    z = jnp.einsum('bij,bkj->bik', y, y)                          # batch dimensions
+    z = jnp.where(z > 0.1, jnp.tanh(z), jnp.exp(-z ** 2))
+    m = z.max(axis=2) + jnp.log1p(jnp.abs(z)).sum(axis=2)         # (batch, 4)
+    m = jax.lax.dynamic_slice_in_dim(m, v['start'], 3, axis=1)   # (batch, 3)
+    m = jnp.concatenate([jnp.clip(m, -1.0, 2.0), jax.lax.rsqrt(1 + m ** 2)], axis=1)
+    return jax.nn.sigmoid(m)
+
+  rng = np.random.default_rng(0)
+  variables = {'w': rng.normal(size=(3, 2)).astype(np.float32), 'start': np.int32(1)}
+  (batch,) = jax.export.symbolic_shape('batch')
+  data = onnx_export.convert(fn, variables, jax.ShapeDtypeStruct((batch, 4, 3), np.float32),
+                             'features')
+  (tmp_path / 'm.onnx').write_bytes(data)
+  session = ort.InferenceSession(str(tmp_path / 'm.onnx'), providers=['CPUExecutionProvider'])
+  for n in (1, 5):
+    x = rng.normal(size=(n, 4, 3)).astype(np.float32)
+    got = session.run(['probabilities'], {'features': x})[0]
+    np.testing.assert_allclose(got, np.asarray(fn(variables, x)), atol=1e-5, rtol=0)
