@@ -314,6 +314,7 @@ def main(argv):
       return
     require(FLAGS.cut in ('rlc', 'val') or _is_number(FLAGS.cut),
             f"--cut={FLAGS.cut!r} is not 'rlc', 'val' or a number")
+    predict.use_compilation_cache(FLAGS.workdir)   # a second audit loads the compiled model
     audit = Audit(FLAGS.workdir, cut=FLAGS.cut, model=FLAGS.model, rank=FLAGS.rank)
     rows = audit.rows()
     write_rows(FLAGS.output, rows)

@@ -9,6 +9,10 @@ method or the training data:
                         the method's state such as COMIC's energies), named by their tree path
     model.jaxexport     `jax.export` of probabilities(variables, images) -> {model: (N, C)},
                         batch size symbolic, lowered for CPU, CUDA and TPU where possible
+    model.onnx          with the optional `onnx` package: the reported model's probabilities
+                        as an ONNX graph (`onnx_export`), input `images` uint8 (N, H, W, 3)
+                        (`features` float32 (N, D) for a feature-vector run), output
+                        `probabilities` (N, C); model.json's `onnx` names them (null: skipped)
 
     python -m comic_jax.predict --workdir=runs/demo --mode=export --output=runs/demo/export
     model = comic_jax.load('runs/demo/export')      # or export.load_export(...)
@@ -24,13 +28,14 @@ import os
 import numpy as np
 import safetensors.numpy
 
-from comic_jax import predictor, thresholds
+from comic_jax import onnx_export, predictor, thresholds
 from comic_jax import workdir as workdir_lib
 from comic_jax.errors import UserError, require, warn
 
 FORMAT = 'comic-jax-export/1'
 META, VARIABLES, FUNCTION = 'model.json', 'variables.safetensors', 'model.jaxexport'
 _PLATFORMS = ('cpu', 'cuda', 'tpu')
+_ONNX_INPUT = {'image': 'images', 'features': 'features'}   # model.onnx's input, by input kind
 
 
 def is_export(path: str) -> bool:
@@ -57,10 +62,11 @@ def flatten_variables(tree) -> tuple[dict[str, np.ndarray], list[str], object]:
 
 # ------------------------------------------------------------------------------- export
 
-def export_model(workdir: str, out_dir: str) -> str:
+def export_model(workdir: str, out_dir: str, log=print) -> str:
   """Writes the folder described in the module docstring for the latest checkpoint of
   `workdir`; returns `out_dir`. A frozen-backbone run's export holds its backbone too: the
-  function maps images to probabilities."""
+  function maps images to probabilities. Without the optional `onnx` package (or with an
+  operation it cannot convert) model.onnx is skipped, and `log` says so in one line."""
   import jax
   from jax import export as jax_export
 
@@ -90,6 +96,8 @@ def export_model(workdir: str, out_dir: str) -> str:
     warn(f'the export could not be lowered for {", ".join(_PLATFORMS)} ({type(e).__name__}: '
          f'{str(e)[:200]}); it runs on {", ".join(exported.platforms)} only (model.json, '
          '"platforms")')
+  reported = list(method.report_names)[0]   # the model that answers by default
+  onnx_model = _onnx_model(exported_fn, flat, image_spec, reported, prep['input'], log)
   saved = thresholds.of_workdir(workdir, names)
   meta = {
       'format': FORMAT, 'method': config.method, 'step': step, 'class_names': list(names),
@@ -97,6 +105,9 @@ def export_model(workdir: str, out_dir: str) -> str:
       'thresholds': None if saved is None else {k: v.tolist() for k, v in saved.items()},
       'input': {'shape': ['batch', *image_spec.shape[1:]], 'dtype': str(image_spec.dtype)},
       'platforms': list(exported.platforms), 'batch_size': int(config.eval_batch_size)}
+  meta['onnx'] = None if onnx_model is None else {
+      'file': onnx_export.FILE, 'model': reported, 'input': _ONNX_INPUT[prep['input']],
+      'output': 'probabilities'}
   if config.model.feature_cache:
     meta['backbone'] = inference.read_backbone_record(workdir)
   # Everything serialised before any file is written; model.json goes last, so a folder whose
@@ -109,10 +120,30 @@ def export_model(workdir: str, out_dir: str) -> str:
       os.remove(os.path.join(out_dir, META))
     workdir_lib.write_bytes(os.path.join(out_dir, VARIABLES), tensors)
     workdir_lib.write_bytes(os.path.join(out_dir, FUNCTION), bytes(serialized))
+    onnx_path = os.path.join(out_dir, onnx_export.FILE)
+    if onnx_model is not None:
+      workdir_lib.write_bytes(onnx_path, onnx_model)
+    elif os.path.exists(onnx_path):   # an earlier export's: not this model's
+      os.remove(onnx_path)
     workdir_lib.write_json(os.path.join(out_dir, META), meta, indent=2)
   except OSError as e:
     raise UserError(f'cannot write the export to {out_dir!r}: {e.strerror or e}') from None
   return out_dir
+
+
+def _onnx_model(exported_fn, flat: dict, input_spec, reported: str, kind: str, log):
+  """model.onnx's bytes: `reported`'s probabilities of the inputs (`onnx_export`); None, with
+  one line to `log`, when the `onnx` package is absent or an operation cannot be converted."""
+  if not onnx_export.available():
+    log("model.onnx skipped: the optional 'onnx' package is not installed "
+        "(pip install 'comic-jax[onnx]' or pip install onnx, then export again)")
+    return None
+  try:
+    return onnx_export.convert(lambda v, x: exported_fn(v, x)[reported], flat, input_spec,
+                               _ONNX_INPUT[kind])
+  except onnx_export.Unsupported as e:
+    log(f'model.onnx skipped: the operation {e} has no ONNX conversion here')
+    return None
 
 
 def _read(path: str, what: str, read):
@@ -160,6 +191,7 @@ def load_export(path: str, *, model: str | None = None, threshold='auto',
   out = predictor.Predictor(lambda x: call(variables, x), class_names=meta['class_names'],
                             model_names=meta['models'], model=model,
                             preprocessing=meta['preprocessing'], saved_thresholds=saved,
-                            threshold=threshold, batch_size=batch_size or 256)
+                            threshold=threshold,
+                            batch_size=batch_size or int(meta.get('batch_size') or 64))
   out.meta = meta
   return out

@@ -11,6 +11,7 @@ sampled image, one of its `model.feature_views` cached views (drawn from the see
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -36,12 +37,42 @@ def frozen_backbone(config, example: np.ndarray):
   frozen-backbone run: the network and weights that the feature cache is computed with, and
   that prediction and the export put in front of the trained heads. The weights are
   `config.model.pretrained`'s (else the initialisation from `config.seed`)."""
-  backbone = backbones.create_backbone(config.model)
-  mean, std = backbones.normalization(config.model)
-  x = networks.normalize_images(jnp.asarray(example), mean, std)
-  variables = pretrained.load_into(
-      config.model, backbone.init(jax.random.key(config.seed), x, train=False))
+  # Only the shapes first (`_abstract_backbone`): run op by op, the initialisation compiled each
+  # of the backbone's hundreds of operations in turn (115 s of a loaded 2-core machine's predict
+  # start-up). The pretrained weights then fill every leaf; weights that fill only part of the
+  # tree (none configured, or a loader that leaves some) take one compiled initialisation.
+  example = jnp.asarray(example)
+  abstract = _abstract_backbone(config.model.to_json(), config.seed, example.shape,
+                                example.dtype.str)[0]
+  variables = pretrained.load_into(config.model, abstract)
+  if any(isinstance(v, jax.ShapeDtypeStruct) for v in jax.tree_util.tree_leaves(variables)):
+    init = _backbone_init(config.model, config.seed)
+    variables = pretrained.load_into(config.model, jax.jit(init)(example))
   return backbone_features_fn(config), variables
+
+
+def _backbone_init(model_config, seed: int):
+  """init(uint8 images) -> the backbone's variables from `seed`."""
+  backbone = backbones.create_backbone(model_config)
+  mean, std = backbones.normalization(model_config)
+  return lambda images: backbone.init(jax.random.key(seed),
+                                      networks.normalize_images(images, mean, std), train=False)
+
+
+@functools.lru_cache(maxsize=8)
+def _abstract_backbone(model_json: str, seed: int, shape: tuple, dtype: str):
+  """(the backbone's variables, its features) as shapes, traced once for both: prediction
+  needs the feature size (`feature_dim`) and the variables' structure."""
+  import ml_collections
+  model_config = ml_collections.ConfigDict(json.loads(model_json))
+  backbone = backbones.create_backbone(model_config)
+  mean, std = backbones.normalization(model_config)
+
+  def init(images):
+    x = networks.normalize_images(images, mean, std)
+    out, variables = backbone.init_with_output(jax.random.key(seed), x, train=False)
+    return variables, out
+  return jax.eval_shape(init, jax.ShapeDtypeStruct(shape, np.dtype(dtype)))
 
 
 def backbone_features_fn(config):
@@ -56,9 +87,9 @@ def backbone_features_fn(config):
 
 def feature_dim(config, example: np.ndarray) -> int:
   """D of the frozen backbone's features of images shaped like `example` (nothing computed)."""
-  backbone = backbones.create_backbone(config.model)
-  out = jax.eval_shape(lambda x: backbone.init_with_output(jax.random.key(0), x, train=False)[0],
-                       jax.ShapeDtypeStruct(example.shape, jnp.float32))
+  example = np.asarray(example)
+  out = _abstract_backbone(config.model.to_json(), config.seed, example.shape,
+                           example.dtype.str)[1]
   return int(out.shape[-1])
 
 

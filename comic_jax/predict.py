@@ -67,6 +67,18 @@ def load(workdir: str, *, model: str | None = None, threshold='auto',
   return out
 
 
+def use_compilation_cache(path: str) -> str | None:
+  """The persistent compilation cache for a command that predicts with `path` (a workdir: its
+  run's `runtime.use_compilation_cache`; an exported folder: the default data cache's), so that
+  a second predict or audit loads the compiled model instead of compiling it again. Call before
+  the first compilation."""
+  from comic_jax import runtime
+  if export.is_export(path):
+    return runtime.compilation_cache_in('')
+  config = inference.load_config(path)
+  return runtime.use_compilation_cache(config) if 'compilation_cache' in config else None
+
+
 # ------------------------------------------------------------------------------- files
 
 def _images_in(folder: str, recursive: bool) -> tuple[list[str], int]:
@@ -165,6 +177,8 @@ def main(argv):
   FLAGS = flags.FLAGS
   logging.set_verbosity(logging.WARNING)
   try:
+    if FLAGS.mode == 'predict':
+      use_compilation_cache(FLAGS.workdir)
     if FLAGS.mode == 'export':
       out = export.export_model(FLAGS.workdir, FLAGS.output or
                                 os.path.join(FLAGS.workdir, 'export'))

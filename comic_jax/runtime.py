@@ -69,10 +69,18 @@ def use_compilation_cache(config) -> str | None:
     return os.environ['JAX_COMPILATION_CACHE_DIR']
   if not config.compilation_cache:
     return None
+  return compilation_cache_in(config.data.cache_dir)
+
+
+def compilation_cache_in(cache_dir: str) -> str:
+  """`use_compilation_cache` into `<cache_dir>/xla` ('': the default data cache); a
+  `JAX_COMPILATION_CACHE_DIR` set by the user wins."""
+  if os.environ.get('JAX_COMPILATION_CACHE_DIR'):
+    return os.environ['JAX_COMPILATION_CACHE_DIR']
   import jax
 
   from comic_jax.data import splits
-  path = os.path.join(splits.cache_dir(config.data.cache_dir), 'xla')
+  path = os.path.join(splits.cache_dir(cache_dir), 'xla')
   jax.config.update('jax_compilation_cache_dir', path)
   jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.1)
   return path
