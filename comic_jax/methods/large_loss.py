@@ -115,7 +115,8 @@ def unsupported_boostlu(config) -> str:
   """Why BoostLU cannot run with `config` ('' when it can): it needs the backbone's spatial
   feature map."""
   problem = backbones.spatial_map_problem(config.model)
-  return f"BoostLU needs the backbone's spatial feature map: {problem}" if problem else ''
+  return (f"its class activation map needs the backbone's spatial feature map, but {problem}"
+          if problem else '')
 
 
 def _validate_boostlu(config):
@@ -128,7 +129,7 @@ def _validate_boostlu(config):
           "BoostLU's classifier is a 1x1 convolution: config.model.classifier must be 'linear' "
           "or 'auto'")
   problem = unsupported_boostlu(config)
-  require(not problem, problem)
+  require(not problem, f'config.method=boostlu: {problem}')
 
 
 registry.register(MethodSpec('ll_r', 'LL-R', 'PL-MLC', _create('ll_r'),

@@ -207,8 +207,7 @@ def spatial_map_problem(model_config) -> str:
   """Why the backbone of `model_config` gives no spatial feature map (what BoostLU's class
   activation map needs), or '' when it does."""
   if model_config.feature_cache:
-    return ('the feature cache (model.feature_cache) holds pooled backbone features, not '
-            'feature maps')
+    return 'the feature cache (model.feature_cache) holds pooled backbone features'
   name = backbone_name(model_config)
   if name not in BACKBONES or not BACKBONES[name].spatial:
     return f'the {name!r} backbone has no spatial feature map'
