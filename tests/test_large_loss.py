@@ -172,8 +172,20 @@ def test_boostlu_is_left_out_where_there_is_no_feature_map():
   assert 'no spatial feature map' in registry.unsupported_reason('boostlu', mlp)
   from comic_jax.config_checks import validate_config
   frozen.method = 'boostlu'
-  with pytest.raises(UserError, match='feature cache'):
+  with pytest.raises(UserError, match='config.method=boostlu: .*feature cache'):
     validate_config(frozen)
+
+
+def test_the_benchmark_leaves_boostlu_out_of_a_frozen_table_and_says_so(tmp_path):
+  from comic_jax import benchmark
+  from conftest import tiny_config
+  frozen = tiny_config(**{'model.backbone_trainable': False, 'model.feature_cache': True})
+  left_out = benchmark.left_out_methods(('bce', 'll_ct', 'boostlu'), frozen)
+  assert list(left_out) == ['boostlu'] and 'spatial feature map' in left_out['boostlu']
+  assert benchmark.left_out_methods(('bce', 'boostlu'), tiny_config()) == {}
+  md, _ = benchmark.write_tables(str(tmp_path), 'main', ['method'], [['BCE']],
+                                 notes=['BoostLU is left out: why.'])
+  assert open(md).read().endswith('| BCE |\n\nBoostLU is left out: why.\n')
 
 
 def test_trains_end_to_end(tmp_path):
