@@ -208,3 +208,24 @@ def test_trains_end_to_end(tmp_path):
   k = math.ceil(128 * 24 * 0.1 / 100)                     # LL-Cp's k in epoch 2 (24 classes)
   assert lines[1]['train']['large_losses'] == k
   assert 0 < lines[1]['ll_cp']['flipped'] <= k * (lines[1]['step'] - lines[0]['step'])
+
+
+@pytest.mark.parametrize('backbone,size,shape', [('small_cnn', 32, (2, 4, 4, 128)),
+                                                 ('resnet18', 64, (2, 2, 2, 512)),
+                                                 ('efficientnet_lite0', 64, (2, 2, 2, 1280))])
+def test_the_backbones_spatial_maps(backbone, size, shape):
+  """BoostLU's map: the small CNN's last stage, a ResNet's last stage, EfficientNet-Lite's head
+  convolution (shapes only, traced); the small CNN's map averages to its pooled features."""
+  from comic_jax.models import backbones
+  from conftest import tiny_config
+  model = tiny_config(**{'model.backbone': backbone}).model
+  x = jnp.zeros((2, size, size, 3))
+
+  def forward(spatial):
+    module = backbones.create_backbone(model, spatial=spatial)
+    return lambda x: module.apply(module.init(jax.random.key(0), x, train=False), x, train=False)
+  assert jax.eval_shape(forward(True), x).shape == shape
+  if backbone == 'small_cnn':
+    x = jax.random.normal(jax.random.key(1), (2, size, size, 3))
+    np.testing.assert_allclose(jax.jit(forward(True))(x).mean((1, 2)), jax.jit(forward(False))(x),
+                               rtol=1e-5, atol=1e-6)
