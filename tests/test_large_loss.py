@@ -208,6 +208,10 @@ def test_trains_end_to_end(tmp_path):
   k = math.ceil(128 * 24 * 0.1 / 100)                     # LL-Cp's k in epoch 2 (24 classes)
   assert lines[1]['train']['large_losses'] == k
   assert 0 < lines[1]['ll_cp']['flipped'] <= k * (lines[1]['step'] - lines[0]['step'])
+  # Prediction restores the per-image state with the checkpoint's shapes (no training data).
+  import comic_jax
+  probs = comic_jax.load(str(tmp_path)).predict(np.zeros((2, 32, 32, 3), np.uint8))
+  assert np.shape(probs) == (2, 24) and np.all(np.isfinite(probs))
 
 
 @pytest.mark.parametrize('backbone,size,shape', [('small_cnn', 32, (2, 4, 4, 128)),

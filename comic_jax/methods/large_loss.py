@@ -39,7 +39,7 @@ class LargeLoss(SingleBranch):
       self.network = network
     self.scheme, self.permanent = VARIANTS[variant]
     self.delta_rel, self.steps_per_epoch = delta_rel, steps_per_epoch
-    self.num_train = len(observed_labels)
+    self.num_train, self.num_classes = observed_labels.shape
     entries = config.batch_size * observed_labels.shape[1]
     require(ll.fits_int32(entries, delta_rel),
             f'delta_rel={delta_rel!r} has too many decimals for batches of {entries} entries; '
@@ -49,8 +49,7 @@ class LargeLoss(SingleBranch):
     params, batch_stats, _ = super().init(rng, batch)
     state = {}
     if self.permanent:
-      num_classes = batch['main']['label'].shape[1]
-      state = {'flipped': jnp.zeros((self.num_train, num_classes), bool),
+      state = {'flipped': jnp.zeros((self.num_train, self.num_classes), bool),
                'true_flips': jnp.zeros((), jnp.int32)}
     return params, batch_stats, state
 
@@ -137,6 +136,7 @@ registry.register(MethodSpec('ll_r', 'LL-R', 'PL-MLC', _create('ll_r'),
 registry.register(MethodSpec('ll_ct', 'LL-Ct', 'PL-MLC', _create('ll_ct'),
                              validate=_validate_large_loss))
 registry.register(MethodSpec('ll_cp', 'LL-Cp', 'PL-MLC', _create('ll_cp'),
-                             validate=_validate_large_loss))
+                             validate=_validate_large_loss, state_per_image=True))
 registry.register(MethodSpec('boostlu', 'BoostLU', 'PL-MLC', _create_boostlu,
-                             validate=_validate_boostlu, unsupported=unsupported_boostlu))
+                             validate=_validate_boostlu, unsupported=unsupported_boostlu,
+                             state_per_image=True))   # with loss='ll_cp'

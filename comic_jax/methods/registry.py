@@ -85,6 +85,8 @@ class MethodSpec:
   unsupported: Callable[[Any], str] | None = None
   model_uses_labels: bool = False   # the network is built from the training labels (ML-GCN's
                                     # label graph): prediction must load them
+  state_per_image: bool = False     # the method state holds one entry per training image (LL-Cp):
+                                    # prediction restores it with the checkpoint's shapes
   studies: Mapping[str, tuple[StudyRow, ...]] = dataclasses.field(default_factory=dict)
   # Benchmark runner: a method built on another method's finished run (LWS on BCE) names it
   # here and adapts its config to that run's workdir with `benchmark_config(config, workdir)`.
