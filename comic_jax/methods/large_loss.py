@@ -42,8 +42,8 @@ class LargeLoss(SingleBranch):
     self.num_train, self.num_classes = observed_labels.shape
     entries = config.batch_size * observed_labels.shape[1]
     require(ll.fits_int32(entries, delta_rel),
-            f'delta_rel={delta_rel!r} has too many decimals for batches of {entries} entries; '
-            'round it')
+            f'config.baselines.large_loss: delta_rel={delta_rel!r} has too many decimals for '
+            f'batches of {entries} entries; round it')
 
   def init(self, rng, batch):
     params, batch_stats, _ = super().init(rng, batch)
