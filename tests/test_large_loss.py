@@ -145,7 +145,8 @@ def test_method_loss_is_the_large_loss_of_its_logits(name):
   out, _ = method.network.apply({'params': params, 'batch_stats': stats},
                                 batch['main']['image'], train=True, mutable=['batch_stats'])
   z = np.asarray(out['logits'], np.float64)
-  delta = {'ll_r': 0.5, 'll_ct': 0.2, 'll_cp': 20.0, 'boostlu': 0.2}[name]
+  delta = config.baselines.large_loss[{'ll_r': 'delta_rel_r', 'll_cp': 'delta_rel_cp'}.get(
+      name, 'delta_rel_ct')]
   k = math.ceil(16 * delta / 100)                          # epoch 1: 1 - llr_rel = delta / 100
   scheme = 'reject' if name == 'll_r' else 'correct'
   want, selected = np_large_loss(z, np.asarray(batch['main']['label'], np.float64), k, scheme)
@@ -205,7 +206,7 @@ def test_trains_end_to_end(tmp_path):
   assert all(np.isfinite(v) for v in results['BoostLU'].values() if isinstance(v, float))
   lines = [json.loads(x) for x in (tmp_path / 'metrics.jsonl').read_text().splitlines()]
   assert lines[0]['train']['large_losses'] == 0 and lines[0]['ll_cp']['flipped'] == 0
-  k = math.ceil(128 * 24 * 0.1 / 100)                     # LL-Cp's k in epoch 2 (24 classes)
+  k = math.ceil(128 * 24 * config.baselines.large_loss.delta_rel_cp / 100)   # LL-Cp's k, epoch 2
   assert lines[1]['train']['large_losses'] == k
   assert 0 < lines[1]['ll_cp']['flipped'] <= k * (lines[1]['step'] - lines[0]['step'])
   # Prediction restores the per-image state with the checkpoint's shapes (no training data).
