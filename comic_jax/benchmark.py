@@ -298,7 +298,16 @@ def table_rows(workdir: str, preset: str, exps: list[Experiment], seeds: int):
   return header, rows
 
 
-def write_tables(workdir: str, preset: str, header, rows) -> list[str]:
+def left_out_methods(methods, config) -> dict[str, str]:
+  """{method: why} for the methods that cannot run with the base config (BoostLU on pooled
+  frozen features): the benchmark leaves them out and says so under the table."""
+  from comic_jax.methods import registry
+  reasons = {m: registry.unsupported_reason(m, config) for m in methods}
+  return {m: r for m, r in reasons.items() if r}
+
+
+def write_tables(workdir: str, preset: str, header, rows, notes=()) -> list[str]:
+  """table.md (with `notes` as lines under it) and table.csv (`table_<preset>` for a study)."""
   stem = 'table' if preset == 'main' else f'table_{preset}'
   md_path, csv_path = os.path.join(workdir, f'{stem}.md'), os.path.join(workdir, f'{stem}.csv')
   with open(md_path, 'w') as f:
@@ -306,6 +315,8 @@ def write_tables(workdir: str, preset: str, header, rows) -> list[str]:
     f.write('|' + '---|' * len(header) + '\n')
     for row in rows:
       f.write('| ' + ' | '.join(fmt(c) if isinstance(c, tuple) else str(c) for c in row) + ' |\n')
+    if notes:
+      f.write('\n' + '\n'.join(notes) + '\n')
   with open(csv_path, 'w', newline='') as f:
     writer = csv.writer(f)
     flat = []
@@ -355,6 +366,10 @@ def main(argv):
     cli.fail(f'unknown method(s) {", ".join(bad)}; choose from {", ".join(registry.names())}')
   if FLAGS.seeds < 1:
     cli.fail('--seeds must be >= 1')
+  left_out = left_out_methods(methods, FLAGS.config)
+  for m, reason in left_out.items():
+    print(f'{m} left out: {reason}')
+  methods = tuple(m for m in methods if m not in left_out)
   start = time.time()
   sweep_file = None
   try:
@@ -376,7 +391,8 @@ def main(argv):
     print(str(e), file=sys.stderr)
     sys.exit(e.exit_code)
   header, rows = table_rows(FLAGS.workdir, FLAGS.preset, exps, FLAGS.seeds)
-  written = write_tables(FLAGS.workdir, FLAGS.preset, header, rows)
+  written = write_tables(FLAGS.workdir, FLAGS.preset, header, rows, notes=[
+      f'{registry.get(m).display_name} is left out: {reason}.' for m, reason in left_out.items()])
   written.append(write_environment(written[1], sys.argv[1:], time.time() - start, len(runs),
                                    trained))
   if sweep_file:

@@ -161,6 +161,22 @@ def restore_workdir(workdir: str, state=None):
   return restored, int(step)
 
 
+def saved_method_state(workdir: str, sharding=None):
+  """ShapeDtypeStructs (with `sharding`) of the method state in the latest checkpoint of
+  `workdir`, read from orbax's metadata (no array is read); None when there is none to read.
+  What prediction restores a state into whose shape depends on the training set (LL-Cp's
+  per-image labels), which it does not load."""
+  path = os.path.join(os.path.abspath(workdir), 'checkpoints')
+  try:
+    with ocp.CheckpointManager(path, options=ocp.CheckpointManagerOptions(create=False),
+                               item_handlers=ocp.StandardCheckpointHandler()) as manager:
+      tree = manager.item_metadata(manager.latest_step())['method_state']
+  except Exception:  # noqa: BLE001 - then the method's own shapes are used
+    return None
+  return jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=sharding), tree,
+                      is_leaf=lambda m: hasattr(m, 'shape'))
+
+
 def load_variables(workdir: str) -> dict:
   """{'params', 'batch_stats'} (NumPy) of the latest checkpoint of another run's workdir, read
   without knowing its train state's structure (LWS reuses a finished BCE run this way)."""

@@ -87,6 +87,9 @@ def restore_model(workdir: str, config, class_names):
   abstract = state_lib.abstract_state(
       method, optim.create_optimizer(config, 1),
       {name: {'image': example} for name in method.streams}, config.seed, device)
+  if registry.get(config.method).state_per_image:   # LL-Cp: sized by the training set
+    saved = checkpoint.saved_method_state(workdir, device)
+    abstract = abstract if saved is None else abstract.replace(method_state=saved)
   restored, step = checkpoint.restore_workdir(workdir, abstract)
   variables = {'params': restored.params, 'batch_stats': restored.batch_stats,
                'method_state': restored.method_state}

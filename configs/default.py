@@ -14,7 +14,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.refit_choice = ''              # set by the refit: the carve run's val_results.json,
                                         # whose choices the final run takes (leave '')
   config.method = 'bce'                 # 'comic', 'comic_plus' or a baseline: bce, focal, asl,
-                                        # db, db_focal, lws, pseudo_label, ml_gcn, hill, pasl
+                                        # db, db_focal, lws, pseudo_label, ml_gcn, hill, pasl,
+                                        # ll_r, ll_ct, ll_cp, boostlu
 
   # ---------------------------------------------------------------------------- data
   config.data = data = ml_collections.ConfigDict()
@@ -202,6 +203,16 @@ def get_config() -> ml_collections.ConfigDict:
       gamma_neg=1.0,                    # g- of annotated (known) negatives (labels of -1 data)
       prior_threshold=0.5,              # ignore unannotated entries of classes with prior above
       topk_factor=5))                   # ignore the topk_factor x batch most likely unannotated
+  # LL-R / LL-Ct / LL-Cp: k = ceil(B C epoch delta_rel / 100) largest unobserved losses rejected /
+  # corrected (LL-Cp: ceil(B C delta_rel / 100), flipped for good). delta_rel is per data set
+  # (authors: one of 0.1 .. 0.5); defaults: the authors' values per scheme (their BoostLU config).
+  bl.large_loss = ml_collections.ConfigDict(dict(
+      delta_rel_r=0.5,                  # LL-R's delta_rel, percent of B x C per epoch
+      delta_rel_ct=0.2,                 # LL-Ct's
+      delta_rel_cp=0.1))                # LL-Cp's
+  bl.boostlu = ml_collections.ConfigDict(dict(
+      alpha=5.0,                        # positive class-activation values times alpha
+      loss='ll_ct'))                    # its loss: 'll_ct' (the authors') | 'll_r' | 'll_cp'
   bl.ml_gcn = g = ml_collections.ConfigDict()
   g.word_vectors = ''                   # GloVe text file or a (C, k) .npy; '' -> fallback
   g.fallback = 'one_hot'                # without word vectors: 'one_hot' | 'learned' embeddings

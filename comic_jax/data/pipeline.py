@@ -33,10 +33,13 @@ def process_rows(global_size: int) -> slice:
 def train_batch(data, stream_samplers: dict, streams: dict, step: int,
                 seed: int = 0) -> dict[str, dict[str, np.ndarray]]:
   """This process's rows of the global batch of `step`, per stream of the method:
-  {stream: {'image', 'label' (observed), 'label_full' (diagnostics only), 'label_negative'}}.
+  {stream: {'image', 'label' (observed), 'label_full' (diagnostics only), 'label_negative',
+  'index'}}.
 
   'label_negative' is 1.0 where the label is known to be absent (`PLTData.neg_train`) and 0.0
   elsewhere: all zeros when the data has no known negatives, so the shapes stay the same.
+  'index' (int32) is each row's position in the training set (what a method that keeps a state
+  per training image, LL-Cp's flipped labels, indexes it with).
 
   Cached backbone features (N, views, D) give each row one view, drawn from (seed, step and the
   stream's `rng_index`).
@@ -57,7 +60,7 @@ def train_batch(data, stream_samplers: dict, streams: dict, step: int,
                 else data.neg_train[idx[rows]].astype(np.float32))
     batch[name] = {'image': image, 'label': label,
                    'label_full': data.y_train_full[idx[rows]].astype(np.float32),
-                   'label_negative': negative}
+                   'label_negative': negative, 'index': idx[rows].astype(np.int32)}
   return batch
 
 

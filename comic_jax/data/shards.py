@@ -380,6 +380,9 @@ class ShardFeed:
       self._next += 1
     out = {name: {k: v[s * self.per:(s + 1) * self.per] for k, v in rows.items()}
            for s, name in enumerate(self.names)}
+    p = _process()[0]
+    for name, sampler in zip(self.names, self.sampler.stream_samplers):   # as `train_batch`
+      out[name]['index'] = sampler.indices(step)[p * self.per:(p + 1) * self.per].astype(np.int32)
     self._last = (step, out)
     return out
 

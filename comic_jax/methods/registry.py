@@ -82,8 +82,13 @@ class MethodSpec:
   classifier: str = 'linear'        # the classifier when config.model.classifier == 'auto'
   table_models: tuple[str, ...] = ()  # reported models in the main table ((display_name,))
   validate: Callable[[Any], None] | None = None   # checks the method's own config section
+  # Why the method cannot run with a config at all ('' when it can; BoostLU on pooled frozen
+  # features): the benchmark leaves such a method out with this reason instead of failing.
+  unsupported: Callable[[Any], str] | None = None
   model_uses_labels: bool = False   # the network is built from the training labels (ML-GCN's
                                     # label graph): prediction must load them
+  state_per_image: bool = False     # the method state holds one entry per training image (LL-Cp):
+                                    # prediction restores it with the checkpoint's shapes
   studies: Mapping[str, tuple[StudyRow, ...]] = dataclasses.field(default_factory=dict)
   # Benchmark runner: a method built on another method's finished run (LWS on BCE) names it
   # here and adapts its config to that run's workdir with `benchmark_config(config, workdir)`.
@@ -131,6 +136,12 @@ def get(name: str) -> MethodSpec:
 def create_method(config, observed_labels, steps_per_epoch: int, class_names=()) -> Method:
   """The method object of `config.method`, knowing the observed training labels."""
   return get(config.method).create(config, observed_labels, steps_per_epoch, tuple(class_names))
+
+
+def unsupported_reason(name: str, config) -> str:
+  """Why method `name` cannot run with `config` ('' when it can)."""
+  spec = get(name)
+  return spec.unsupported(config) if spec.unsupported is not None else ''
 
 
 def classifier_kind(config) -> str:

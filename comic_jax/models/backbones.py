@@ -69,6 +69,7 @@ class SmallCNN(nn.Module):
   """
   widths: Sequence[int] = (16, 32, 64, 128)
   dtype: Any = jnp.float32
+  pool: bool = True               # False: the last (B, H, W, widths[-1]) map, not pooled
 
   @nn.compact
   def __call__(self, x, train: bool = True):
@@ -80,7 +81,7 @@ class SmallCNN(nn.Module):
       x = nn.relu(x)
       if i < len(self.widths) - 1:
         x = max_pool_2x2(x)
-    return jnp.mean(x, axis=(1, 2)).astype(jnp.float32)
+    return (jnp.mean(x, axis=(1, 2)) if self.pool else x).astype(jnp.float32)
 
 
 class MLP(nn.Module):
@@ -126,6 +127,8 @@ class BackboneSpec:
   # None: no ImageNet weights.
   load_weights: Optional[Callable[[str, Optional[str]], dict]] = None
   taps: tuple = ()                             # what model.feature_taps may name
+  spatial: bool = False                        # its module takes `pool=False` and then returns
+                                               # its last feature map (B, H, W, D) (BoostLU)
 
   @property
   def pretrained(self) -> bool:
@@ -150,17 +153,18 @@ def _efficientnet_loader(name: str):
 
 BACKBONES: dict[str, BackboneSpec] = {
     'small_cnn': BackboneSpec(lambda m, dtype: SmallCNN(widths=tuple(m.small_cnn_widths),
-                                                        dtype=dtype)),
+                                                        dtype=dtype), spatial=True),
     'mlp': BackboneSpec(lambda m, dtype: MLP(widths=tuple(m.mlp_widths), dtype=dtype)),
 }
 for _depth, _cls in ((18, resnet.ResNet18), (34, resnet.ResNet34), (50, resnet.ResNet50),
                      (101, resnet.ResNet101)):
   BACKBONES[f'resnet{_depth}'] = BackboneSpec(lambda m, dtype, _cls=_cls: _cls(dtype=dtype),
-                                              load_weights=_resnet_loader(_depth))
+                                              load_weights=_resnet_loader(_depth), spatial=True)
 for _name, _cls in efficientnet.EFFICIENTNETS.items():
   BACKBONES[_name] = BackboneSpec(
       lambda m, dtype, _cls=_cls: _cls(dtype=dtype, taps=tuple(m.feature_taps)), mean=_cls.MEAN,
-      std=_cls.STD, load_weights=_efficientnet_loader(_name), taps=efficientnet.TAPS)
+      std=_cls.STD, load_weights=_efficientnet_loader(_name), taps=efficientnet.TAPS,
+      spatial=True)
 
 
 def backbone_name(model_config) -> str:
@@ -199,12 +203,31 @@ def validate_config(model_config) -> None:
           f'config.model.pretrained needs a backbone with ImageNet weights, not {name!r}')
 
 
-def create_backbone(model_config, name: str = 'backbone') -> nn.Module:
-  """The backbone named by `model_config.backbone`."""
+def spatial_map_problem(model_config) -> str:
+  """Why the backbone of `model_config` gives no spatial feature map (what BoostLU's class
+  activation map needs), or '' when it does."""
+  if model_config.feature_cache:
+    return 'the feature cache (model.feature_cache) holds pooled backbone features'
+  name = backbone_name(model_config)
+  if name not in BACKBONES or not BACKBONES[name].spatial:
+    return f'the {name!r} backbone has no spatial feature map'
+  if tuple(model_config.feature_taps):
+    return ('model.feature_taps concatenates pooled maps of different sizes; set '
+            'model.feature_taps=() for the head\'s map')
+  return ''
+
+
+def create_backbone(model_config, name: str = 'backbone', *, spatial: bool = False) -> nn.Module:
+  """The backbone named by `model_config.backbone`; with `spatial`, one that returns its last
+  feature map (B, H, W, D) instead of pooling it (`spatial_map_problem` says when it cannot)."""
   name = backbone_name(model_config)
   require(name in BACKBONES, f'config.model.backbone={name!r} is not one of: '
           f'{", ".join(BACKBONES)}')
   module = BACKBONES[name].create(model_config, jnp.dtype(model_config.dtype))
+  if spatial:
+    problem = spatial_map_problem(model_config)
+    require(not problem, f'no spatial feature map: {problem}')
+    module = module.clone(pool=False)
   return module.clone(name=name)
 
 

@@ -185,6 +185,7 @@ class EfficientNetLite(nn.Module):
   dtype: Any = jnp.float32
   taps: tuple = ()     # () = the head's 1280 features; else pooled outputs of these TAPS
                        # (checked with the config: models/backbones.validate_config)
+  pool: bool = True    # False (no taps): the head's (B, H/32, W/32, 1280) map, not pooled
 
   WIDTH = 1.0
   DEPTH = 1.0
@@ -212,6 +213,8 @@ class EfficientNetLite(nn.Module):
     if include_top:
       return nn.Dense(NUM_CLASSES, dtype=self.dtype, name='classifier')(pool(x)).astype(
           jnp.float32)
+    if not self.pool:
+      return x.astype(jnp.float32)
     return jnp.concatenate([pool(tapped[t]) for t in self.taps or ('head',)], axis=-1)
 
 

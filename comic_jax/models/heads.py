@@ -63,6 +63,14 @@ class LinearClassifier(nn.Module):
     return nn.Dense(self.num_classes, dtype=self.dtype, name='dense')(features).astype(jnp.float32)
 
 
+def boost_pool(cam: jnp.ndarray, alpha: float) -> jnp.ndarray:
+  """BoostLU [youngwk/BridgeGapExplanationPAMC, models.py; Kim et al., CVPR 2023]: a (B, H, W, C)
+  class activation map -> (B, C) logits, the mean over positions of where(CAM > 0, alpha x CAM,
+  CAM) (positive evidence boosted before global average pooling, at training and test time)."""
+  cam = cam.astype(jnp.float32)
+  return jnp.mean(jnp.where(cam > 0, alpha * cam, cam), axis=(1, 2))
+
+
 def class_weights(classifier_params) -> jnp.ndarray:
   """The (C, d) class weights w_c of either classifier's parameters (a linear classifier's
   kernel is stored (d, C)); what COMIC's energy adjustment projects the energy onto."""

@@ -100,3 +100,30 @@ def create_network(model_config, num_classes: int, classifier,
       log_softmax_features=model_config.official_log_softmax_features,
       dtype=jnp.dtype(model_config.dtype),
       name=name)
+
+
+class BoostLUNet(MultiLabelNet):
+  """BoostLU's network [youngwk/BridgeGapExplanationPAMC, models.py]: the backbone's last feature
+  map (B, H, W, D) instead of its pooled features, the projection and the linear classifier
+  applied at every position (together a 1x1 convolution, the class activation map (B, H, W, C)),
+  then `heads.boost_pool`: positive CAM values times alpha, averaged over positions. The
+  parameters are MultiLabelNet's; 'features' are the projected map's mean over positions."""
+  alpha: float = 5.0
+
+  def __call__(self, images, train: bool = True):
+    f = self.embed(images, train)                    # (B, H, W, d)
+    cam = self.classify(f)                           # (B, H, W, C)
+    return {'features': jnp.mean(f, axis=(1, 2)), 'logits': heads.boost_pool(cam, self.alpha)}
+
+
+def create_boostlu_network(model_config, num_classes: int, alpha: float) -> BoostLUNet:
+  """BoostLU's branch from `config.model` (a linear classifier; the backbone must give a spatial
+  map: `backbones.spatial_map_problem`)."""
+  mean, std = backbones.normalization(model_config)
+  return BoostLUNet(
+      backbone=backbones.create_backbone(model_config, spatial=True), mean=tuple(mean),
+      std=tuple(std), classifier=create_classifier(model_config, num_classes, 'linear'),
+      projection_dim=model_config.projection_dim,
+      backbone_trainable=model_config.backbone_trainable,
+      log_softmax_features=model_config.official_log_softmax_features,
+      dtype=jnp.dtype(model_config.dtype), alpha=alpha)

@@ -68,6 +68,7 @@ class ResNet(nn.Module):
   block_cls: Any
   num_filters: int = 64
   dtype: Any = jnp.float32
+  pool: bool = True                # False: the last stage's (B, H/32, W/32, D) map, not pooled
 
   @nn.compact
   def __call__(self, x, train: bool = True):
@@ -81,7 +82,7 @@ class ResNet(nn.Module):
         strides = 2 if i > 0 and j == 0 else 1
         x = self.block_cls(self.num_filters * 2 ** i, strides, dtype=self.dtype,
                            name=f'layer{i + 1}_{j}')(x, train)
-    return jnp.mean(x, axis=(1, 2)).astype(jnp.float32)
+    return (jnp.mean(x, axis=(1, 2)) if self.pool else x).astype(jnp.float32)
 
 
 ResNet18 = functools.partial(ResNet, stage_sizes=(2, 2, 2, 2), block_cls=BasicBlock)
