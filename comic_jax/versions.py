@@ -9,7 +9,8 @@ run written by an older version is read as that version ran it.
 - `identity(flat_config)`: the fields that define a run, compared before a run is resumed in
   the same workdir (`workdir.prepare_workdir`). Every field counts but `OPERATIONAL_FIELDS`,
   which change how a run is carried out (bars, devices, caches, how often it evaluates and
-  saves) and not what it learns: a field added later counts unless it is declared here.
+  saves) and not what it learns, and the `METHOD_SECTIONS` its method does not read: a field
+  added later counts unless it is declared here.
 """
 from __future__ import annotations
 
@@ -30,6 +31,18 @@ OPERATIONAL_FIELDS = (
     'progress_bar', 'num_devices', 'cpu_devices', 'eval_batch_size', 'keep_checkpoints',
     'checkpoint_every_epochs', 'eval_every_epochs', 'compilation_cache', 'data.cache_dir',
     'data.tfds_dir', 'data.download', 'data.num_threads', 'data.workers', 'data.prefetch')
+
+
+# Config sections that only some methods read: {section: the methods (config.method) that read
+# it}. A run of another method is not defined by them: a BCE run resumes whatever
+# comic_plus.report or baselines.hill say. A method that starts reading a section is added here.
+METHOD_SECTIONS: dict[str, tuple[str, ...]] = {
+    'comic': ('comic', 'comic_plus'), 'comic_plus': ('comic_plus',),
+    'baselines.focal': ('focal',), 'baselines.asl': ('asl',), 'baselines.db': ('db', 'db_focal'),
+    'baselines.hill': ('hill', 'comic_plus'), 'baselines.pseudo_label': ('pseudo_label',),
+    'baselines.pasl': ('pasl',), 'baselines.ml_gcn': ('ml_gcn',), 'baselines.lws': ('lws',),
+    'baselines.large_loss': ('ll_r', 'll_ct', 'll_cp', 'boostlu'),
+    'baselines.boostlu': ('boostlu',)}
 
 
 def current() -> str:
@@ -118,19 +131,29 @@ def migrations_for(version: str) -> dict:
 
 
 def identity(flat_config: dict) -> dict:
-  """The fields of a flattened config that define the run (all but OPERATIONAL_FIELDS)."""
+  """The fields of a flattened config that define the run: all but OPERATIONAL_FIELDS and the
+  sections of `METHOD_SECTIONS` that the run's method does not read."""
+  method = flat_config.get('method')
+  unread = tuple(s for s, readers in METHOD_SECTIONS.items() if method not in readers)
   return {k: v for k, v in flat_config.items()
-          if k != VERSION_KEY and not any(k == f or k.startswith(f + '.')
-                                          for f in OPERATIONAL_FIELDS)}
+          if k != VERSION_KEY and not _under(k, OPERATIONAL_FIELDS) and not _under(k, unread)}
+
+
+def _under(key: str, fields: tuple[str, ...]) -> bool:
+  return any(key == f or key.startswith(f + '.') for f in fields)
 
 
 def _listed(what: str, keys: list, show) -> str:
   if not keys:
     return ''
-  shown = ', '.join(show(k) for k in keys[:6])
-  return f'{what} {len(keys)} field(s): {shown}{", ..." if len(keys) > 6 else ""}'
+  return f'{what} {len(keys)} field(s): ' + ', '.join(show(k) for k in keys)
+
+
+_NOTED: set[str] = set()   # a command that reads a config.json twice says so once
 
 
 def _note(message: str) -> None:
   from comic_jax.errors import note
-  note(message)
+  if message not in _NOTED:
+    _NOTED.add(message)
+    note(message)

@@ -140,7 +140,8 @@ def test_a_0_2_0_run_is_predicted_from_exported_and_audited(tmp_path):
   out = export.export_model(FIXTURE, str(tmp_path / 'export'))
   np.testing.assert_allclose(comic_jax.load(out).predict(data.x_test), probs, atol=1e-5)
   rows = audit.Audit(FIXTURE, cut='0.5').rows()
-  assert rows and all(float(r[2]) > 0.5 for r in rows)
+  score = audit.COLUMNS.index('score')
+  assert rows and all(float(r[score]) > 0.5 for r in rows)
 
 
 def test_a_0_2_0_run_is_predicted_by_the_command_line_and_resumed(tmp_path):
@@ -178,3 +179,22 @@ def test_a_0_2_0_run_is_predicted_by_the_command_line_and_resumed(tmp_path):
   from comic_jax import machine
   same_cpu = machine.local_cpu() == _saved(os.path.join(FIXTURE, 'environment.json'))['cpu']
   assert resumed == pytest.approx(recorded, abs=0 if same_cpu else 0.5)
+
+
+def test_a_run_is_not_defined_by_the_sections_its_method_does_not_read():
+  from comic_jax.methods import registry
+  flat = versions.flatten(json.loads(_fixture_config().to_json_best_effort()))
+  # Every method section of the default config is declared, with registered readers only.
+  sections = {'.'.join(k.split('.')[:2]) if k.startswith('baselines.') else k.split('.')[0]
+              for k in flat if k.split('.')[0] in ('comic', 'comic_plus', 'baselines')}
+  assert sections == set(versions.METHOD_SECTIONS)
+  assert {m for readers in versions.METHOD_SECTIONS.values() for m in readers} <= set(
+      registry.names())
+  # A BCE run ignores COMIC+'s and LL-R's knobs; a COMIC+ run is defined by COMIC's and Hill's.
+  changed = dict(flat, **{'comic_plus.report': 'head', 'baselines.large_loss.delta_rel_r': 0.4})
+  assert versions.identity(changed) == versions.identity(flat)
+  plus = dict(flat, method='comic_plus')
+  for key, value in (('comic.rlc.tau', 0.1), ('comic_plus.report', 'head'),
+                     ('baselines.hill.margin', 2.0)):
+    assert versions.identity(dict(plus, **{key: value})) != versions.identity(plus), key
+  assert versions.identity(dict(plus, **{'baselines.db.a': 7.0})) == versions.identity(plus)
