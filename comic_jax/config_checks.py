@@ -7,8 +7,7 @@ import math
 import jax
 import ml_collections
 
-from comic_jax import optim
-from comic_jax import workdir as workdir_lib
+from comic_jax import optim, versions
 from comic_jax.data import augment, sources
 from comic_jax.errors import require
 from comic_jax.methods import registry
@@ -19,7 +18,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   """Raises UserError naming the first bad field. Each factory checks its own section (the
   method's spec, the data sources, the backbones, the optimizer, the augmentation); the loop's
   own fields are checked here."""
-  for key, value in workdir_lib.flatten(config.to_dict()).items():   # inf warm-up, nan betas
+  for key, value in versions.flatten(config.to_dict()).items():   # inf warm-up, nan betas
     require(not isinstance(value, float) or math.isfinite(value),
             f'config.{key}={value!r} must be a finite number')
   spec = registry.get(config.method)

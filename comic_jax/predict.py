@@ -75,8 +75,7 @@ def use_compilation_cache(path: str) -> str | None:
   from comic_jax import runtime
   if export.is_export(path):
     return runtime.compilation_cache_in('')
-  config = inference.load_config(path)
-  return runtime.use_compilation_cache(config) if 'compilation_cache' in config else None
+  return runtime.use_compilation_cache(inference.load_config(path))
 
 
 # ------------------------------------------------------------------------------- files

@@ -18,8 +18,8 @@ refit run is an ordinary run. A rerun resumes whichever step was interrupted.
 from __future__ import annotations
 
 import os
-import shutil
 
+from comic_jax import workdir as workdir_lib
 from comic_jax.errors import require
 
 CHOICE_DIR = 'choice'
@@ -61,6 +61,6 @@ def train_and_evaluate(config, workdir: str, train_fn, stop_after_epochs: int | 
   for name in COPIED:
     source = os.path.join(choice_dir, name)
     if os.path.exists(source):
-      shutil.copyfile(source, os.path.join(workdir, name + '.tmp'))
-      os.replace(os.path.join(workdir, name + '.tmp'), os.path.join(workdir, name))
+      with open(source, 'rb') as f:
+        workdir_lib.write_bytes(os.path.join(workdir, name), f.read())
   return state

@@ -26,7 +26,6 @@ import time
 import weakref
 
 import jax
-from flax import traverse_util
 
 from comic_jax import checkpoint, versions
 from comic_jax.errors import UserError, require, warn
@@ -185,11 +184,6 @@ def release_lock(workdir: str) -> None:
 
 # ------------------------------------------------------------------------------- config check
 
-def flatten(d: dict) -> dict:
-  """{'a': {'b': 1}} -> {'a.b': 1}."""
-  return traverse_util.flatten_dict(d, sep='.')
-
-
 def require_checkpoint(workdir: str) -> None:
   """For --mode=eval: the workdir must hold a checkpoint (checked before anything is created)."""
   require(os.path.isdir(workdir), f'workdir {workdir!r} does not exist; train first '
@@ -237,11 +231,11 @@ def _check_saved_config(workdir: str, config) -> None:
     with open(saved_path) as f:
       saved = json.load(f)
     require(isinstance(saved, dict), f'{saved_path} is not a JSON object')
-    saved = versions.identity(flatten(versions.upgrade(saved, saved_path)))
+    saved = versions.identity(versions.flatten(versions.upgrade(saved, saved_path)))
   except (json.JSONDecodeError, UnicodeDecodeError, AttributeError, TypeError) as e:
     raise UserError(f'{saved_path} is unreadable ({e}), so the config of the checkpoints '
                     'cannot be checked; restore it, or use a new --workdir') from None
-  current = versions.identity(flatten(json.loads(config.to_json_best_effort())))
+  current = versions.identity(versions.flatten(json.loads(config.to_json_best_effort())))
   differ = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
   shown = ', '.join(f'{k}: {saved.get(k)!r} there, {current.get(k)!r} now' for k in differ[:3])
   require(not differ, f'workdir {workdir!r} holds a run with another config ({shown}'
