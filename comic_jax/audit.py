@@ -128,8 +128,32 @@ def _rank_in_class(probs, candidate) -> np.ndarray:
   return out
 
 
+def context_log_ratio(observed, training, smoothing: float = 1.0) -> np.ndarray:
+  """(N, C) what the image's other labels say of class c: the mean, over the classes j the
+  image is observed with (j != c), of log P(c | j) / P(c), both counted on the observed labels
+  of the training rows with the image itself left out (a training row's own labels never vouch
+  for it). P(c | j) = (n_cj + s P(c)) / (n_j + s), s = `smoothing`: a pair seen on few images
+  says little, and a pair never seen pulls towards zero, not to minus infinity. 0 for an image
+  with no other observed label, or a class without observed positives."""
+  y = (np.asarray(observed) > 0).astype(np.float64)
+  own = y * np.asarray(training, bool)[:, None]      # each row's share of the counts
+  counts, pairs = own.sum(0), own.T @ own             # n_c, n_cj
+  rows = np.asarray(training, np.float64)            # 1 on a training row
+  out = np.zeros_like(y)
+  for c in range(y.shape[1]):
+    prior = (counts[c] - own[:, c]) / np.maximum(rows.sum() - rows, 1)           # (N,)
+    given = ((pairs[c][None, :] - own[:, [c]] * own + smoothing * prior[:, None])
+             / (counts[None, :] - own + smoothing))                              # (N, C)
+    with np.errstate(divide='ignore', invalid='ignore'):
+      ratio = np.where(prior[:, None] > 0, np.log(given) - np.log(prior)[:, None], 0.0)
+    others = y.copy()
+    others[:, c] = 0
+    out[:, c] = (others * ratio).sum(1) / np.maximum(others.sum(1), 1)
+  return out
+
+
 # How the unobserved labels are ordered (all comparable across classes except 'score').
-RANKINGS = ('score', 'quota', 'threshold', 'positives', 'class_rank')
+RANKINGS = ('score', 'quota', 'threshold', 'positives', 'class_rank', 'context')
 DEFAULT_RANK = 'score'
 
 
@@ -138,7 +162,8 @@ def ranking_help() -> str:
           "proportion to its observed positives), 'threshold' (its logit over the class's RLC "
           "threshold's),"
           " 'positives' (the share of the class's observed positives it outscores), 'class_rank' "
-          '(its rank within the class, as a share)')
+          "(its rank within the class, as a share), 'context' (its logit plus what the image's "
+          'other labels say of the class, from how often the classes go together)')
 
 
 def ranking_scores(kind: str, probs, observed, candidate, training, thresholds) -> np.ndarray:
@@ -148,7 +173,9 @@ def ranking_scores(kind: str, probs, observed, candidate, training, thresholds) 
   so a class with 10 positives has its best suspect beside the 100th of a class with 1,000;
   'score': the model's score; 'threshold': its logit minus that of the class's threshold;
   'positives': the share of the class's observed positives scored below it; 'class_rank': its
-  rank among the class's candidates, as a share."""
+  rank among the class's candidates, as a share; 'context': logit(score) + `context_log_ratio`,
+  the model's log-odds with the evidence of the image's other observed labels added (naive
+  Bayes): a rare class's missing label gains where the image holds classes seen with it."""
   if kind == 'quota':
     positives = np.maximum((np.asarray(observed)[training] > 0).sum(0), 1)
     return -(_rank_in_class(probs, candidate) + 0.5) / positives[None, :]
@@ -158,6 +185,8 @@ def ranking_scores(kind: str, probs, observed, candidate, training, thresholds) 
     return _logit(probs) - _logit(np.asarray(thresholds, np.float64))[None, :]
   if kind == 'positives':
     return _positive_quantile(probs, observed, training)
+  if kind == 'context':
+    return _logit(probs) + context_log_ratio(observed, training)
   require(kind == 'class_rank', f'--rank={kind!r} is not one of {", ".join(RANKINGS)}')
   return 1.0 - _rank_in_class(probs, candidate) / np.maximum(candidate.sum(0), 1)[None, :]
 
