@@ -40,6 +40,14 @@ import numpy as np
 from comic_jax import predict
 from comic_jax import workdir as workdir_lib
 from comic_jax.errors import UserError, require
+from comic_jax.rankings import (
+  DEFAULT_RANK,
+  NEEDS_FEATURES,
+  RANKINGS,
+  embeddings,
+  ranking_help,
+  ranking_scores,
+)
 
 COLUMNS = ('image', 'split', 'class', 'score', 'rlc_threshold', 'rlc_corrects', 'rank',
            'verdict')
@@ -98,97 +106,6 @@ def cut_of(cut: str, model, rlc: np.ndarray) -> np.ndarray:
   if cut == 'rlc':
     return rlc
   return model.thresholds(threshold=cut)
-
-
-def _logit(p: np.ndarray) -> np.ndarray:
-  p = np.clip(p, 1e-7, 1 - 1e-7)
-  return np.log(p) - np.log1p(-p)
-
-
-def _positive_quantile(probs, observed, training) -> np.ndarray:
-  """(N, C) the share of the class's observed training positives scored below each score (ties
-  count half): how positive a score looks next to the labels the user gave."""
-  out = np.zeros_like(probs, np.float64)
-  for c in range(probs.shape[1]):
-    pos = np.sort(probs[training & (observed[:, c] > 0), c])
-    if len(pos):
-      below = np.searchsorted(pos, probs[:, c], 'left')
-      upto = np.searchsorted(pos, probs[:, c], 'right')
-      out[:, c] = (below + upto) / (2.0 * len(pos))
-  return out
-
-
-def _rank_in_class(probs, candidate) -> np.ndarray:
-  """(N, C) each candidate's 0-based rank by score among its class's candidates."""
-  out = np.zeros_like(probs, np.float64)
-  for c in range(probs.shape[1]):
-    rows = np.flatnonzero(candidate[:, c])
-    order = np.argsort(-probs[rows, c], kind='stable')
-    out[rows[order], c] = np.arange(len(rows))
-  return out
-
-
-def context_log_ratio(observed, training, smoothing: float = 1.0) -> np.ndarray:
-  """(N, C) what the image's other labels say of class c: the mean, over the classes j the
-  image is observed with (j != c), of log P(c | j) / P(c), both counted on the observed labels
-  of the training rows with the image itself left out (a training row's own labels never vouch
-  for it). P(c | j) = (n_cj + s P(c)) / (n_j + s), s = `smoothing`: a pair seen on few images
-  says little, and a pair never seen pulls towards zero, not to minus infinity. 0 for an image
-  with no other observed label, or a class without observed positives."""
-  y = (np.asarray(observed) > 0).astype(np.float64)
-  own = y * np.asarray(training, bool)[:, None]      # each row's share of the counts
-  counts, pairs = own.sum(0), own.T @ own             # n_c, n_cj
-  rows = np.asarray(training, np.float64)            # 1 on a training row
-  out = np.zeros_like(y)
-  for c in range(y.shape[1]):
-    prior = (counts[c] - own[:, c]) / np.maximum(rows.sum() - rows, 1)           # (N,)
-    given = ((pairs[c][None, :] - own[:, [c]] * own + smoothing * prior[:, None])
-             / (counts[None, :] - own + smoothing))                              # (N, C)
-    with np.errstate(divide='ignore', invalid='ignore'):
-      ratio = np.where(prior[:, None] > 0, np.log(given) - np.log(prior)[:, None], 0.0)
-    others = y.copy()
-    others[:, c] = 0
-    out[:, c] = (others * ratio).sum(1) / np.maximum(others.sum(1), 1)
-  return out
-
-
-# How the unobserved labels are ordered (all comparable across classes except 'score').
-RANKINGS = ('score', 'quota', 'threshold', 'positives', 'class_rank', 'context')
-DEFAULT_RANK = 'score'
-
-
-def ranking_help() -> str:
-  return ("'score' (the model's score), 'quota' (each class's suspects, best first, in "
-          "proportion to its observed positives), 'threshold' (its logit over the class's RLC "
-          "threshold's),"
-          " 'positives' (the share of the class's observed positives it outscores), 'class_rank' "
-          "(its rank within the class, as a share), 'context' (its logit plus what the image's "
-          'other labels say of the class, from how often the classes go together)')
-
-
-def ranking_scores(kind: str, probs, observed, candidate, training, thresholds) -> np.ndarray:
-  """(N, C) the ranking key of every label (higher = more likely missing); ties by raw score.
-  'quota': -(r + 1/2) / n_c, r its rank by score among the class's candidates, n_c the class's
-  observed training positives (at least 1): the classes take turns in proportion to their size,
-  so a class with 10 positives has its best suspect beside the 100th of a class with 1,000;
-  'score': the model's score; 'threshold': its logit minus that of the class's threshold;
-  'positives': the share of the class's observed positives scored below it; 'class_rank': its
-  rank among the class's candidates, as a share; 'context': logit(score) + `context_log_ratio`,
-  the model's log-odds with the evidence of the image's other observed labels added (naive
-  Bayes): a rare class's missing label gains where the image holds classes seen with it."""
-  if kind == 'quota':
-    positives = np.maximum((np.asarray(observed)[training] > 0).sum(0), 1)
-    return -(_rank_in_class(probs, candidate) + 0.5) / positives[None, :]
-  if kind == 'score':
-    return probs
-  if kind == 'threshold':
-    return _logit(probs) - _logit(np.asarray(thresholds, np.float64))[None, :]
-  if kind == 'positives':
-    return _positive_quantile(probs, observed, training)
-  if kind == 'context':
-    return _logit(probs) + context_log_ratio(observed, training)
-  require(kind == 'class_rank', f'--rank={kind!r} is not one of {", ".join(RANKINGS)}')
-  return 1.0 - _rank_in_class(probs, candidate) / np.maximum(candidate.sum(0), 1)[None, :]
 
 
 def unobserved(observed, negatives) -> np.ndarray:
@@ -255,10 +172,17 @@ class Audit:
     self.names = self.images.names
     self.rlc = rlc_thresholds(self.probs[self.images.training], float(config.comic.rlc.tau))
     self.cut = cut_of(cut, self.model, self.rlc)
+    self._features = None
     self.key = ranking_scores(rank, self.probs, self.observed,
                               unobserved(self.observed, self.negatives), self.images.training,
-                              self.rlc)
+                              self.rlc, self.features() if rank in NEEDS_FEATURES else None)
     self.method = inference.load_config(workdir).method
+
+  def features(self) -> np.ndarray:
+    """(N, D) the run's features of the labelled images (`embeddings`), computed once."""
+    if self._features is None:
+      self._features = embeddings(self.model, self.images.x)
+    return self._features
 
   def rows(self) -> list[tuple]:
     out = []
