@@ -21,8 +21,12 @@ absent (0 in a training file with -1 entries) are left out; so are the observed 
 
 The cut (`--cut`) says which labels are listed: 'rlc' (the default: the labels RLC corrects),
 'val' (the run's validation thresholds, thresholds.json) or a number for every class. The
-ranking (`--rank`) orders them: by raw score, or by a key comparable across classes, so that
-the missing labels of rare classes do not sink below those of head classes (`RANKINGS`). Where
+ranking (`--rank`, `comic_jax.rankings`) orders them: by default 'context_prototype', the
+model's log-odds plus what the image's other labels and its features next to the class's
+observed positives say (evidence the model's in-sample score of a training image lacks: it was
+trained on that image's missing labels as negatives); else by raw score, or by a key comparable
+across classes, so that the missing labels of rare classes do not sink below those of head
+classes (`RANKINGS`). Where
 the hidden labels are known (PLT-Synth simulates them), the precision and recall of the hidden
 labels at the cut are printed, and `--plot=audit.png` draws the precision-recall curve of the
 ranking of every unobserved label, with `--compare` workdirs (other methods) and a random
@@ -160,7 +164,7 @@ class Audit:
   (validation rows included), the cut and the ranking."""
 
   def __init__(self, workdir: str, *, cut: str = 'rlc', model: str | None = None,
-               rank: str = 'score'):
+               rank: str = DEFAULT_RANK):
     from comic_jax import inference
     self.model = predict.load(workdir, model=model)
     config = self.model.config

@@ -126,7 +126,7 @@ def embeddings(model, x) -> np.ndarray:
 RANKINGS = ('score', 'quota', 'threshold', 'positives', 'class_rank', 'context',
             'context_prototype')
 NEEDS_FEATURES = ('context_prototype',)
-DEFAULT_RANK = 'score'
+DEFAULT_RANK = 'context_prototype'   # docs/results.md "Rankings per class group"
 
 
 def ranking_help() -> str:
