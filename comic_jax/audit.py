@@ -26,11 +26,11 @@ model's log-odds plus what the image's other labels and its features next to the
 observed positives say (evidence the model's in-sample score of a training image lacks: it was
 trained on that image's missing labels as negatives); else by raw score, or by a key comparable
 across classes, so that the missing labels of rare classes do not sink below those of head
-classes (`RANKINGS`). Where
-the hidden labels are known (PLT-Synth simulates them), the precision and recall of the hidden
-labels at the cut are printed, and `--plot=audit.png` draws the precision-recall curve of the
-ranking of every unobserved label, with `--compare` workdirs (other methods) and a random
-ranking; elsewhere these two flags say, in a warning, that they cannot apply.
+classes (`RANKINGS`). Where the hidden labels are known (PLT-Synth simulates them), the
+precision and recall of the hidden labels at the cut are printed, and `--plot=audit.png`
+draws the precision-recall curve of the ranking of every unobserved label, with `--compare`
+workdirs (other methods) and a random ranking; elsewhere these two flags say, in a warning,
+that they cannot apply.
 """
 from __future__ import annotations
 
