@@ -82,7 +82,9 @@ def rankings(args) -> list[dict]:
     a = audit_lib.Audit(workdir)
     mask = audit_lib.unobserved(a.observed, a.negatives)
     for kind in audit_lib.RANKINGS:
-      key = audit_lib.ranking_scores(kind, a.probs, a.observed, mask, a.images.training, a.rlc)
+      key = audit_lib.ranking_scores(
+          kind, a.probs, a.observed, mask, a.images.training, a.rlc,
+          a.features() if kind in audit_lib.NEEDS_FEATURES else None)
       for row in scores_table(kind, key, a):
         out.append({'run': os.path.basename(workdir.rstrip('/')), 'method': a.method, **row})
   return out

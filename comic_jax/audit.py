@@ -21,12 +21,16 @@ absent (0 in a training file with -1 entries) are left out; so are the observed 
 
 The cut (`--cut`) says which labels are listed: 'rlc' (the default: the labels RLC corrects),
 'val' (the run's validation thresholds, thresholds.json) or a number for every class. The
-ranking (`--rank`) orders them: by raw score, or by a key comparable across classes, so that
-the missing labels of rare classes do not sink below those of head classes (`RANKINGS`). Where
-the hidden labels are known (PLT-Synth simulates them), the precision and recall of the hidden
-labels at the cut are printed, and `--plot=audit.png` draws the precision-recall curve of the
-ranking of every unobserved label, with `--compare` workdirs (other methods) and a random
-ranking; elsewhere these two flags say, in a warning, that they cannot apply.
+ranking (`--rank`, `comic_jax.rankings`) orders them: by default 'context_prototype', the
+model's log-odds plus what the image's other labels and its features next to the class's
+observed positives say (evidence the model's in-sample score of a training image lacks: it was
+trained on that image's missing labels as negatives); else by raw score, or by a key comparable
+across classes, so that the missing labels of rare classes do not sink below those of head
+classes (`RANKINGS`). Where the hidden labels are known (PLT-Synth simulates them), the
+precision and recall of the hidden labels at the cut are printed, and `--plot=audit.png`
+draws the precision-recall curve of the ranking of every unobserved label, with `--compare`
+workdirs (other methods) and a random ranking; elsewhere these two flags say, in a warning,
+that they cannot apply.
 """
 from __future__ import annotations
 
@@ -40,6 +44,14 @@ import numpy as np
 from comic_jax import predict
 from comic_jax import workdir as workdir_lib
 from comic_jax.errors import UserError, require
+from comic_jax.rankings import (
+  DEFAULT_RANK,
+  NEEDS_FEATURES,
+  RANKINGS,
+  embeddings,
+  ranking_help,
+  ranking_scores,
+)
 
 COLUMNS = ('image', 'split', 'class', 'score', 'rlc_threshold', 'rlc_corrects', 'rank',
            'verdict')
@@ -100,68 +112,6 @@ def cut_of(cut: str, model, rlc: np.ndarray) -> np.ndarray:
   return model.thresholds(threshold=cut)
 
 
-def _logit(p: np.ndarray) -> np.ndarray:
-  p = np.clip(p, 1e-7, 1 - 1e-7)
-  return np.log(p) - np.log1p(-p)
-
-
-def _positive_quantile(probs, observed, training) -> np.ndarray:
-  """(N, C) the share of the class's observed training positives scored below each score (ties
-  count half): how positive a score looks next to the labels the user gave."""
-  out = np.zeros_like(probs, np.float64)
-  for c in range(probs.shape[1]):
-    pos = np.sort(probs[training & (observed[:, c] > 0), c])
-    if len(pos):
-      below = np.searchsorted(pos, probs[:, c], 'left')
-      upto = np.searchsorted(pos, probs[:, c], 'right')
-      out[:, c] = (below + upto) / (2.0 * len(pos))
-  return out
-
-
-def _rank_in_class(probs, candidate) -> np.ndarray:
-  """(N, C) each candidate's 0-based rank by score among its class's candidates."""
-  out = np.zeros_like(probs, np.float64)
-  for c in range(probs.shape[1]):
-    rows = np.flatnonzero(candidate[:, c])
-    order = np.argsort(-probs[rows, c], kind='stable')
-    out[rows[order], c] = np.arange(len(rows))
-  return out
-
-
-# How the unobserved labels are ordered (all comparable across classes except 'score').
-RANKINGS = ('score', 'quota', 'threshold', 'positives', 'class_rank')
-DEFAULT_RANK = 'score'
-
-
-def ranking_help() -> str:
-  return ("'score' (the model's score), 'quota' (each class's suspects, best first, in "
-          "proportion to its observed positives), 'threshold' (its logit over the class's RLC "
-          "threshold's),"
-          " 'positives' (the share of the class's observed positives it outscores), 'class_rank' "
-          '(its rank within the class, as a share)')
-
-
-def ranking_scores(kind: str, probs, observed, candidate, training, thresholds) -> np.ndarray:
-  """(N, C) the ranking key of every label (higher = more likely missing); ties by raw score.
-  'quota': -(r + 1/2) / n_c, r its rank by score among the class's candidates, n_c the class's
-  observed training positives (at least 1): the classes take turns in proportion to their size,
-  so a class with 10 positives has its best suspect beside the 100th of a class with 1,000;
-  'score': the model's score; 'threshold': its logit minus that of the class's threshold;
-  'positives': the share of the class's observed positives scored below it; 'class_rank': its
-  rank among the class's candidates, as a share."""
-  if kind == 'quota':
-    positives = np.maximum((np.asarray(observed)[training] > 0).sum(0), 1)
-    return -(_rank_in_class(probs, candidate) + 0.5) / positives[None, :]
-  if kind == 'score':
-    return probs
-  if kind == 'threshold':
-    return _logit(probs) - _logit(np.asarray(thresholds, np.float64))[None, :]
-  if kind == 'positives':
-    return _positive_quantile(probs, observed, training)
-  require(kind == 'class_rank', f'--rank={kind!r} is not one of {", ".join(RANKINGS)}')
-  return 1.0 - _rank_in_class(probs, candidate) / np.maximum(candidate.sum(0), 1)[None, :]
-
-
 def unobserved(observed, negatives) -> np.ndarray:
   """(N, C) the labels neither observed nor known negative: the audit's candidates."""
   out = np.asarray(observed) == 0
@@ -214,7 +164,7 @@ class Audit:
   (validation rows included), the cut and the ranking."""
 
   def __init__(self, workdir: str, *, cut: str = 'rlc', model: str | None = None,
-               rank: str = 'score'):
+               rank: str = DEFAULT_RANK):
     from comic_jax import inference
     self.model = predict.load(workdir, model=model)
     config = self.model.config
@@ -226,10 +176,17 @@ class Audit:
     self.names = self.images.names
     self.rlc = rlc_thresholds(self.probs[self.images.training], float(config.comic.rlc.tau))
     self.cut = cut_of(cut, self.model, self.rlc)
+    self._features = None
     self.key = ranking_scores(rank, self.probs, self.observed,
                               unobserved(self.observed, self.negatives), self.images.training,
-                              self.rlc)
+                              self.rlc, self.features() if rank in NEEDS_FEATURES else None)
     self.method = inference.load_config(workdir).method
+
+  def features(self) -> np.ndarray:
+    """(N, D) the run's features of the labelled images (`embeddings`), computed once."""
+    if self._features is None:
+      self._features = embeddings(self.model, self.images.x)
+    return self._features
 
   def rows(self) -> list[tuple]:
     out = []
