@@ -37,9 +37,9 @@ import os
 
 import numpy as np
 
-from comic_jax import predict
-from comic_jax import workdir as workdir_lib
+from comic_jax import atomic
 from comic_jax.errors import UserError, require
+from comic_jax.inference import predict
 
 COLUMNS = ('image', 'split', 'class', 'score', 'rlc_threshold', 'rlc_corrects', 'rank',
            'verdict')
@@ -215,7 +215,7 @@ class Audit:
 
   def __init__(self, workdir: str, *, cut: str = 'rlc', model: str | None = None,
                rank: str = 'score'):
-    from comic_jax import inference
+    from comic_jax.inference import restore as inference
     self.model = predict.load(workdir, model=model)
     config = self.model.config
     self.images = labelled_images(config.data)
@@ -262,7 +262,7 @@ def write_rows(path: str, rows) -> None:
   writer.writerows(rows)
   try:
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    workdir_lib.write_text(path, buffer.getvalue())
+    atomic.write_text(path, buffer.getvalue())
   except OSError as e:
     raise UserError(f'cannot write {path!r}: {e.strerror or e}') from None
 
@@ -303,7 +303,7 @@ def _define_flags():
 def main(argv):
   from absl import app, flags, logging
 
-  from comic_jax import cli
+  from comic_jax.cli import prologue as cli
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
   FLAGS = flags.FLAGS
@@ -367,9 +367,9 @@ def _is_number(text: str) -> bool:
 
 
 def run_cli():
-  from absl import app
+  from comic_jax.cli import prologue
   _define_flags()
-  app.run(main, flags_parser=predict.parse_plain_flags)
+  prologue.run(main, config_file=False)
 
 
 if __name__ == '__main__':

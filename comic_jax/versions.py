@@ -15,6 +15,8 @@ run written by an older version is read as that version ran it.
 from __future__ import annotations
 
 import json
+import os
+import sys
 
 __version__ = '0.3.0'   # pyproject.toml's; comic_jax.__version__
 VERSION_KEY = 'comic_jax_version'
@@ -77,14 +79,22 @@ def stamp(config_dict: dict) -> dict:
   return {**config_dict, VERSION_KEY: current()}
 
 
+REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def configs_importable() -> None:
+  """Makes `configs` (beside comic_jax/ in a source checkout) importable from anywhere: the
+  config files import `configs.default`. The one place that touches `sys.path`."""
+  if REPOSITORY not in sys.path:
+    sys.path.insert(0, REPOSITORY)
+
+
 def default_fields() -> dict:
   """{'a.b': value} of every field of configs/default.py, as its config.json holds it."""
-  import os
-  import sys
   try:
     from configs import default
   except ImportError:      # a source checkout run from elsewhere: configs/ is beside comic_jax/
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    configs_importable()
     from configs import default
   return flatten(json.loads(default.get_config().to_json_best_effort()))
 

@@ -182,7 +182,8 @@ def test_a_damaged_or_missing_shard_is_one_line(tmp_path, npz_shards, damage, wo
 # ----------------------------------------------------------------------------- bars and messages
 
 def test_messages_take_lines_of_their_own_beside_an_open_bar(capsys):
-  from comic_jax import cli, progress
+  from comic_jax import progress
+  from comic_jax.cli import prologue as cli
   from comic_jax.errors import warn
   progress.configure(True)
   bar = progress.bar(total=10, desc='decoding', file=sys.stderr)

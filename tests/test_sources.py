@@ -3,9 +3,9 @@ import json
 import numpy as np
 import pytest
 
-from comic_jax import train
 from comic_jax.data import sources
 from comic_jax.errors import UserError
+from comic_jax.training import train
 from conftest import assert_one_line, tiny_config
 
 
@@ -77,7 +77,7 @@ def test_feature_vectors_need_the_mlp_backbone(tmp_path):
   config = _config(tmp_path, **{'data.name': 'npz', 'data.path': str(tmp_path / 'd.npz'),
                                 'data.longtail': 'as_is', 'augment.kind': 'none'})
   with pytest.raises(UserError, match='backbone=mlp'):
-    train.Run(config, str(tmp_path / 'run'))
+    train.Trainer.open(config, str(tmp_path / 'run'))
 
 
 def test_npz_missing_file(tmp_path):

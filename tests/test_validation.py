@@ -9,8 +9,9 @@ import ml_collections
 import numpy as np
 import pytest
 
-from comic_jax import benchmark, metrics, train
+from comic_jax import benchmark, metrics
 from comic_jax.data import longtail, sources, synthetic
+from comic_jax.training import step, train
 from conftest import ROOT, tiny_config
 
 
@@ -109,10 +110,10 @@ def test_run_logs_validation_every_epoch_and_the_test_set_once(tmp_path):
     val = json.load(f)
   assert log[-1]['val'] == val
   # The validation metrics are those of the run's model on the carved images.
-  run = train.Run(config, workdir)
+  run = train.Trainer.open(config, workdir)
   run.restore()
   data = run.data
-  probs = train.predict_dataset(run.predict_step, run.state, data.x_val, 16, run.sharded)
+  probs = step.predict_dataset(run.predict_step, run.state, data.x_val, 16, run.sharded)
   expected = metrics.multilabel_metrics(probs['BCE'], data.y_val, run.groups)[0]
   assert val['BCE']['total'] == pytest.approx(expected['total'], abs=1e-6)
   # thresholds.json: per class, the threshold with the best F1 on the validation split, checked

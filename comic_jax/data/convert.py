@@ -19,11 +19,10 @@ import hashlib
 import io
 import os
 import shutil
-import sys
 
 import numpy as np
 
-from comic_jax import progress
+from comic_jax import atomic, progress
 from comic_jax.data import images, shards, sources, splits
 from comic_jax.download import sha256_of
 from comic_jax.errors import UserError, require
@@ -189,8 +188,7 @@ def convert(data_config, output: str, records_per_shard: int = 1024) -> dict:
             'synthetic': dc.synthetic.to_dict() if dc.name == 'synthetic' else None},
         'labels': {'file': shards.LABELS, 'sha256': sha256_of(labels_path),
                    'known_negatives': 'neg_train' in labels}}
-    from comic_jax import workdir
-    workdir.write_json(os.path.join(partial, shards.MANIFEST), manifest, indent=2)
+    atomic.write_json(os.path.join(partial, shards.MANIFEST), manifest, indent=2)
     os.replace(partial, output)
   except BaseException:
     shutil.rmtree(partial, ignore_errors=True)
@@ -201,7 +199,7 @@ def convert(data_config, output: str, records_per_shard: int = 1024) -> dict:
 def main(argv) -> None:
   from absl import flags
 
-  from comic_jax import cli
+  from comic_jax.cli import prologue as cli
   if len(argv) > 1:
     cli.fail(f'unexpected argument(s) {" ".join(argv[1:])}: give options as --name=value')
   FLAGS = flags.FLAGS
@@ -227,13 +225,9 @@ def _define_flags() -> None:
 
 def console() -> None:
   """`comic-jax-convert`."""
-  # The config files import `configs.default`: the repository root, as comic_jax.main does.
-  sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-  from absl import app
-
-  from comic_jax import cli
+  from comic_jax.cli import prologue  # (makes `configs` importable for the config files)
   _define_flags()
-  app.run(main, flags_parser=cli.parse_flags)
+  prologue.run(main)
 
 
 if __name__ == '__main__':

@@ -17,7 +17,7 @@ from comic_jax.methods.registry import MethodSpec, StreamSpec
 from comic_jax.models import gcn, networks
 
 
-class SingleBranch:
+class SingleBranch(registry.Method):
   """One network trained with one multi-label loss `loss_fn(logits, labels, step)`.
 
   With `reads_negatives`, the loss also gets the batch's known-negative mask,
@@ -53,10 +53,6 @@ class SingleBranch:
     del method_state
     out = self.network.apply({'params': params, 'batch_stats': batch_stats}, images, train=False)
     return {self.report_names[0]: out['logits']}
-
-  def epoch_summary(self, method_state) -> dict:
-    del method_state
-    return {}
 
 
 def _counts(observed_labels) -> np.ndarray:

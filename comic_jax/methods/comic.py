@@ -46,9 +46,10 @@ def create_comic_network(config, num_classes: int,
                                  beta=config.comic.htb.beta)
 
 
-class Comic:
+class Comic(registry.Method):
   """Correction (RLC), modification (MFM) and balance (HTB) over three branches."""
   teacher_classifier = ''   # the head and tail branches' classifier ('': the method's)
+  teacher_loss_name = branch_loss_name = 'mfm'   # what the branches' own losses compute
 
   def __init__(self, config, observed_labels: np.ndarray, steps_per_epoch: int,
                class_names=()):
@@ -109,7 +110,12 @@ class Comic:
                            detach=self.cc.htb.loss != 'official')
 
   def teacher_loss(self, logits, labels):
-    """The head and tail branches' own loss, and kappa's measure of their fit: MFM."""
+    """The head and tail branches' own loss, and kappa's measure of their fit: MFM (logged as
+    `<branch>_<teacher_loss_name>`)."""
+    return self.mfm_loss(logits, labels)
+
+  def branch_loss(self, logits, labels):
+    """The balanced branch's own loss: MFM (logged as `balanced_<branch_loss_name>`)."""
     return self.mfm_loss(logits, labels)
 
   def mfm_loss(self, logits, labels):
@@ -171,7 +177,8 @@ class Comic:
       batch_stats = upd['batch_stats']
       energy['head'] = htb.update_energy(energy['head'], out_h['features'], cc.htb.energy_decay)
       zhat_h = self.adjusted_logits(params, 'head', out_h, energy['head'])
-      terms['head'] = metrics['head_mfm'] = self.teacher_loss(out_h['logits'], u_y)
+      terms['head'] = metrics[f'head_{self.teacher_loss_name}'] = self.teacher_loss(
+          out_h['logits'], u_y)
       if self.use_rlc:
         logits = zhat_h if cc.rlc.official_adjusted_logits else out_h['logits']
         terms['head'] += rlc_for('head', logits, u_y, u_full, u_neg)
@@ -181,7 +188,8 @@ class Comic:
                          method='tail_forward', mutable=['batch_stats'])
       batch_stats = upd['batch_stats']
       energy['tail'] = htb.update_energy(energy['tail'], out_t['features'], cc.htb.energy_decay)
-      terms['tail'] = metrics['tail_mfm'] = self.teacher_loss(out_t['logits'], r_y)
+      terms['tail'] = metrics[f'tail_{self.teacher_loss_name}'] = self.teacher_loss(
+          out_t['logits'], r_y)
       if self.use_rlc:
         logits = (self.adjusted_logits(params, 'tail', out_t, energy['tail'])
                   if cc.rlc.official_adjusted_logits else out_t['logits'])
@@ -199,15 +207,15 @@ class Comic:
                        train=True, method='balanced_forward', mutable=['batch_stats'],
                        rngs={'dropout': rng})
     batch_stats = upd['batch_stats']
-    metrics['balanced_mfm'] = self.mfm_loss(out_b['logits'], u_y)
-    terms['balanced'] = cc.lambda_m * metrics['balanced_mfm']
+    own = metrics[f'balanced_{self.branch_loss_name}'] = self.branch_loss(out_b['logits'], u_y)
+    terms['balanced'] = cc.lambda_m * own
     if self.use_rlc:
       terms['balanced'] += rlc_for('balanced', out_b['logits'], u_y, u_full, u_neg)
     if self.use_htb and cc.lambda_b > 0:
       kappa_h, kappa_t = self.htb_weights(self.teacher_loss(zhat_h, u_y),
                                           self.teacher_loss(zhat_tu, u_y))
       loss_htb = htb.htb_loss_of(cc.htb.loss, zhat_h, zhat_tu, out_b['logits'], u_y, kappa_h,
-                                 kappa_t, cc.htb.temperature, mfm_loss=self.mfm_loss)
+                                 kappa_t, cc.htb.temperature, mfm_loss=self.branch_loss)
       terms['balanced'] += cc.lambda_b * loss_htb
       metrics.update(htb=loss_htb, kappa_head=kappa_h)
     return terms, (batch_stats, new_state, metrics)
@@ -228,6 +236,10 @@ class Comic:
         preds[name] = self.adjusted_logits(params, branch, out[branch],
                                            method_state['energy'][branch])
     return preds
+
+  def is_loss_metric(self, name: str) -> bool:
+    """Every step metric but the correction counts and kappa is a loss."""
+    return not (name.endswith('_corrections') or name.startswith('kappa'))
 
   def epoch_summary(self, method_state) -> dict:
     """RLC corrections of the epoch per branch: made, true (a hidden label), false."""

@@ -15,7 +15,7 @@ import numpy as np
 
 from comic_jax.data import images as image_ops
 from comic_jax.errors import UserError, require
-from comic_jax.thresholds import THRESHOLDS_FILE, f1_thresholds, write_thresholds
+from comic_jax.inference.thresholds import THRESHOLDS_FILE, f1_thresholds, write_thresholds
 
 # ------------------------------------------------------------------------------- preprocessing
 

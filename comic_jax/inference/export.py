@@ -28,9 +28,10 @@ import os
 import numpy as np
 import safetensors.numpy
 
-from comic_jax import onnx_export, predictor, thresholds
-from comic_jax import workdir as workdir_lib
+from comic_jax import atomic
 from comic_jax.errors import UserError, require, warn
+from comic_jax.inference import onnx as onnx_export
+from comic_jax.inference import predictor, thresholds
 
 FORMAT = 'comic-jax-export/1'
 META, VARIABLES, FUNCTION = 'model.json', 'variables.safetensors', 'model.jaxexport'
@@ -70,7 +71,9 @@ def export_model(workdir: str, out_dir: str, log=print) -> str:
   import jax
   from jax import export as jax_export
 
-  from comic_jax import inference  # the model code: only to export, never to load an export
+  from comic_jax.inference import (
+    restore as inference,  # the model code: only to export, never to load an export
+  )
 
   config = inference.load_config(workdir)
   names = inference.class_names_of(workdir, config)
@@ -118,14 +121,14 @@ def export_model(workdir: str, out_dir: str, log=print) -> str:
     os.makedirs(out_dir, exist_ok=True)
     if os.path.exists(os.path.join(out_dir, META)):
       os.remove(os.path.join(out_dir, META))
-    workdir_lib.write_bytes(os.path.join(out_dir, VARIABLES), tensors)
-    workdir_lib.write_bytes(os.path.join(out_dir, FUNCTION), bytes(serialized))
+    atomic.write_bytes(os.path.join(out_dir, VARIABLES), tensors)
+    atomic.write_bytes(os.path.join(out_dir, FUNCTION), bytes(serialized))
     onnx_path = os.path.join(out_dir, onnx_export.FILE)
     if onnx_model is not None:
-      workdir_lib.write_bytes(onnx_path, onnx_model)
+      atomic.write_bytes(onnx_path, onnx_model)
     elif os.path.exists(onnx_path):   # an earlier export's: not this model's
       os.remove(onnx_path)
-    workdir_lib.write_json(os.path.join(out_dir, META), meta, indent=2)
+    atomic.write_json(os.path.join(out_dir, META), meta, indent=2)
   except OSError as e:
     raise UserError(f'cannot write the export to {out_dir!r}: {e.strerror or e}') from None
   return out_dir

@@ -19,10 +19,12 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from comic_jax import checkpoint, features, optim, predictor, versions
-from comic_jax import state as state_lib
+from comic_jax import versions
 from comic_jax.errors import UserError, require
+from comic_jax.inference import predictor
 from comic_jax.methods import registry
+from comic_jax.training import checkpoint, features, optim
+from comic_jax.training import state as state_lib
 
 
 def load_config(workdir: str) -> ml_collections.ConfigDict:
