@@ -14,7 +14,7 @@ from test_multihost import _free_port
 from test_sources import _folder, _folder_config, _with_unknown
 
 from comic_jax import metrics
-from comic_jax.data import convert, pipeline, samplers, shards, sources
+from comic_jax.data import convert, pipeline, samplers, shard_feed, sources
 from comic_jax.errors import UserError
 from comic_jax.training import train
 from comic_jax.training import workdir as workdir_lib
@@ -83,7 +83,7 @@ def test_grain_batches_match_the_samplers(synth_shards):
       for name in streams:
         for key in b[name]:
           np.testing.assert_array_equal(a[name][key], b[name][key], err_msg=f'{step} {key}')
-    batches = list(shards.eval_batches(data.x_test, 96))
+    batches = list(shard_feed.eval_batches(data.x_test, 96))
     assert len(batches) == 21 and all(len(b) == 96 for b in batches)   # 2000 = 20 x 96 + 80
     np.testing.assert_array_equal(np.concatenate(batches)[:2000], memory.x_test)
     np.testing.assert_array_equal(batches[-1][80:], np.repeat(memory.x_test[:1], 16, 0))

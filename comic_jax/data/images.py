@@ -1,7 +1,7 @@
 """Host-side image input: decoding (PIL) and the deterministic resizes of the real data sets.
 
 Training images are stored whole, resized to a square (`square_resize`), and augmented on the
-device (`augment.random_resized_crop`, `augment.rand_augment`); evaluation images get
+device (`augment.random_resized_crop`, `rand_augment.rand_augment`); evaluation images get
 torchvision's Resize(256) + CenterCrop(224) (`eval_transform`). Everything here takes and
 returns uint8 (H, W, 3) NumPy arrays; `map_images` runs a transform over many images on a
 thread pool (PIL releases the GIL while it decodes and resizes).

@@ -84,10 +84,10 @@ def create_feed(data, stream_samplers: dict, streams: dict, config, num_steps: i
   """What a run asks for its training batches: `feed.batch(step)` (this process's rows of the
   global batch of `step`, per stream) and the orbax items of its iterator state
   (`feed.checkpoint_args()`, `feed.restore_args()`: {} in memory). Data in memory: `train_batch`;
-  a shard folder (`data.name='shards'`): streamed through Grain (`shards.ShardFeed`)."""
+  a shard folder (`data.name='shards'`): streamed through Grain (`shard_feed.ShardFeed`)."""
   if getattr(data.x_train, 'streamed', False):
-    from comic_jax.data import shards
-    return shards.ShardFeed(data, stream_samplers, num_steps, config)
+    from comic_jax.data import shard_feed
+    return shard_feed.ShardFeed(data, stream_samplers, num_steps, config)
   return MemoryFeed(data, stream_samplers, streams, config.seed)
 
 
@@ -108,8 +108,8 @@ def map_dataset(fn: Callable, state, images, batch_size: int,
   n = len(images)
   chunks: dict[str, list] = {}
   if getattr(images, 'streamed', False):
-    from comic_jax.data import shards
-    batches = shards.eval_batches(images, batch_size)
+    from comic_jax.data import shard_feed
+    batches = shard_feed.eval_batches(images, batch_size)
   else:
     batches = _local_batches(images, batch_size)
   for batch_index, local in enumerate(batches):
