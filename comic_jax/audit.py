@@ -60,7 +60,7 @@ class Images:
 
 def labelled_images(data_config) -> Images:
   """The training and validation rows of the user's label file, in the file's order."""
-  from comic_jax.data import sources, splits
+  from comic_jax.data import plt, sources, splits
   dc = data_config
   if dc.name in ('synthetic', 'shards'):   # no user's file rows: the training set
     data = sources.load_dataset(dc)
@@ -70,7 +70,7 @@ def labelled_images(data_config) -> Images:
   sources.validate_config(dc)
   cache = splits.cache_dir(dc.cache_dir)
   class_names, train, test = sources.source_pools(dc, cache)
-  plan = sources.plan_plt(dc, dc.name, tuple(class_names), train, test, cache)
+  plan = plt.plan_plt(dc, dc.name, tuple(class_names), train, test, cache)
   rows = np.concatenate([plan.train_rows, plan.val_rows])
   order = np.argsort(rows, kind='stable')
   stack = lambda a, b: np.concatenate([a, b])[order]

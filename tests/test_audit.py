@@ -106,7 +106,7 @@ def npz_run(tmp_path_factory):
 
 
 def test_audit_names_every_labelled_row_of_the_npz_validation_rows_included(npz_run, tmp_path):
-  from comic_jax.data import sources
+  from comic_jax.data import plt
   from comic_jax.inference import predict
   workdir, _, x_train, y_train = npz_run
   out = str(tmp_path / 'suspects.csv')
@@ -118,7 +118,7 @@ def test_audit_names_every_labelled_row_of_the_npz_validation_rows_included(npz_
   with open(out) as f:
     rows = list(csv.DictReader(f))
   probs = predict.load(workdir).predict(x_train)          # every row of the user's x_train
-  keep, held = sources.split_validation(len(y_train), 0.25, 0)
+  keep, held = plt.split_validation(len(y_train), 0.25, 0)
   assert len(held) == 12
   threshold = np.maximum(0.7, probs[keep].mean(0))        # RLC's: the training rows' mean
   classes = [f'class_{j}' for j in range(3)]

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from comic_jax import benchmark, metrics
-from comic_jax.data import longtail, sources, synthetic
+from comic_jax.data import longtail, plt, sources, synthetic
 from comic_jax.training import step, train
 from conftest import ROOT, tiny_config
 
@@ -72,13 +72,13 @@ def test_val_fraction_is_refused_for_plt_synth():
 # ----------------------------------------------------------------------------- real sources
 
 def test_split_validation_is_a_seeded_partition():
-  keep, held = sources.split_validation(50, 0.2, seed=4)
+  keep, held = plt.split_validation(50, 0.2, seed=4)
   assert len(held) == 10 and len(keep) == 40
   np.testing.assert_array_equal(np.sort(np.concatenate([keep, held])), np.arange(50))
-  k2, h2 = sources.split_validation(50, 0.2, seed=4)
+  k2, h2 = plt.split_validation(50, 0.2, seed=4)
   np.testing.assert_array_equal(held, h2)
-  assert not np.array_equal(held, sources.split_validation(50, 0.2, seed=5)[1])
-  assert len(sources.split_validation(50, 0.0, seed=4)[1]) == 0
+  assert not np.array_equal(held, plt.split_validation(50, 0.2, seed=5)[1])
+  assert len(plt.split_validation(50, 0.0, seed=4)[1]) == 0
 
 
 def test_npz_validation_is_carved_from_training_images_with_observed_labels(tmp_path):
@@ -86,7 +86,7 @@ def test_npz_validation_is_carved_from_training_images_with_observed_labels(tmp_
   config = _npz_config(tmp_path, **{'data.val_fraction': 0.25})
   whole = sources.load_dataset(_npz_config(tmp_path).data)
   data = sources.load_dataset(config.data)
-  keep, held = sources.split_validation(120, 0.25, config.data.seed)
+  keep, held = plt.split_validation(120, 0.25, config.data.seed)
   np.testing.assert_array_equal(data.x_val, x[:120][held])
   np.testing.assert_array_equal(data.x_train, x[:120][keep])
   np.testing.assert_array_equal(data.y_val, whole.y_train[held])       # observed, not full

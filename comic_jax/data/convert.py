@@ -4,7 +4,7 @@
     comic-jax-convert --config=configs/folder.py --config.data.path=photos ... --output=DIR
 
 Any source (PLT-Synth, folder, npz, TFDS COCO / VOC) goes through the PLT construction of
-training (long tail, hidden positives, validation split; `sources.plan_plt`) on its labels
+training (long tail, hidden positives, validation split; `plt.plan_plt`) on its labels
 alone; then the images are read, checked (decoded once), encoded and written 256 at a time,
 so the converter holds at most 256 records (the arrays of an in-memory source, PLT-Synth or an
 .npz, excepted). Files are
@@ -23,7 +23,7 @@ import shutil
 import numpy as np
 
 from comic_jax import atomic, progress
-from comic_jax.data import images, shards, sources, splits
+from comic_jax.data import images, plt, shards, sources, splits
 from comic_jax.download import sha256_of
 from comic_jax.errors import UserError, require
 
@@ -116,7 +116,8 @@ class _Records:
 def _plan(dc):
   """(name, class names, {split: _Records}, labels for labels.npz, resize, encoding): arrays
   (PLT-Synth, an .npz) are taken as they are, images of a real source resized when read."""
-  if dc.name == 'synthetic':
+  spec = sources.get(dc.name)
+  if spec.pools is None:   # PLT-Synth: its data set as generated
     data = sources.load_dataset(dc)
     keys = lambda x: [str(i) for i in range(len(x))]
     records = {'train': _Records(keys(data.x_train), data.x_train.__getitem__, 'png',
@@ -128,8 +129,8 @@ def _plan(dc):
     return data.name, data.class_names, records, labels, False, 'png'
   cache = splits.cache_dir(dc.cache_dir)
   names, train, test = sources.source_pools(dc, cache)
-  plan = sources.plan_plt(dc, dc.name, tuple(names), train, test, cache)
-  resize = dc.name != 'npz'
+  plan = plt.plan_plt(dc, dc.name, tuple(names), train, test, cache)
+  resize = spec.resized
   encoding = 'file' if resize else ('npy' if np.ndim(train.encoded(0)) == 1 else 'png')
   rows = lambda picked: (lambda i: train.encoded(int(picked[i])))
   keys = lambda picked: [train.keys[int(i)] for i in picked]
@@ -148,8 +149,8 @@ def _plan(dc):
 def convert(data_config, output: str, records_per_shard: int = 1024) -> dict:
   """Writes the shards of `data_config`'s data set to `output`; returns the manifest."""
   dc = data_config
-  require(dc.name != 'shards', 'config.data.name=shards is already converted: give the config '
-          'of the source (synthetic, voc, coco, npz, folder)')
+  require(not sources.is_streamed(dc), f'config.data.name={dc.name} is already converted: give '
+          'the config of the source (synthetic, voc, coco, npz, folder)')
   sources.validate_config(dc)
   require(records_per_shard > 0, f'--records_per_shard={records_per_shard} must be > 0')
   output = os.path.abspath(output)

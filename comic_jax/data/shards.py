@@ -31,10 +31,9 @@ import hashlib
 import io
 import json
 
-import grain.python as grain
 import numpy as np
 
-from comic_jax.data import images, shard_check
+from comic_jax.data import images, plt, registry, shard_check
 from comic_jax.data.shard_check import shard_path
 from comic_jax.data.types import PLTData
 from comic_jax.errors import UserError, require
@@ -67,7 +66,7 @@ def decode_record(raw: bytes) -> dict:
 class ImageTransform:
   """Encoded image -> model input, as the in-memory path stores it. Arrays (PLT-Synth, an .npz;
   `resize` False) come back as they were; images of a real source (`resize` True) are resized
-  as `sources.image_loader` does: a training image square-resized to `store_size`, an
+  as `plt.image_loader` does: a training image square-resized to `store_size`, an
   evaluation image resized (shorter side `eval_resize`) and centre-cropped to `image_size`."""
   encoding: str             # 'file' | 'png' | 'npy' (ENCODINGS)
   resize: bool
@@ -84,7 +83,8 @@ class ImageTransform:
       return image
     if self.mode == 'train':
       return images.square_resize(image, self.store_size)
-    return images.eval_transform(image, self.eval_resize, self.image_size)
+    return images.model_input(image, {'resize': self.eval_resize, 'height': self.image_size,
+                                      'width': self.image_size})
 
 
 def multi_hot(classes, num_classes: int) -> np.ndarray:
@@ -135,6 +135,7 @@ class ShardSource:
 
   def read(self, index) -> bytes:
     if self._source is None:
+      import grain.python as grain  # here: importing Grain takes seconds
       self._source = grain.ArrayRecordDataSource(self.files)
     self.reads += 1
     return self._source[int(index) if self.rows is None else int(self.rows[int(index)])]
@@ -154,7 +155,6 @@ class ShardImages:
   (an int, a slice or an index array) decode the records asked for, on the calling thread. The
   training loop and evaluation stream them through Grain instead (`shard_feed.ShardFeed`,
   `shard_feed.eval_batches`)."""
-  streamed = True
 
   def __init__(self, source: ShardSource, transform: ImageTransform, shape, dtype,
                workers: int = 0, prefetch: int = 1):
@@ -196,7 +196,7 @@ def _input_shape(manifest: dict, mode: str, dc) -> tuple[tuple[int, ...], str]:
 
 
 def preprocessing_of(dc) -> dict:
-  """`predictor.preprocessing_of` for a run on shards: what the in-memory source would say."""
+  """A run on shards preprocesses as its source would: the manifest says what that is."""
   manifest = read_manifest(dc.path)
   shape = manifest['input_shape']
   if manifest['encoding'] == 'npy':
@@ -208,9 +208,9 @@ def preprocessing_of(dc) -> dict:
           'width': int(shape[1])}
 
 
-def load_dataset(dc, carve=None) -> PLTData:
+def load_dataset(dc, carve=plt.split_validation) -> PLTData:
   """The PLTData of a shard folder: labels from labels.npz, images as `ShardImages`; without a
-  'val' split, one carved from 'train' by `carve` (sources.split_validation), data.val_fraction."""
+  'val' split, one carved from 'train' by `carve` (as in memory), data.val_fraction."""
   manifest = read_manifest(dc.path)
   shard_check.check_files(dc.path, manifest)
   try:
@@ -242,3 +242,12 @@ def load_dataset(dc, carve=None) -> PLTData:
                  y_train_full=labels['y_train_full'], x_test=split_images['test'],
                  y_test=labels['y_test'], x_val=split_images.get('val'),
                  y_val=labels.get('y_val'), neg_train=labels.get('neg_train'))
+
+
+def validate(dc) -> None:
+  require(bool(dc.path),
+          "config.data.name='shards' needs config.data.path: the folder comic-jax-convert wrote")
+
+
+registry.register(registry.SourceSpec('shards', preprocessing_of, load=load_dataset,
+                                      validate=validate, streamed=True))

@@ -41,6 +41,7 @@ from typing import Sequence
 import numpy as np
 
 from comic_jax import atomic
+from comic_jax.data import sources
 from comic_jax.errors import UserError, require, warn
 from comic_jax.inference import export, predictor, thresholds
 from comic_jax.inference import restore as inference
@@ -61,7 +62,7 @@ def load(workdir: str, *, model: str | None = None, threshold='auto',
   fn = jax.jit(inference.probabilities_fn(method, config))
   out = predictor.Predictor(
       lambda x: fn(variables, x), class_names=names, model_names=method.report_names,
-      model=model, preprocessing=predictor.preprocessing_of(config),
+      model=model, preprocessing=sources.preprocessing_of(config.data),
       saved_thresholds=thresholds.of_workdir(workdir, names), threshold=threshold,
       batch_size=batch_size or config.eval_batch_size)
   out.method, out.variables, out.config = method, variables, config
