@@ -9,8 +9,8 @@ run written by an older version is read as that version ran it.
 - `identity(flat_config)`: the fields that define a run, compared before a run is resumed in
   the same workdir (`workdir.prepare_workdir`). Every field counts but `OPERATIONAL_FIELDS`,
   which change how a run is carried out (bars, devices, caches, how often it evaluates and
-  saves) and not what it learns, and the `METHOD_SECTIONS` its method does not read: a field
-  added later counts unless it is declared here.
+  saves) and not what it learns, and the sections only other methods read (each method's spec
+  declares its `config_sections`): a field added later counts unless it is declared so.
 """
 from __future__ import annotations
 
@@ -33,18 +33,6 @@ OPERATIONAL_FIELDS = (
     'progress_bar', 'num_devices', 'cpu_devices', 'eval_batch_size', 'keep_checkpoints',
     'checkpoint_every_epochs', 'eval_every_epochs', 'compilation_cache', 'data.cache_dir',
     'data.tfds_dir', 'data.download', 'data.num_threads', 'data.workers', 'data.prefetch')
-
-
-# Config sections that only some methods read: {section: the methods (config.method) that read
-# it}. A run of another method is not defined by them: a BCE run resumes whatever
-# comic_plus.report or baselines.hill say. A method that starts reading a section is added here.
-METHOD_SECTIONS: dict[str, tuple[str, ...]] = {
-    'comic': ('comic', 'comic_plus'), 'comic_plus': ('comic_plus',),
-    'baselines.focal': ('focal',), 'baselines.asl': ('asl',), 'baselines.db': ('db', 'db_focal'),
-    'baselines.hill': ('hill', 'comic_plus'), 'baselines.pseudo_label': ('pseudo_label',),
-    'baselines.pasl': ('pasl',), 'baselines.ml_gcn': ('ml_gcn',), 'baselines.lws': ('lws',),
-    'baselines.large_loss': ('ll_r', 'll_ct', 'll_cp', 'boostlu'),
-    'baselines.boostlu': ('boostlu',)}
 
 
 def current() -> str:
@@ -140,11 +128,12 @@ def migrations_for(version: str) -> dict:
   return out
 
 
-def identity(flat_config: dict) -> dict:
+def identity(flat_config: dict, method_sections: dict[str, tuple[str, ...]]) -> dict:
   """The fields of a flattened config that define the run: all but OPERATIONAL_FIELDS and the
-  sections of `METHOD_SECTIONS` that the run's method does not read."""
+  sections that only other methods read (`method_sections`: {section: the methods that read
+  it}, declared by each method's spec, `methods.registry.method_sections`)."""
   method = flat_config.get('method')
-  unread = tuple(s for s, readers in METHOD_SECTIONS.items() if method not in readers)
+  unread = tuple(s for s, readers in method_sections.items() if method not in readers)
   return {k: v for k, v in flat_config.items()
           if k != VERSION_KEY and not _under(k, OPERATIONAL_FIELDS) and not _under(k, unread)}
 

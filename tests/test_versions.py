@@ -189,14 +189,15 @@ def test_a_run_is_not_defined_by_the_sections_its_method_does_not_read():
   # Every method section of the default config is declared, with registered readers only.
   sections = {'.'.join(k.split('.')[:2]) if k.startswith('baselines.') else k.split('.')[0]
               for k in flat if k.split('.')[0] in ('comic', 'comic_plus', 'baselines')}
-  assert sections == set(versions.METHOD_SECTIONS)
-  assert {m for readers in versions.METHOD_SECTIONS.values() for m in readers} <= set(
-      registry.names())
+  declared = registry.method_sections()
+  assert sections == set(declared)
+  assert {m for readers in declared.values() for m in readers} <= set(registry.names())
+  identity = lambda flat_: versions.identity(flat_, declared)
   # A BCE run ignores COMIC+'s and LL-R's knobs; a COMIC+ run is defined by COMIC's and Hill's.
   changed = dict(flat, **{'comic_plus.report': 'head', 'baselines.large_loss.delta_rel_r': 0.4})
-  assert versions.identity(changed) == versions.identity(flat)
+  assert identity(changed) == identity(flat)
   plus = dict(flat, method='comic_plus')
   for key, value in (('comic.rlc.tau', 0.1), ('comic_plus.report', 'head'),
                      ('baselines.hill.margin', 2.0)):
-    assert versions.identity(dict(plus, **{key: value})) != versions.identity(plus), key
-  assert versions.identity(dict(plus, **{'baselines.db.a': 7.0})) == versions.identity(plus)
+    assert identity(dict(plus, **{key: value})) != identity(plus), key
+  assert identity(dict(plus, **{'baselines.db.a': 7.0})) == identity(plus)

@@ -317,4 +317,5 @@ STUDIES = {
 
 registry.register(MethodSpec(
     'comic', 'COMIC', 'PLT-MLC', Comic, classifier='cosine',
-    table_models=('Head Model', 'Tail Model', 'COMIC'), validate=validate, studies=STUDIES))
+    table_models=('Head Model', 'Tail Model', 'COMIC'), validate=validate, studies=STUDIES,
+    config_sections=('comic',)))

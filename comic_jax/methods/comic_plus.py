@@ -288,4 +288,5 @@ STUDIES = {
 
 registry.register(MethodSpec(
     'comic_plus', 'COMIC+', 'PLT-MLC', ComicPlus, classifier='cosine',
-    table_models=('COMIC+',), validate=validate, studies=STUDIES))
+    table_models=('COMIC+',), validate=validate, studies=STUDIES,
+    config_sections=('comic', 'comic_plus', 'baselines.hill')))

@@ -71,4 +71,5 @@ def _benchmark_config(config, stage1_workdir: str) -> None:
 
 registry.register(MethodSpec(
     'lws', 'LWS', 'LT-MLC', LearnableWeightScaling, end_to_end=False, validate=_validate,
-    builds_on='bce', benchmark_config=_benchmark_config))
+    builds_on='bce', benchmark_config=_benchmark_config,
+    config_sections=('baselines.lws',)))

@@ -111,6 +111,9 @@ class MethodSpec:
   state_per_image: bool = False     # the method state holds one entry per training image (LL-Cp):
                                     # prediction restores it with the checkpoint's shapes
   studies: Mapping[str, tuple[StudyRow, ...]] = dataclasses.field(default_factory=dict)
+  # The config sections the method reads beyond the common ones ('comic', 'baselines.hill'):
+  # a run's identity (what a resume compares) counts a method's sections for it alone.
+  config_sections: tuple[str, ...] = ()
   # Benchmark runner: a method built on another method's finished run (LWS on BCE) names it
   # here and adapts its config to that run's workdir with `benchmark_config(config, workdir)`.
   builds_on: str = ''
@@ -157,6 +160,15 @@ def get(name: str) -> MethodSpec:
 def create_method(config, observed_labels, steps_per_epoch: int, class_names=()) -> Method:
   """The method object of `config.method`, knowing the observed training labels."""
   return get(config.method).create(config, observed_labels, steps_per_epoch, tuple(class_names))
+
+
+def method_sections() -> dict[str, tuple[str, ...]]:
+  """{config section: the methods that read it}, from every spec's `config_sections`."""
+  out: dict[str, tuple[str, ...]] = {}
+  for name in names():
+    for section in get(name).config_sections:
+      out[section] = out.get(section, ()) + (name,)
+  return out
 
 
 def unsupported_reason(name: str, config) -> str:

@@ -186,6 +186,8 @@ def _check_saved_config(workdir: str, config) -> None:
   today's code reads it (`versions.upgrade`)."""
   if not checkpoint.has_checkpoint(workdir):
     return
+  from comic_jax.methods import registry
+  sections = registry.method_sections()
   saved_path = os.path.join(workdir, 'config.json')
   require(os.path.exists(saved_path),
           f'workdir {workdir!r} has checkpoints but no config.json, so its config cannot be '
@@ -194,11 +196,12 @@ def _check_saved_config(workdir: str, config) -> None:
     with open(saved_path) as f:
       saved = json.load(f)
     require(isinstance(saved, dict), f'{saved_path} is not a JSON object')
-    saved = versions.identity(versions.flatten(versions.upgrade(saved, saved_path)))
+    saved = versions.identity(versions.flatten(versions.upgrade(saved, saved_path)), sections)
   except (json.JSONDecodeError, UnicodeDecodeError, AttributeError, TypeError) as e:
     raise UserError(f'{saved_path} is unreadable ({e}), so the config of the checkpoints '
                     'cannot be checked; restore it, or use a new --workdir') from None
-  current = versions.identity(versions.flatten(json.loads(config.to_json_best_effort())))
+  current = versions.identity(versions.flatten(json.loads(config.to_json_best_effort())),
+                             sections)
   differ = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
   shown = ', '.join(f'{k}: {saved.get(k)!r} there, {current.get(k)!r} now' for k in differ[:3])
   require(not differ, f'workdir {workdir!r} holds a run with another config ({shown}'
