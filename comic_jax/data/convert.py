@@ -1,4 +1,5 @@
-"""Writes the data set a config describes as ArrayRecord shards (format: `comic_jax.data.shards`).
+"""Writes the data set a config describes as ArrayRecord shards (format: `comic_jax.data.shards`;
+the command: comic_jax/cli/convert.py).
 
     python -m comic_jax.data.convert --config=configs/coco.py --output=/data/plt_coco_shards
     comic-jax-convert --config=configs/folder.py --config.data.path=photos ... --output=DIR
@@ -197,39 +198,6 @@ def convert(data_config, output: str, records_per_shard: int = 1024) -> dict:
   return manifest
 
 
-def main(argv) -> None:
-  from absl import flags
-
-  from comic_jax.cli import prologue as cli
-  if len(argv) > 1:
-    cli.fail(f'unexpected argument(s) {" ".join(argv[1:])}: give options as --name=value')
-  FLAGS = flags.FLAGS
-  progress.configure(FLAGS.config.progress_bar)
-  try:
-    manifest = convert(FLAGS.config.data, FLAGS.output, FLAGS.records_per_shard)
-  except UserError as e:
-    cli.fail(e)
-  counts = ', '.join(f'{s} {e["count"]}' for s, e in manifest['splits'].items())
-  print(f'wrote {manifest["name"]} ({counts} images, {len(manifest["class_names"])} classes) '
-        f'to {os.path.abspath(FLAGS.output)}')
-
-
-def _define_flags() -> None:
-  from absl import flags
-  from ml_collections import config_flags
-  config_flags.DEFINE_config_file('config', None, 'Config file of the source (e.g. '
-                                  'configs/coco.py).', lock_config=True)
-  flags.DEFINE_string('output', None, 'Folder to create with the shards and manifest.json.')
-  flags.DEFINE_integer('records_per_shard', 1024, 'Records per ArrayRecord file.')
-  flags.mark_flags_as_required(['config', 'output'])
-
-
-def console() -> None:
-  """`comic-jax-convert`."""
-  from comic_jax.cli import prologue  # (makes `configs` importable for the config files)
-  _define_flags()
-  prologue.run(main)
-
-
-if __name__ == '__main__':
-  console()
+if __name__ == '__main__':   # the command: comic_jax/cli/convert.py
+  from comic_jax.cli import convert as command
+  command.run()
