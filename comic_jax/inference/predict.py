@@ -13,7 +13,7 @@
 array; each goes through the run's evaluation transform (`preprocessing_of`). Feature-vector
 runs (npz with `x` of shape (N, D)) take an (N, D) array.
 
-The model is rebuilt from the workdir alone (`inference.restore_model`); a frozen-backbone run's
+The model is rebuilt from the workdir alone (`restore.restore_model`); a frozen-backbone run's
 model is its backbone followed by its trained heads. Bad input (a NaN row, a wrong shape, an
 image that cannot be decoded, a damaged checkpoint or export) ends in one `error:` line naming
 the file or row, exit status 2, and no output file.
