@@ -4,8 +4,9 @@ exit status 2 (never a stack trace), a preempted run ending with its checkpoint 
 exit status 128 + signal, a signal outside the training steps ending the process with one line,
 and the console kept to the command's own progress (JAX's and orbax's INFO logs off).
 
-
-
+The process's runtime tuning (malloc, the CPU-device split, the compilation cache) is
+`cli/runtime.py`; the description of the machine behind a run's numbers is
+`training/machine.py`.
 """
 import contextlib
 import os
