@@ -6,9 +6,9 @@ run written by an older version is read as that version ran it.
   added since takes its current default (configs/default.py), which by the project's rule
   reproduces what older versions did; where it does not, `MIGRATIONS` records the value that
   does. A field no longer known is dropped. One `note:` line says what was filled in.
-- `identity(flat_config)`: the fields that define a run, compared before a run is resumed in
-  the same workdir (`training/workdir.prepare_workdir`). Every field counts but `OPERATIONAL_FIELDS`,
-  which change how a run is carried out (bars, devices, caches, how often it evaluates and
+- `identity(flat_config, method_sections)`: the fields that define a run, compared before a
+  run is resumed in the same workdir (`training/workdir.prepare_workdir`). Every field counts
+  but `OPERATIONAL_FIELDS`, which change how a run is carried out (bars, devices, caches, how often it evaluates and
   saves) and not what it learns, and the sections only other methods read (each method's spec
   declares its `config_sections`): a field added later counts unless it is declared so.
 """
