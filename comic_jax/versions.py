@@ -8,9 +8,10 @@ run written by an older version is read as that version ran it.
   does. A field no longer known is dropped. One `note:` line says what was filled in.
 - `identity(flat_config, method_sections)`: the fields that define a run, compared before a
   run is resumed in the same workdir (`training/workdir.prepare_workdir`). Every field counts
-  but `OPERATIONAL_FIELDS`, which change how a run is carried out (bars, devices, caches, how often it evaluates and
-  saves) and not what it learns, and the sections only other methods read (each method's spec
-  declares its `config_sections`): a field added later counts unless it is declared so.
+  but `OPERATIONAL_FIELDS`, which change how a run is carried out (bars, devices, caches, how
+  often it evaluates and saves) and not what it learns, and the sections only other methods
+  read (each method's spec declares its `config_sections`): a field added later counts unless
+  it is declared so.
 """
 from __future__ import annotations
 
