@@ -61,7 +61,10 @@ def parse_plain_flags(argv):
 
 def run(main, *, config_file: bool = True) -> None:
   """absl's `app.run(main)` with this prologue's flag parsing (`parse_flags` where the command
-  takes `--config`, else `parse_plain_flags`)."""
+  takes `--config`, else `parse_plain_flags`). `--help` lists the flags of the module run as
+  `__main__` (`python -m comic_jax.main`): the command module's flags are listed as its."""
+  for flag in flags.FLAGS.flags_by_module_dict().get(main.__module__, []):
+    flags.FLAGS.register_key_flag_for_module(sys.argv[0], flag)
   app.run(main, flags_parser=parse_flags if config_file else parse_plain_flags)
 
 
