@@ -144,6 +144,46 @@ class Comic(registry.Method):
     return loss, state, yhat.sum()
 
   # ------------------------------------------------------------------ the step's loss
+  def teacher_terms(self, params, batch_stats, energy, batch, rlc_for, terms, metrics):
+    """The head branch on U and the tail branch on R, their own loss (and RLC) terms put in
+    `terms` and `metrics`, their energies updated in `energy`; the tail branch on U as HTB's
+    constant. -> (batch_stats, zhat_h, zhat_tu, the head and tail features of U's images: the
+    balanced branch's attention context)."""
+    cc, apply = self.cc, self.network.apply
+    u_img, u_y, u_full = (batch['main'][k] for k in ('image', 'label', 'label_full'))
+    u_neg = batch['main'].get('label_negative')
+    # Head branch on U.
+    out_h, upd = apply({'params': params, 'batch_stats': batch_stats}, u_img, train=True,
+                       method='head_forward', mutable=['batch_stats'])
+    batch_stats = upd['batch_stats']
+    energy['head'] = htb.update_energy(energy['head'], out_h['features'], cc.htb.energy_decay)
+    zhat_h = self.adjusted_logits(params, 'head', out_h, energy['head'])
+    terms['head'] = metrics[f'head_{self.teacher_loss_name}'] = self.teacher_loss(
+        out_h['logits'], u_y)
+    if self.use_rlc:
+      logits = zhat_h if cc.rlc.official_adjusted_logits else out_h['logits']
+      terms['head'] += rlc_for('head', logits, u_y, u_full, u_neg)
+    # Tail branch on R (its training batch; its batch statistics come from R only) ...
+    r_img, r_y, r_full = (batch['tail'][k] for k in ('image', 'label', 'label_full'))
+    out_t, upd = apply({'params': params, 'batch_stats': batch_stats}, r_img, train=True,
+                       method='tail_forward', mutable=['batch_stats'])
+    batch_stats = upd['batch_stats']
+    energy['tail'] = htb.update_energy(energy['tail'], out_t['features'], cc.htb.energy_decay)
+    terms['tail'] = metrics[f'tail_{self.teacher_loss_name}'] = self.teacher_loss(
+        out_t['logits'], r_y)
+    if self.use_rlc:
+      logits = (self.adjusted_logits(params, 'tail', out_t, energy['tail'])
+                if cc.rlc.official_adjusted_logits else out_t['logits'])
+      terms['tail'] += rlc_for('tail', logits, r_y, r_full,
+                               batch['tail'].get('label_negative'))
+    # ... and on U, as a constant for HTB.
+    out_tu, _ = apply({'params': params, 'batch_stats': batch_stats}, u_img, train=True,
+                      method='tail_forward', mutable=['batch_stats'])
+    out_tu = jax.lax.stop_gradient(out_tu)
+    zhat_tu = jax.lax.stop_gradient(self.adjusted_logits(params, 'tail', out_tu, energy['tail']))
+    context = jnp.stack([out_h['features'], out_tu['features']], axis=1)
+    return batch_stats, zhat_h, zhat_tu, context
+
   def loss_terms(self, params, batch_stats, method_state, batch, rng, step):
     """Each branch's own loss: ({'head', 'tail', 'balanced'}, (batch_stats, state, metrics)).
 
@@ -167,40 +207,12 @@ class Comic(registry.Method):
       metrics[f'{branch}_rlc'] = loss
       return cc.lambda_c * loss
 
-    context = None
+    context = zhat_h = zhat_tu = None
     if self.use_htb:
       energy = dict(method_state['energy'])
       new_state['energy'] = energy
-      # Head branch on U.
-      out_h, upd = apply({'params': params, 'batch_stats': batch_stats}, u_img, train=True,
-                         method='head_forward', mutable=['batch_stats'])
-      batch_stats = upd['batch_stats']
-      energy['head'] = htb.update_energy(energy['head'], out_h['features'], cc.htb.energy_decay)
-      zhat_h = self.adjusted_logits(params, 'head', out_h, energy['head'])
-      terms['head'] = metrics[f'head_{self.teacher_loss_name}'] = self.teacher_loss(
-          out_h['logits'], u_y)
-      if self.use_rlc:
-        logits = zhat_h if cc.rlc.official_adjusted_logits else out_h['logits']
-        terms['head'] += rlc_for('head', logits, u_y, u_full, u_neg)
-      # Tail branch on R (its training batch; its batch statistics come from R only) ...
-      r_img, r_y, r_full = (batch['tail'][k] for k in ('image', 'label', 'label_full'))
-      out_t, upd = apply({'params': params, 'batch_stats': batch_stats}, r_img, train=True,
-                         method='tail_forward', mutable=['batch_stats'])
-      batch_stats = upd['batch_stats']
-      energy['tail'] = htb.update_energy(energy['tail'], out_t['features'], cc.htb.energy_decay)
-      terms['tail'] = metrics[f'tail_{self.teacher_loss_name}'] = self.teacher_loss(
-          out_t['logits'], r_y)
-      if self.use_rlc:
-        logits = (self.adjusted_logits(params, 'tail', out_t, energy['tail'])
-                  if cc.rlc.official_adjusted_logits else out_t['logits'])
-        terms['tail'] += rlc_for('tail', logits, r_y, r_full,
-                                 batch['tail'].get('label_negative'))
-      # ... and on U, as a constant for HTB.
-      out_tu, _ = apply({'params': params, 'batch_stats': batch_stats}, u_img, train=True,
-                        method='tail_forward', mutable=['batch_stats'])
-      out_tu = jax.lax.stop_gradient(out_tu)
-      zhat_tu = jax.lax.stop_gradient(self.adjusted_logits(params, 'tail', out_tu, energy['tail']))
-      context = jnp.stack([out_h['features'], out_tu['features']], axis=1)
+      batch_stats, zhat_h, zhat_tu, context = self.teacher_terms(
+          params, batch_stats, energy, batch, rlc_for, terms, metrics)
 
     # Balanced branch on U, fused with the head and tail features of the same images.
     out_b, upd = apply({'params': params, 'batch_stats': batch_stats}, u_img, context,
