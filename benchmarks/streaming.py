@@ -142,7 +142,7 @@ def main(argv=None) -> None:
   parser.add_argument('--parts', default='abcd', help='which of (a, b) [ab], (c), (d) to run')
   args = parser.parse_args(argv)
   sys.path.insert(0, os.path.join(ROOT, 'benchmarks'))
-  from comic_jax.data import convert, sources
+  from comic_jax.data import shard_writer as convert, sources
   from configs import npz
   scratch = args.dir or tempfile.mkdtemp(prefix='comic_jax_streaming_')
   os.makedirs(scratch, exist_ok=True)

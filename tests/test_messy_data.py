@@ -133,7 +133,7 @@ def test_predict_reads_every_image_mode_and_file_name(tmp_path):
 @pytest.fixture(scope='module')
 def npz_shards(tmp_path_factory):
   """A small .npz data set (16 px images) converted to shards of 10 records."""
-  from comic_jax.data import convert
+  from comic_jax.data import shard_writer as convert
   from conftest import tiny_config
   tmp = tmp_path_factory.mktemp('npz_shards')
   rng = np.random.default_rng(0)

@@ -14,7 +14,8 @@ from test_multihost import _free_port
 from test_sources import _folder, _folder_config, _with_unknown
 
 from comic_jax import metrics
-from comic_jax.data import convert, pipeline, samplers, shard_feed, sources
+from comic_jax.data import pipeline, samplers, shard_feed, sources
+from comic_jax.data import shard_writer as convert
 from comic_jax.errors import UserError
 from comic_jax.training import train
 from comic_jax.training import workdir as workdir_lib

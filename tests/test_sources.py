@@ -277,7 +277,8 @@ def test_evaluation_and_prediction_preprocess_every_registered_source_identicall
   """For each registered source, the test images as evaluation reads them equal the same images
   put through prediction's preprocessing; a source added to the registry fails here until it
   is covered."""
-  from comic_jax.data import convert, registry
+  from comic_jax.data import registry
+  from comic_jax.data import shard_writer as convert
   covered = {'synthetic', 'npz', 'folder', 'shards', 'voc', 'coco'}
   assert set(registry.names()) == covered
   # PLT-Synth: the images are generated at image_size.

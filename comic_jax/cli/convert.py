@@ -24,7 +24,7 @@ def define_flags() -> None:
 def main(argv) -> None:
   prologue.no_arguments(argv)
   from comic_jax import progress
-  from comic_jax.data import convert
+  from comic_jax.data import shard_writer as convert
   progress.configure(FLAGS.config.progress_bar)
   with prologue.user_errors():
     manifest = convert.convert(FLAGS.config.data, FLAGS.output, FLAGS.records_per_shard)
