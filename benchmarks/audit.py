@@ -36,6 +36,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from comic_jax import atomic  # noqa: E402
 from comic_jax import audit as audit_lib  # noqa: E402
 from comic_jax import review as review_lib  # noqa: E402
 from comic_jax.data import longtail  # noqa: E402
@@ -106,8 +107,8 @@ def reviewed_labels(a, n: int):
 
 def retrain(config, workdir: str, y_train, neg_train) -> dict:
   """Trains `config` with PLT-Synth's observed training labels replaced; its results.json."""
-  from comic_jax import train
   from comic_jax.data import sources
+  from comic_jax.training import train
   original = sources.load_dataset
 
   def reviewed(dc):
@@ -186,10 +187,9 @@ def write_environment(output: str, command: str, wall_s: float) -> str:
   """environment_<command>.json beside the output: the command, date, wall time, machine."""
   import datetime
 
-  from comic_jax import machine
-  from comic_jax import workdir as workdir_lib
+  from comic_jax.training import machine
   path = os.path.join(os.path.dirname(os.path.abspath(output)), f'environment_{command}.json')
-  workdir_lib.write_json(path, {
+  atomic.write_json(path, {
       'command': ' '.join(['python benchmarks/audit.py', *sys.argv[1:]]),
       'date': datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d'),
       'wall_time_s': round(wall_s, 1), **machine.machine_description()}, indent=2)

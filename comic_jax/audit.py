@@ -41,9 +41,9 @@ import os
 
 import numpy as np
 
-from comic_jax import predict
-from comic_jax import workdir as workdir_lib
+from comic_jax import atomic
 from comic_jax.errors import UserError, require
+from comic_jax.inference import predict
 from comic_jax.rankings import (
   DEFAULT_RANK,
   NEEDS_FEATURES,
@@ -72,7 +72,7 @@ class Images:
 
 def labelled_images(data_config) -> Images:
   """The training and validation rows of the user's label file, in the file's order."""
-  from comic_jax.data import sources, splits
+  from comic_jax.data import plt, sources, splits
   dc = data_config
   if dc.name in ('synthetic', 'shards'):   # no user's file rows: the training set
     data = sources.load_dataset(dc)
@@ -82,7 +82,7 @@ def labelled_images(data_config) -> Images:
   sources.validate_config(dc)
   cache = splits.cache_dir(dc.cache_dir)
   class_names, train, test = sources.source_pools(dc, cache)
-  plan = sources.plan_plt(dc, dc.name, tuple(class_names), train, test, cache)
+  plan = plt.plan_plt(dc, dc.name, tuple(class_names), train, test, cache)
   rows = np.concatenate([plan.train_rows, plan.val_rows])
   order = np.argsort(rows, kind='stable')
   stack = lambda a, b: np.concatenate([a, b])[order]
@@ -165,7 +165,7 @@ class Audit:
 
   def __init__(self, workdir: str, *, cut: str = 'rlc', model: str | None = None,
                rank: str = DEFAULT_RANK):
-    from comic_jax import inference
+    from comic_jax.inference import restore as inference
     self.model = predict.load(workdir, model=model)
     config = self.model.config
     self.images = labelled_images(config.data)
@@ -219,7 +219,7 @@ def write_rows(path: str, rows) -> None:
   writer.writerows(rows)
   try:
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    workdir_lib.write_text(path, buffer.getvalue())
+    atomic.write_text(path, buffer.getvalue())
   except OSError as e:
     raise UserError(f'cannot write {path!r}: {e.strerror or e}') from None
 
@@ -260,7 +260,7 @@ def _define_flags():
 def main(argv):
   from absl import app, flags, logging
 
-  from comic_jax import cli
+  from comic_jax.cli import prologue as cli
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
   FLAGS = flags.FLAGS
@@ -324,9 +324,9 @@ def _is_number(text: str) -> bool:
 
 
 def run_cli():
-  from absl import app
+  from comic_jax.cli import prologue
   _define_flags()
-  app.run(main, flags_parser=predict.parse_plain_flags)
+  prologue.run(main, config_file=False)
 
 
 if __name__ == '__main__':

@@ -90,7 +90,7 @@ def _cli(*args):
 @pytest.fixture(scope='module')
 def npz_run(tmp_path_factory):
   """A 1-epoch BCE MLP run on a tiny .npz of features, a quarter held out for validation."""
-  from comic_jax import train
+  from comic_jax.training import train
   from configs import npz
   root = tmp_path_factory.mktemp('npz_run')
   path = str(root / 'data.npz')
@@ -106,8 +106,8 @@ def npz_run(tmp_path_factory):
 
 
 def test_audit_names_every_labelled_row_of_the_npz_validation_rows_included(npz_run, tmp_path):
-  from comic_jax import predict
-  from comic_jax.data import sources
+  from comic_jax.data import plt
+  from comic_jax.inference import predict
   workdir, _, x_train, y_train = npz_run
   out = str(tmp_path / 'suspects.csv')
   result = _cli(f'--workdir={workdir}', f'--output={out}', '--cut=0', '--rank=score',
@@ -118,7 +118,7 @@ def test_audit_names_every_labelled_row_of_the_npz_validation_rows_included(npz_
   with open(out) as f:
     rows = list(csv.DictReader(f))
   probs = predict.load(workdir).predict(x_train)          # every row of the user's x_train
-  keep, held = sources.split_validation(len(y_train), 0.25, 0)
+  keep, held = plt.split_validation(len(y_train), 0.25, 0)
   assert len(held) == 12
   threshold = np.maximum(0.7, probs[keep].mean(0))        # RLC's: the training rows' mean
   classes = [f'class_{j}' for j in range(3)]
