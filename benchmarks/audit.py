@@ -37,8 +37,9 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from comic_jax import atomic  # noqa: E402
-from comic_jax import audit as audit_lib  # noqa: E402
-from comic_jax import review as review_lib  # noqa: E402
+from comic_jax.audit import rankings as rankings_lib  # noqa: E402
+from comic_jax.audit import review as review_lib  # noqa: E402
+from comic_jax.audit import suspects as audit_lib  # noqa: E402
 from comic_jax.data import longtail  # noqa: E402
 
 GROUPS = ('all', *longtail.GROUP_NAMES)
@@ -82,10 +83,10 @@ def rankings(args) -> list[dict]:
   for workdir in args.workdirs.split(','):
     a = audit_lib.Audit(workdir)
     mask = audit_lib.unobserved(a.observed, a.negatives)
-    for kind in audit_lib.RANKINGS:
+    for kind in rankings_lib.RANKINGS:
       key = audit_lib.ranking_scores(
           kind, a.probs, a.observed, mask, a.images.training, a.rlc,
-          a.features() if kind in audit_lib.NEEDS_FEATURES else None)
+          a.features() if kind in rankings_lib.NEEDS_FEATURES else None)
       for row in scores_table(kind, key, a):
         out.append({'run': os.path.basename(workdir.rstrip('/')), 'method': a.method, **row})
   return out

@@ -15,7 +15,7 @@ import os
 
 import numpy as np
 
-from comic_jax import audit as audit_lib
+from comic_jax.audit import suspects as audit_lib
 
 
 def folds_of(n: int, k: int, seed: int = 0) -> list[np.ndarray]:

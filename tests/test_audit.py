@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score, precision_recall_curve
 
-from comic_jax import audit, rankings
-from comic_jax import review as audit_review
+from comic_jax.audit import rankings
+from comic_jax.audit import review as audit_review
+from comic_jax.audit import suspects as audit
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -158,7 +158,7 @@ def test_tiny_comic_plus_run_resumes_and_reports_the_fusion(tmp_path):
   assert a['COMIC+']['total'] == pytest.approx(expected['total'], abs=1e-3)
   # Loaded without model=, the run (and its export, and the audit) answers with the row its
   # table reports, "COMIC+" (the fusion), not one of the members.
-  from comic_jax import audit
+  from comic_jax.audit import suspects as audit
   from comic_jax.inference import export
   loaded = comic_jax.load(straight)
   exported = comic_jax.load(export.export_model(straight, str(tmp_path / 'export')))

@@ -128,7 +128,7 @@ def test_the_resume_check_compares_what_defines_the_run(tmp_path):
 
 
 def test_a_0_2_0_run_is_predicted_from_exported_and_audited(tmp_path):
-  from comic_jax import audit
+  from comic_jax.audit import suspects as audit
   from comic_jax.inference import export
   data = _test_data()
   model = comic_jax.load(FIXTURE)

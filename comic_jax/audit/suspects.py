@@ -5,6 +5,8 @@ trained model scores as present, ranked.
     python -m comic_jax.audit --workdir=runs/mine --output=suspects.csv
     comic-jax-audit --workdir=runs/mine --output=suspects.csv --cut=0.5
 
+(The command: comic_jax/cli/audit.py.)
+
 suspects.csv, one row per suspected missing label, most likely first:
 
     image,split,class,score,rlc_threshold,rlc_corrects,rank,verdict
@@ -17,11 +19,11 @@ images (RLC's running class mean, here of the trained model). `rlc_corrects` say
 rule, with the trained model, corrects the label (score > rlc_threshold). Labels known to be
 absent (0 in a training file with -1 entries) are left out; so are the observed positives.
 `verdict` is empty, for the reviewer: yes / no, then `--review` writes the new label file
-(comic_jax/review.py).
+(comic_jax/audit/review.py).
 
 The cut (`--cut`) says which labels are listed: 'rlc' (the default: the labels RLC corrects),
 'val' (the run's validation thresholds, thresholds.json) or a number for every class. The
-ranking (`--rank`, `comic_jax.rankings`) orders them: by default 'context_prototype', the
+ranking (`--rank`, `comic_jax/audit/rankings.py`) orders them: by default 'context_prototype', the
 model's log-odds plus what the image's other labels and its features next to the class's
 observed positives say (evidence the model's in-sample score of a training image lacks: it was
 trained on that image's missing labels as negatives); else by raw score, or by a key comparable
@@ -42,16 +44,14 @@ import os
 import numpy as np
 
 from comic_jax import atomic
-from comic_jax.errors import UserError, require
-from comic_jax.inference import predict
-from comic_jax.rankings import (
+from comic_jax.audit.rankings import (
   DEFAULT_RANK,
   NEEDS_FEATURES,
-  RANKINGS,
   embeddings,
-  ranking_help,
   ranking_scores,
 )
+from comic_jax.errors import UserError
+from comic_jax.inference import predict
 
 COLUMNS = ('image', 'split', 'class', 'score', 'rlc_threshold', 'rlc_corrects', 'rank',
            'verdict')
@@ -234,100 +234,3 @@ def plot_curves(audits: dict, path: str, seed: int = 0) -> str:
   points = {name: (a.recovery()['recall'], a.recovery()['precision'])
             for name, a in audits.items()}
   return plots.precision_recall(curves, points, path)
-
-
-# ------------------------------------------------------------------------------- command line
-
-def _define_flags():
-  from absl import flags
-  flags.DEFINE_string('workdir', None, 'A trained run\'s directory.')
-  flags.DEFINE_string('output', None, 'The suspects CSV to write (with --review: the new label '
-                      'file).')
-  flags.DEFINE_string('cut', 'rlc', "'rlc' (RLC's threshold max{tau, P_c}), 'val' (the run's "
-                      'validation thresholds) or a number for every class.')
-  flags.DEFINE_enum('rank', DEFAULT_RANK, RANKINGS, 'How suspects are ordered: ' + ranking_help())
-  flags.DEFINE_string('model', None, 'Reported model whose scores rank (default: the run\'s).')
-  flags.DEFINE_string('plot', None, 'Where the hidden labels are known: write the '
-                      'precision-recall picture here (e.g. audit.png).')
-  flags.DEFINE_list('compare', [], 'Other workdirs (other methods, same data) drawn in --plot.')
-  flags.DEFINE_string('review', None, 'A suspects CSV whose verdict column is filled in: write '
-                      'the run\'s label file (--labels) after the review to --output.')
-  flags.DEFINE_string('labels', None, 'With --review: the label file the run trained on (the '
-                      '.npz, or the folder\'s .csv / .json).')
-  flags.mark_flags_as_required(['workdir', 'output'])
-
-
-def main(argv):
-  from absl import app, flags, logging
-
-  from comic_jax.cli import prologue as cli
-  if len(argv) > 1:
-    raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
-  FLAGS = flags.FLAGS
-  logging.set_verbosity(logging.WARNING)
-  try:
-    if FLAGS.review is not None or FLAGS.labels is not None:
-      _review(FLAGS)
-      return
-    require(FLAGS.cut in ('rlc', 'val') or _is_number(FLAGS.cut),
-            f"--cut={FLAGS.cut!r} is not 'rlc', 'val' or a number")
-    predict.use_compilation_cache(FLAGS.workdir)   # a second audit loads the compiled model
-    audit = Audit(FLAGS.workdir, cut=FLAGS.cut, model=FLAGS.model, rank=FLAGS.rank)
-    rows = audit.rows()
-    write_rows(FLAGS.output, rows)
-    held = int((~audit.images.training).sum())
-    print(f'{len(rows)} suspected missing labels in {len(audit.names)} labelled images'
-          + (f' ({held} held out for validation)' if held else '')
-          + f' -> {FLAGS.output} ({audit.model.model}, cut {FLAGS.cut}, ranked by {FLAGS.rank});'
-          " fill in its 'verdict' column (yes / no) and apply it with --review")
-    if audit.hidden_known():
-      _report_hidden(audit, FLAGS)
-    elif FLAGS.plot or FLAGS.compare:
-      from comic_jax.errors import warn
-      warn('--plot and --compare score the ranking against hidden labels, which this data set '
-           'does not know (every unobserved label may be missing or absent): nothing drawn')
-  except UserError as e:
-    cli.fail(e)
-
-
-def _report_hidden(audit, FLAGS) -> None:
-  audits = {audit.method: audit}
-  for other in FLAGS.compare:
-    a = Audit(other, cut=FLAGS.cut, rank=FLAGS.rank)
-    audits[a.method] = a
-  for name, a in audits.items():
-    r = a.recovery()
-    print(f'{name}: hidden labels recovered at the cut: precision {100 * r["precision"]:.1f}%'
-          f' recall {100 * r["recall"]:.1f}% ({r["hits"]} of {r["suspects"]} suspects; '
-          f'{r["hidden"]} hidden labels; a random ranking\'s precision '
-          f'{100 * r["hidden"] / max(len(a.unobserved_hidden()[1]), 1):.1f}%)')
-  if FLAGS.plot:
-    print(f'precision-recall curve -> {plot_curves(audits, FLAGS.plot)}')
-
-
-def _review(FLAGS) -> None:
-  from comic_jax import review
-  require(FLAGS.review is not None and FLAGS.labels is not None,
-          '--review (the reviewed suspects CSV) and --labels (the run\'s label file) go together')
-  counts = review.review(FLAGS.workdir, FLAGS.review, FLAGS.labels, FLAGS.output)
-  print(f'{counts["accepted"]} accepted (now positive), {counts["rejected"]} rejected (now known '
-        f'negative) -> {FLAGS.output} ({counts["images"]} images, {counts["unknown"]} labels '
-        'unknown (-1)); train on it with data.partial=\'as_is\'')
-
-
-def _is_number(text: str) -> bool:
-  try:
-    float(text)
-  except ValueError:
-    return False
-  return True
-
-
-def run_cli():
-  from comic_jax.cli import prologue
-  _define_flags()
-  prologue.run(main, config_file=False)
-
-
-if __name__ == '__main__':
-  run_cli()
