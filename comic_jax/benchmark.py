@@ -38,21 +38,20 @@ import os
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
 import numpy as np  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
 from comic_jax import (  # noqa: E402
-  cli,
-  machine,
+  atomic,  # noqa: E402
   progress,
-  published,  # noqa: E402
-  runtime,
+  published,
 )
+from comic_jax.cli import prologue as cli  # noqa: E402
+from comic_jax.cli import runtime
 from comic_jax.errors import UserError, require  # noqa: E402
 from comic_jax.published import environment_path, fmt  # noqa: E402
+from comic_jax.training import machine  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('workdir', None, 'Directory of the benchmark (one sub-directory per run).')
@@ -221,7 +220,7 @@ def run_dir(workdir: str, experiment: Experiment, seed: int) -> str:
 def run_all(base, runs: list[tuple[Experiment, int]], workdir: str) -> int:
   """Trains every run that has no results.json yet (its output goes to <run>/log.txt); returns
   how many it trained."""
-  from comic_jax import train
+  from comic_jax.training import train
   todo = [(e, s) for e, s in runs
           if not os.path.exists(os.path.join(run_dir(workdir, e, s), 'results.json'))]
   print(f'{len(runs)} runs, {len(runs) - len(todo)} already finished, {len(todo)} to train')
@@ -336,13 +335,12 @@ def write_environment(table_csv: str, argv: list[str], wall_s: float, runs: int,
   """What the table's numbers were measured with: the command, the date (UTC), the wall time
   (`trained` of the `runs` were trained by this command, the others were finished before) and
   the machine (`machine.machine_description`: the software's versions, the devices, the CPU)."""
-  from comic_jax import workdir as workdir_lib
   env = {'command': ' '.join(['python -m comic_jax.benchmark', *argv]),
          'date': datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d'),
          'wall_time_s': round(wall_s, 1), 'runs': runs, 'runs_trained': trained,
          **machine.machine_description()}
   path = environment_path(table_csv)
-  workdir_lib.write_json(path, env, indent=2)
+  atomic.write_json(path, env, indent=2)
   return path
 
 
@@ -356,7 +354,7 @@ def main(argv):
   progress.configure(FLAGS.config.progress_bar)   # the runs' bar (each run's own are off)
   from comic_jax import plots
   from comic_jax.methods import registry
-  from comic_jax.workdir import Preempted
+  from comic_jax.training.workdir import Preempted
 
   default = 'all' if FLAGS.preset == 'main' else 'comic'
   names = (FLAGS.methods or default).split(',')

@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 
 import comic_jax
-from comic_jax import metrics, train
+from comic_jax import metrics
 from comic_jax.errors import UserError
 from comic_jax.losses import htb
 from comic_jax.methods import comic, comic_plus, registry
+from comic_jax.training import train
 from conftest import tiny_config
 
 
@@ -147,7 +148,7 @@ def test_tiny_comic_plus_run_resumes_and_reports_the_fusion(tmp_path):
   for name in va:
     assert va[name]['total'] == pytest.approx(vb[name]['total'], abs=1e-6), name
   # "COMIC+" is the mean of the three models' probabilities (NumPy on the models' logits).
-  run = train.Run(config, straight)
+  run = train.Trainer.open(config, straight)
   run.restore()
   logits = jax.device_get(run.method.predict(run.state.params, run.state.batch_stats,
                                              run.state.method_state, jnp.asarray(run.data.x_test)))
@@ -157,7 +158,8 @@ def test_tiny_comic_plus_run_resumes_and_reports_the_fusion(tmp_path):
   assert a['COMIC+']['total'] == pytest.approx(expected['total'], abs=1e-3)
   # Loaded without model=, the run (and its export, and the audit) answers with the row its
   # table reports, "COMIC+" (the fusion), not one of the members.
-  from comic_jax import audit, export
+  from comic_jax.audit import suspects as audit
+  from comic_jax.inference import export
   loaded = comic_jax.load(straight)
   exported = comic_jax.load(export.export_model(straight, str(tmp_path / 'export')))
   assert loaded.model == exported.model == audit.Audit(straight).model.model == 'COMIC+'
@@ -215,7 +217,7 @@ def test_branch_loss_choices_match_their_references():
     field = 'teacher_loss' if teacher else 'branch_loss'
     config = tiny_config(**{'method': 'comic_plus', f'comic_plus.{field}': kind})
     method = comic_plus.ComicPlus(config, y_train, 10)
-    fn = method.teacher_loss if teacher else method.mfm_loss
+    fn = method.teacher_loss if teacher else method.branch_loss
     return float(fn(jnp.asarray(z), jnp.asarray(y)))
 
   p = 1 / (1 + np.exp(-z))
@@ -356,7 +358,7 @@ def test_ema_run_reports_the_averaged_parameters(tmp_path):
                                                'comic_plus.report': 'balanced'})
   workdir = str(tmp_path / 'ema')
   train.train_and_evaluate(config, workdir)
-  run = train.Run(config, workdir)
+  run = train.Trainer.open(config, workdir)
   run.restore()
   state = jax.device_get(run.state.method_state['ema'])
   steps = int(jax.device_get(run.state.step))

@@ -8,7 +8,7 @@ import tomllib
 
 import pytest
 
-from comic_jax import console
+from comic_jax.cli import console
 from conftest import ROOT
 
 
@@ -38,7 +38,7 @@ def test_every_script_is_a_module_of_the_console_map():
                                    for f in console.MODULES)
   for name, target in scripts.items():
     module, function = target.split(':')
-    assert module == 'comic_jax.console' and function in console.MODULES, name
+    assert module == 'comic_jax.cli.console' and function in console.MODULES, name
 
 
 @pytest.mark.parametrize('script', sorted(_scripts()))

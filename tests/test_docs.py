@@ -184,8 +184,8 @@ def _scripts():
 
 
 def _script_module(script):
-  """`comic-jax-X` -> the module it runs (pyproject -> comic_jax.console.MODULES), or None."""
-  from comic_jax import console
+  """`comic-jax-X` -> the module it runs (pyproject -> comic_jax.cli.console.MODULES), or None."""
+  from comic_jax.cli import console
   target = _scripts().get(script)
   return None if target is None else console.MODULES.get(target.split(':')[1])
 

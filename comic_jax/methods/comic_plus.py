@@ -160,6 +160,7 @@ class ComicPlus(comic.Comic):
   def __init__(self, config, observed_labels, steps_per_epoch: int, class_names=()):
     self.cp = config.comic_plus
     self.teacher_classifier = self.cp.teacher_classifier
+    self.teacher_loss_name, self.branch_loss_name = self.cp.teacher_loss, self.cp.branch_loss
     super().__init__(comic_config(config), observed_labels, steps_per_epoch, class_names)
     self.auto = self.use_htb and self.cp.report == 'auto'
     self.per_group = self.auto and self.cp.report_per_group
@@ -224,9 +225,9 @@ class ComicPlus(comic.Comic):
       return baseline_losses.hill(logits, labels, margin=h.margin, gamma=h.gamma, lam=h.lam)
     if kind == 'bce':
       return mfm.mfm_loss_from_counts(logits, labels, self.counts, mfm.MFMSettings.bce())
-    return super().mfm_loss(logits, labels)
+    return self.mfm_loss(logits, labels)
 
-  def mfm_loss(self, logits, labels):
+  def branch_loss(self, logits, labels):
     """The balanced branch's own loss (`comic_plus.branch_loss`). RLC keeps MFM on its corrected
     targets."""
     return self.own_loss(self.cp.branch_loss, logits, labels)
@@ -331,4 +332,5 @@ STUDIES = {
 
 registry.register(MethodSpec(
     'comic_plus', 'COMIC+', 'PLT-MLC', ComicPlus, classifier='cosine',
-    table_models=('COMIC+',), validate=validate, studies=STUDIES))
+    table_models=('COMIC+',), validate=validate, studies=STUDIES,
+    config_sections=('comic', 'comic_plus', 'baselines.hill')))
