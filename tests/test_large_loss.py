@@ -178,7 +178,7 @@ def test_boostlu_is_left_out_where_there_is_no_feature_map():
 
 
 def test_the_benchmark_leaves_boostlu_out_of_a_frozen_table_and_says_so(tmp_path):
-  from comic_jax import benchmark
+  from comic_jax.training import benchmark
   from conftest import tiny_config
   frozen = tiny_config(**{'model.backbone_trainable': False, 'model.feature_cache': True})
   left_out = benchmark.left_out_methods(('bce', 'll_ct', 'boostlu'), frozen)

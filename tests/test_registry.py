@@ -8,11 +8,11 @@ import jax
 import numpy as np
 import pytest
 
-from comic_jax import benchmark, plots
+from comic_jax import plots
 from comic_jax.methods import registry
 from comic_jax.methods.baselines import SingleBranch
 from comic_jax.methods.registry import MethodSpec, StreamSpec
-from comic_jax.training import train
+from comic_jax.training import benchmark, train
 from conftest import tiny_config
 
 

@@ -9,9 +9,9 @@ import ml_collections
 import numpy as np
 import pytest
 
-from comic_jax import benchmark, metrics
+from comic_jax import metrics
 from comic_jax.data import longtail, plt, sources, synthetic
-from comic_jax.training import step, train
+from comic_jax.training import benchmark, step, train
 from conftest import ROOT, tiny_config
 
 
