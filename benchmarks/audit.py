@@ -36,8 +36,10 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from comic_jax import audit as audit_lib  # noqa: E402
-from comic_jax import review as review_lib  # noqa: E402
+from comic_jax import atomic  # noqa: E402
+from comic_jax.audit import rankings as rankings_lib  # noqa: E402
+from comic_jax.audit import review as review_lib  # noqa: E402
+from comic_jax.audit import suspects as audit_lib  # noqa: E402
 from comic_jax.data import longtail  # noqa: E402
 
 GROUPS = ('all', *longtail.GROUP_NAMES)
@@ -81,8 +83,10 @@ def rankings(args) -> list[dict]:
   for workdir in args.workdirs.split(','):
     a = audit_lib.Audit(workdir)
     mask = audit_lib.unobserved(a.observed, a.negatives)
-    for kind in audit_lib.RANKINGS:
-      key = audit_lib.ranking_scores(kind, a.probs, a.observed, mask, a.images.training, a.rlc)
+    for kind in rankings_lib.RANKINGS:
+      key = audit_lib.ranking_scores(
+          kind, a.probs, a.observed, mask, a.images.training, a.rlc,
+          a.features() if kind in rankings_lib.NEEDS_FEATURES else None)
       for row in scores_table(kind, key, a):
         out.append({'run': os.path.basename(workdir.rstrip('/')), 'method': a.method, **row})
   return out
@@ -104,8 +108,8 @@ def reviewed_labels(a, n: int):
 
 def retrain(config, workdir: str, y_train, neg_train) -> dict:
   """Trains `config` with PLT-Synth's observed training labels replaced; its results.json."""
-  from comic_jax import train
   from comic_jax.data import sources
+  from comic_jax.training import train
   original = sources.load_dataset
 
   def reviewed(dc):
@@ -184,10 +188,9 @@ def write_environment(output: str, command: str, wall_s: float) -> str:
   """environment_<command>.json beside the output: the command, date, wall time, machine."""
   import datetime
 
-  from comic_jax import machine
-  from comic_jax import workdir as workdir_lib
+  from comic_jax.training import machine
   path = os.path.join(os.path.dirname(os.path.abspath(output)), f'environment_{command}.json')
-  workdir_lib.write_json(path, {
+  atomic.write_json(path, {
       'command': ' '.join(['python benchmarks/audit.py', *sys.argv[1:]]),
       'date': datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d'),
       'wall_time_s': round(wall_s, 1), **machine.machine_description()}, indent=2)

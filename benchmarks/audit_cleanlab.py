@@ -15,7 +15,7 @@ import os
 
 import numpy as np
 
-from comic_jax import audit as audit_lib
+from comic_jax.audit import suspects as audit_lib
 
 
 def folds_of(n: int, k: int, seed: int = 0) -> list[np.ndarray]:
@@ -27,8 +27,9 @@ def folds_of(n: int, k: int, seed: int = 0) -> list[np.ndarray]:
 def out_of_sample_probs(bce_workdir: str, k: int, scratch: str) -> np.ndarray:
   """(N, C) each training image's BCE probabilities from the fold that did not train on it. With
   frozen features, a fold trains on the full set's cached features of its images."""
-  from comic_jax import features, predict, train
   from comic_jax.data import sources
+  from comic_jax.inference import predict
+  from comic_jax.training import features, train
   config = predict.load(bce_workdir).config
   data = sources.load_dataset(config.data)
   n = len(data.y_train)

@@ -346,7 +346,7 @@ def main(argv=None):
     rows = measure(args, args.threads[0], log=lambda s: print(s, file=sys.stderr, flush=True))
     print(json.dumps(rows))
     return
-  from comic_jax import machine
+  from comic_jax.training import machine
   environment = machine.machine_description()
   print(f"CPU: {machine.describe_cpu(environment['cpu'], environment['cpu_cores'])}; "
         f"JAX backend {environment['backend']}", flush=True)
@@ -363,13 +363,13 @@ def main(argv=None):
   table = markdown_table(rows)
   print('\n' + table)
   if args.out:
-    from comic_jax import workdir
+    from comic_jax import atomic
     os.makedirs(args.out, exist_ok=True)
     run = {'command': 'python benchmarks/backbone_speed.py ' + ' '.join(
         sys.argv[1:] if argv is None else argv), 'rows': rows}
-    workdir.write_json(os.path.join(args.out, 'results.json'), run, indent=2)
-    workdir.write_json(os.path.join(args.out, 'environment.json'), environment, indent=2)
-    workdir.write_text(os.path.join(args.out, 'table.md'), table)
+    atomic.write_json(os.path.join(args.out, 'results.json'), run, indent=2)
+    atomic.write_json(os.path.join(args.out, 'environment.json'), environment, indent=2)
+    atomic.write_text(os.path.join(args.out, 'table.md'), table)
     print(f'wrote {args.out}/results.json, table.md, environment.json')
 
 

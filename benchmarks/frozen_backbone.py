@@ -15,7 +15,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from comic_jax import train  # noqa: E402
+from comic_jax.training import train  # noqa: E402
 from configs import synthetic  # noqa: E402
 
 

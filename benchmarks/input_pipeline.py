@@ -25,7 +25,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from comic_jax.data import augment, images  # noqa: E402
+from comic_jax.data import augment, images, rand_augment  # noqa: E402
 
 
 def make_jpegs(num: int, width: int, height: int, quality: int, seed: int = 0) -> list[bytes]:
@@ -117,10 +117,11 @@ def main(argv=None) -> None:
 
   def both(x, k):
     k1, k2 = jax.random.split(k)
-    return augment.rand_augment(crop(x, k1), k2)
+    return rand_augment.rand_augment(crop(x, k1), k2)
   device = {}
   for label, fn, data in [('random_resized_crop', crop, batch),
-                          ('rand_augment (2 ops, magnitude 9)', augment.rand_augment, cropped),
+                          ('rand_augment (2 ops, magnitude 9)', rand_augment.rand_augment,
+                           cropped),
                           ('random_resized_crop + rand_augment', both, batch)]:
     compile_s, rate = device_rate(fn, data, args.steps)
     device[label] = rate

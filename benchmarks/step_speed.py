@@ -12,7 +12,8 @@ Setups (both: batch 32, Adam with decoupled weight decay, flip + 2-pixel shift a
 - `resnet50`: ResNet-50 on 224 px with projection and attention 1024 (the paper's network and
   batch; random uint8 images from a temporary .npz, no ImageNet weights, no RandAugment).
 
-JAX side: the real `train.Run(config, workdir)`; its `train_step` lowered and compiled once (the
+JAX side: the real `train.Trainer.open(config, workdir)`; its `train_step` lowered and compiled
+once (the
 compiled step gives XLA's cost-analysis flops per step and is the one timed), batches from
 `run.batch(step)` + `pipeline.host_to_global`, prepared before timing. After warm-up, each repeat
 runs `--steps` steps and ends with `block_until_ready`; JAX and PyTorch repeats alternate so a
@@ -53,9 +54,10 @@ sys.path.insert(0, ROOT)
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
-from comic_jax import checkpoint, machine, runtime, train  # noqa: E402
-from comic_jax import workdir as workdir_lib  # noqa: E402
+from comic_jax.cli import runtime  # noqa: E402
 from comic_jax.data import pipeline  # noqa: E402
+from comic_jax.training import checkpoint, machine, train  # noqa: E402
+from comic_jax.training import workdir as workdir_lib  # noqa: E402
 from configs import synthetic  # noqa: E402
 
 TORCH_HINT = 'PyTorch is not installed: `pip install torch==2.13.0` (CPU), or pass --no-torch'
@@ -170,11 +172,11 @@ def peak_flops(device_kind: str, dtype: str) -> float | None:
 # ------------------------------------------------------------------------------- JAX side
 
 class JaxBench:
-  """A `train.Run` with its compiled step and prepared device batches."""
+  """A `Trainer` (`train.Trainer.open`) with its compiled step and prepared device batches."""
 
   def __init__(self, config, num_batches: int):
     self.workdir = tempfile.mkdtemp(prefix='step_speed_')
-    self.run = train.Run(config, self.workdir)
+    self.run = train.Trainer.open(config, self.workdir)
     self.batch_size = config.batch_size
     self.host_batches = [self.run.batch(s) for s in range(num_batches)]
     self.batches = [pipeline.host_to_global(b, self.run.sharded) for b in self.host_batches]
@@ -483,7 +485,7 @@ def breakdown(method: str, epochs: int, profile_dir: str | None) -> dict:
   config = synth_config(method)
   workdir = tempfile.mkdtemp(prefix='step_speed_bd_')
   t0 = time.perf_counter()
-  run = train.Run(config, workdir)
+  run = train.Trainer.open(config, workdir)
   setup_s = time.perf_counter() - t0
   spe = run.steps_per_epoch
   parts = []
@@ -528,7 +530,7 @@ def breakdown(method: str, epochs: int, profile_dir: str | None) -> dict:
 
 def print_breakdown(r: dict) -> None:
   print(f"\nloop breakdown, {r['method']} on PLT-Synth ({r['steps_per_epoch']} steps/epoch, "
-        f"Run() setup {r['setup_s']:.1f}s: data and init)")
+        f"Trainer.open() setup {r['setup_s']:.1f}s: data and init)")
   for i, t in enumerate(r['epochs']):
     train_s = t['batch'] + t['transfer'] + t['dispatch'] + t['sync']
     img_s = r['steps_per_epoch'] * r['batch_size'] / train_s

@@ -115,9 +115,10 @@ def jpeg_worker_rate(num: int, repeats: int = 5) -> tuple[float, float, float]:
   square_resize(256)."""
   import input_pipeline
 
-  from comic_jax.data import shards
+  from comic_jax.data import shard_feed, shards
   jpegs = input_pipeline.make_jpegs(num, 500, 375, 90)
-  decode = shards.DecodeTraining(shards.ImageTransform('file', True, 'train', 256, 256, 224), 24)
+  transform = shards.ImageTransform('file', True, 'train', 256, 256, 224)
+  decode = shard_feed.DecodeTraining(transform, 24)
   records = [shards.encode_record(str(i), j, np.eye(24)[i % 24]) for i, j in enumerate(jpegs)]
   decode.map(records[0])
   best, cpu = 0.0, 0.0
@@ -141,7 +142,8 @@ def main(argv=None) -> None:
   parser.add_argument('--parts', default='abcd', help='which of (a, b) [ab], (c), (d) to run')
   args = parser.parse_args(argv)
   sys.path.insert(0, os.path.join(ROOT, 'benchmarks'))
-  from comic_jax.data import convert, sources
+  from comic_jax.data import shard_writer as convert
+  from comic_jax.data import sources
   from configs import npz
   scratch = args.dir or tempfile.mkdtemp(prefix='comic_jax_streaming_')
   os.makedirs(scratch, exist_ok=True)

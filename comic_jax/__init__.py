@@ -8,8 +8,8 @@ from comic_jax.versions import __version__  # noqa: F401 - recorded in every con
 def load(workdir: str, **kwargs):
   """A Predictor of a run's workdir or of an exported folder: `.predict(images)` -> (N, C)
   probabilities, `.labels(images)` -> class names per image. See `comic_jax.predict.load`."""
-  from comic_jax import export
+  from comic_jax.inference import export
   if export.is_export(workdir):   # needs neither the model code nor the config files
     return export.load_export(workdir, **kwargs)
-  from comic_jax import predict
+  from comic_jax.inference import predict
   return predict.load(workdir, **kwargs)

@@ -1,4 +1,10 @@
 """User-facing errors: the CLI prints them as one line, never as a stack trace."""
+import signal
+
+# Exit status of a run stopped by a signal after saving its checkpoint: the shell's convention
+# (128 + signal number: 143 for SIGTERM, 130 for SIGINT), so schedulers see "preempted".
+PREEMPTED_EXIT_BASE = 128
+
 
 
 class UserError(Exception):
@@ -27,3 +33,17 @@ def note(message: str) -> None:
   if jax.process_index() == 0:
     from comic_jax import progress
     progress.message('note: ' + ' '.join(str(message).split()))
+
+
+class Preempted(Exception):
+  """Raised by the training loop after it saved a checkpoint because of a signal."""
+
+  def __init__(self, step: int, signum: int | None):
+    self.step, self.signum = step, signum
+    name = signal.Signals(signum).name if signum else 'preemption notice'
+    super().__init__(f'stopped at step {step} ({name}), checkpoint saved; rerun the same command '
+                     'to resume')
+
+  @property
+  def exit_code(self) -> int:
+    return PREEMPTED_EXIT_BASE + (self.signum or signal.SIGTERM)

@@ -157,12 +157,7 @@ def precision_recall(curves: dict, points: dict, path: str) -> str:
 
 # ------------------------------------------------------------------------------- one run
 
-def _is_loss_term(name: str) -> bool:
-  """Train metrics that are losses (COMIC also logs correction counts and kappa)."""
-  return not (name.endswith('_corrections') or name.startswith('kappa'))
-
-
-def curves(metrics_path: str, path: str) -> str | None:
+def curves(metrics_path: str, path: str, is_loss=lambda name: True) -> str | None:
   """Loss terms (left) and mAP per reported model (right) per epoch, from metrics.jsonl: test
   mAP solid, validation mAP dashed when the log has a 'val' entry."""
   if not os.path.exists(metrics_path):
@@ -172,7 +167,7 @@ def curves(metrics_path: str, path: str) -> str | None:
     return None
   epochs = [entry['epoch'] for entry in lines]
   fig, (ax_loss, ax_map) = plt.subplots(1, 2, figsize=(10, 3.8))
-  for name in [k for k in lines[0]['train'] if _is_loss_term(k)]:
+  for name in [k for k in lines[0]['train'] if is_loss(k)]:
     ax_loss.plot(epochs, [entry['train'].get(name, np.nan) for entry in lines], marker='o', ms=3,
                  lw=2.2 if name == 'loss' else 1.2, label=name)
   ax_loss.set_title('training loss (mean over the epoch)')
@@ -216,29 +211,32 @@ def examples(images: np.ndarray, probs: np.ndarray, true_labels: np.ndarray, cla
   return path
 
 
-def run_pictures(run, num_examples: int = 6) -> list[str]:
+def run_pictures(workdir: str, data, method, test_probabilities,
+                 num_examples: int = 6) -> list[str]:
   """curves.png and, for image data, examples.png (the first test images, predicted by the
-  run's reported model at 0.5 or the run's validation thresholds) of a finished run. Every
-  process predicts (the step is sharded); process 0 draws."""
+  method's first reported model at 0.5 or the run's validation thresholds) of a finished run in
+  `workdir`; `test_probabilities(n)` gives every model's probabilities of the first n test
+  images; the loss panel of curves.png shows the step metrics that `method.is_loss_metric`
+  calls losses. Every process predicts (the step is sharded); process 0 draws."""
   import jax
 
-  from comic_jax import thresholds as thresholds_lib
-  written = []
-  x = run.data.x_test
+  from comic_jax.inference import thresholds as thresholds_lib
+  written, model = [], method.report_names[0]
+  x = data.x_test
   if np.asarray(x[:1]).ndim == 4 and np.asarray(x[:1]).shape[-1] == 3:
     x = np.asarray(x[:num_examples])
-    probs = run.test_probabilities(num_examples)
-    model = run.method.report_names[0]
-    thresholds = np.full(run.data.num_classes, 0.5)
-    saved = thresholds_lib.of_workdir(run.workdir, run.data.class_names)
+    probs = test_probabilities(num_examples)
+    thresholds = np.full(data.num_classes, 0.5)
+    saved = thresholds_lib.of_workdir(workdir, data.class_names)
     if saved is not None:
       thresholds = saved.get(model, thresholds)
     if jax.process_index() == 0:
-      written.append(examples(x, probs[model], run.data.y_test[:num_examples],
-                              run.data.class_names, thresholds, run.path('examples.png'),
+      written.append(examples(x, probs[model], data.y_test[:num_examples], data.class_names,
+                              thresholds, os.path.join(workdir, 'examples.png'),
                               title=f'{model}: predicted (green: true, red: false) and missed '
                                     '(grey) labels'))
   if jax.process_index() == 0:
-    out = curves(run.path('metrics.jsonl'), run.path('curves.png'))
+    out = curves(os.path.join(workdir, 'metrics.jsonl'), os.path.join(workdir, 'curves.png'),
+                 method.is_loss_metric)
     written += [out] if out else []
   return written

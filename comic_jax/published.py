@@ -25,8 +25,9 @@ import shutil
 
 import numpy as np
 
-from comic_jax import cli, machine
+from comic_jax.cli import prologue as cli
 from comic_jax.errors import UserError, require
+from comic_jax.training import machine
 
 
 def fmt(ms: tuple[float, float]) -> str:

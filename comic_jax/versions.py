@@ -6,15 +6,18 @@ run written by an older version is read as that version ran it.
   added since takes its current default (configs/default.py), which by the project's rule
   reproduces what older versions did; where it does not, `MIGRATIONS` records the value that
   does. A field no longer known is dropped. One `note:` line says what was filled in.
-- `identity(flat_config)`: the fields that define a run, compared before a run is resumed in
-  the same workdir (`workdir.prepare_workdir`). Every field counts but `OPERATIONAL_FIELDS`,
-  which change how a run is carried out (bars, devices, caches, how often it evaluates and
-  saves) and not what it learns, and the `METHOD_SECTIONS` its method does not read: a field
-  added later counts unless it is declared here.
+- `identity(flat_config, method_sections)`: the fields that define a run, compared before a
+  run is resumed in the same workdir (`training/workdir.prepare_workdir`). Every field counts
+  but `OPERATIONAL_FIELDS`, which change how a run is carried out (bars, devices, caches, how
+  often it evaluates and saves) and not what it learns, and the sections only other methods
+  read (each method's spec declares its `config_sections`): a field added later counts unless
+  it is declared so.
 """
 from __future__ import annotations
 
 import json
+import os
+import sys
 
 __version__ = '0.3.0'   # pyproject.toml's; comic_jax.__version__
 VERSION_KEY = 'comic_jax_version'
@@ -31,18 +34,6 @@ OPERATIONAL_FIELDS = (
     'progress_bar', 'num_devices', 'cpu_devices', 'eval_batch_size', 'keep_checkpoints',
     'checkpoint_every_epochs', 'eval_every_epochs', 'compilation_cache', 'data.cache_dir',
     'data.tfds_dir', 'data.download', 'data.num_threads', 'data.workers', 'data.prefetch')
-
-
-# Config sections that only some methods read: {section: the methods (config.method) that read
-# it}. A run of another method is not defined by them: a BCE run resumes whatever
-# comic_plus.report or baselines.hill say. A method that starts reading a section is added here.
-METHOD_SECTIONS: dict[str, tuple[str, ...]] = {
-    'comic': ('comic', 'comic_plus'), 'comic_plus': ('comic_plus',),
-    'baselines.focal': ('focal',), 'baselines.asl': ('asl',), 'baselines.db': ('db', 'db_focal'),
-    'baselines.hill': ('hill', 'comic_plus'), 'baselines.pseudo_label': ('pseudo_label',),
-    'baselines.pasl': ('pasl',), 'baselines.ml_gcn': ('ml_gcn',), 'baselines.lws': ('lws',),
-    'baselines.large_loss': ('ll_r', 'll_ct', 'll_cp', 'boostlu'),
-    'baselines.boostlu': ('boostlu',)}
 
 
 def current() -> str:
@@ -77,14 +68,22 @@ def stamp(config_dict: dict) -> dict:
   return {**config_dict, VERSION_KEY: current()}
 
 
+REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def configs_importable() -> None:
+  """Makes `configs` (beside comic_jax/ in a source checkout) importable from anywhere: the
+  config files import `configs.default`. The one place that touches `sys.path`."""
+  if REPOSITORY not in sys.path:
+    sys.path.insert(0, REPOSITORY)
+
+
 def default_fields() -> dict:
   """{'a.b': value} of every field of configs/default.py, as its config.json holds it."""
-  import os
-  import sys
   try:
     from configs import default
   except ImportError:      # a source checkout run from elsewhere: configs/ is beside comic_jax/
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    configs_importable()
     from configs import default
   return flatten(json.loads(default.get_config().to_json_best_effort()))
 
@@ -130,11 +129,12 @@ def migrations_for(version: str) -> dict:
   return out
 
 
-def identity(flat_config: dict) -> dict:
+def identity(flat_config: dict, method_sections: dict[str, tuple[str, ...]]) -> dict:
   """The fields of a flattened config that define the run: all but OPERATIONAL_FIELDS and the
-  sections of `METHOD_SECTIONS` that the run's method does not read."""
+  sections that only other methods read (`method_sections`: {section: the methods that read
+  it}, declared by each method's spec, `methods.registry.method_sections`)."""
   method = flat_config.get('method')
-  unread = tuple(s for s, readers in METHOD_SECTIONS.items() if method not in readers)
+  unread = tuple(s for s, readers in method_sections.items() if method not in readers)
   return {k: v for k, v in flat_config.items()
           if k != VERSION_KEY and not _under(k, OPERATIONAL_FIELDS) and not _under(k, unread)}
 

@@ -181,6 +181,8 @@ def get_config() -> ml_collections.ConfigDict:
                                         # False: as they are (comic.htb.a_head = a_tail = 0)
   cplus.branch_loss = 'mfm'             # the balanced branch's own loss: 'mfm' (COMIC's) | 'hill'
                                         # | 'bce'; RLC keeps MFM
+  cplus.ema = 0.0                       # > 0: evaluate / report an exponential moving average of
+                                        # the parameters with this decay (0: the last step's)
 
   # ---------------------------------------------------------------------------- baselines
   # docs/baselines.md; defaults are each original's training defaults (DB: its COCO values).

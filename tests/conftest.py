@@ -32,7 +32,7 @@ sys.path.insert(0, ROOT)
 
 import pytest  # noqa: E402
 
-from comic_jax import runtime  # noqa: E402
+from comic_jax.cli import runtime  # noqa: E402
 
 # As the training commands do: XLA's per-step buffers reuse the heap (the tests train a lot).
 runtime.keep_freed_memory()
@@ -92,7 +92,7 @@ COMIC_TINY = {'model.small_cnn_widths': (8, 16, 16, 16), 'model.projection_dim':
 @pytest.fixture(scope='session')
 def bce_run(tmp_path_factory):
   """(workdir, config) of a finished 1-epoch BCE run on PLT-Synth."""
-  from comic_jax import train
+  from comic_jax.training import train
   workdir = str(tmp_path_factory.mktemp('bce_run'))
   config = tiny_config(num_epochs=1)
   train.train_and_evaluate(config, workdir)
@@ -103,7 +103,7 @@ def bce_run(tmp_path_factory):
 def frozen_run(tmp_path_factory):
   """(workdir, config) of a finished 1-epoch BCE run on frozen EfficientNet-Lite0 features (the
   installed ImageNet weights, the feature cache): the own-photos route on PLT-Synth."""
-  from comic_jax import train
+  from comic_jax.training import train
   workdir = str(tmp_path_factory.mktemp('frozen_run'))
   config = tiny_config(num_epochs=1, **{
       'model.pretrained': 'efficientnet_lite0', 'model.backbone_trainable': False,
@@ -118,7 +118,7 @@ def comic_trained(tmp_path_factory):
   """(workdir, config) of a tiny COMIC run trained for 2 epochs, shared by the tests that read a
   finished COMIC run (quality, resume, TensorBoard). Under xdist a session fixture is built once
   per worker that needs it: at most two trainings on two workers instead of three."""
-  from comic_jax import train
+  from comic_jax.training import train
   workdir = str(tmp_path_factory.mktemp('comic_trained'))
   config = tiny_config(method='comic', num_epochs=2, **COMIC_TINY)
   train.train_and_evaluate(config, workdir)
@@ -133,10 +133,10 @@ def comic_run(tmp_path_factory):
   checkpointed and evaluated as a finished run is."""
   import jax
 
-  from comic_jax import checkpoint, train
+  from comic_jax.training import checkpoint, train
   workdir = str(tmp_path_factory.mktemp('comic_run'))
   config = tiny_config(method='comic', num_epochs=1, **COMIC_TINY)
-  run = train.Run(config, workdir)
+  run = train.Trainer.open(config, workdir)
   leaves, treedef = jax.tree.flatten(run.state.method_state)
   keys = jax.random.split(jax.random.key(7), len(leaves))
   leaves = [x + jax.random.normal(k, x.shape, x.dtype) if jax.numpy.issubdtype(x.dtype, float)

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score, precision_recall_curve
 
-from comic_jax import audit
-from comic_jax import review as audit_review
+from comic_jax.audit import rankings
+from comic_jax.audit import review as audit_review
+from comic_jax.audit import suspects as audit
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -90,7 +91,7 @@ def _cli(*args):
 @pytest.fixture(scope='module')
 def npz_run(tmp_path_factory):
   """A 1-epoch BCE MLP run on a tiny .npz of features, a quarter held out for validation."""
-  from comic_jax import train
+  from comic_jax.training import train
   from configs import npz
   root = tmp_path_factory.mktemp('npz_run')
   path = str(root / 'data.npz')
@@ -106,8 +107,8 @@ def npz_run(tmp_path_factory):
 
 
 def test_audit_names_every_labelled_row_of_the_npz_validation_rows_included(npz_run, tmp_path):
-  from comic_jax import predict
-  from comic_jax.data import sources
+  from comic_jax.data import plt
+  from comic_jax.inference import predict
   workdir, _, x_train, y_train = npz_run
   out = str(tmp_path / 'suspects.csv')
   result = _cli(f'--workdir={workdir}', f'--output={out}', '--cut=0', '--rank=score',
@@ -118,7 +119,7 @@ def test_audit_names_every_labelled_row_of_the_npz_validation_rows_included(npz_
   with open(out) as f:
     rows = list(csv.DictReader(f))
   probs = predict.load(workdir).predict(x_train)          # every row of the user's x_train
-  keep, held = sources.split_validation(len(y_train), 0.25, 0)
+  keep, held = plt.split_validation(len(y_train), 0.25, 0)
   assert len(held) == 12
   threshold = np.maximum(0.7, probs[keep].mean(0))        # RLC's: the training rows' mean
   classes = [f'class_{j}' for j in range(3)]
@@ -220,3 +221,64 @@ def test_reviewed_folder_labels_read_back_with_their_known_negatives(tmp_path, e
   positives, negatives = own_data.split_unknown(read)
   np.testing.assert_array_equal(negatives, labels == 0)
   np.testing.assert_array_equal(positives, labels == 1)
+
+
+def test_context_log_ratio_counts_the_other_rows_and_the_other_labels():
+  """By hand: each (image, class) from counts over the OTHER training rows."""
+  probs, observed, _, negatives = _case(3, n=30, c=4)
+  training = np.arange(30) % 5 != 0                 # every fifth row held out for validation
+  s = 0.7
+  got = rankings.context_log_ratio(observed, training, smoothing=s)
+  for i in range(30):
+    others = [r for r in range(30) if training[r] and r != i]
+    y = observed[others] > 0
+    for c in range(4):
+      prior = y[:, c].mean()
+      js = [j for j in range(4) if j != c and observed[i, j] > 0]
+      if not js or prior == 0:
+        assert got[i, c] == 0
+        continue
+      ratios = [np.log((np.sum(y[:, c] & y[:, j]) + s * prior) / (y[:, j].sum() + s) / prior)
+                for j in js]
+      assert got[i, c] == pytest.approx(np.mean(ratios), abs=1e-12)
+  # Hand-counted case: classes 0 and 1 always together, 2 alone; the image (row 3) holds 1.
+  observed = np.array([[1, 1, 0], [1, 1, 0], [0, 0, 1], [0, 1, 0]])
+  got = rankings.context_log_ratio(observed, np.ones(4, bool), smoothing=1.0)
+  prior = 2 / 3                                     # class 0 on 2 of the 3 other rows
+  assert got[3, 0] == pytest.approx(np.log((2 + prior) / (2 + 1) / prior))
+  assert got[3, 2] == pytest.approx(np.log((0 + 1 / 3) / (2 + 1) / (1 / 3)))   # never together
+  mask = audit.unobserved(observed, None)
+  key = audit.ranking_scores('context', np.full((4, 3), 0.25), observed, mask, np.ones(4, bool),
+                             None)
+  np.testing.assert_allclose(key, np.log(1 / 3) + got)
+
+
+def test_prototype_similarity_is_the_standardised_cosine_with_the_positives_mean():
+  rng = np.random.default_rng(4)
+  features = rng.normal(size=(25, 6))
+  _, observed, _, negatives = _case(4, n=25, c=3)
+  observed[:, 2] = 0                                  # a class without positives: 0
+  training = np.arange(25) % 6 != 0
+  candidate = audit.unobserved(observed, negatives)
+  got = rankings.prototype_similarity(features, observed, training, candidate)
+  centred = features - features.mean(0)
+  unit = [v / np.linalg.norm(v) for v in centred]
+  for c in range(2):
+    proto = sum(unit[i] for i in range(25) if training[i] and observed[i, c])
+    cos = np.array([u @ proto / np.linalg.norm(proto) for u in unit])
+    ref = (cos - cos[candidate[:, c]].mean()) / cos[candidate[:, c]].std()
+    np.testing.assert_allclose(got[:, c], ref, atol=1e-12)
+  np.testing.assert_array_equal(got[:, 2], 0)
+  key = audit.ranking_scores('context_prototype', np.full((25, 3), 0.5), observed, candidate,
+                             training, None, features)
+  np.testing.assert_allclose(key, rankings.context_log_ratio(observed, training) + got)
+
+
+def test_embeddings_are_what_the_run_s_classifier_reads(npz_run):
+  from comic_jax import predict
+  workdir, _, x_train, _ = npz_run
+  model = predict.load(workdir)
+  f = rankings.embeddings(model, x_train)
+  dense = model.variables['params']['classifier']['dense']
+  logits = f @ np.asarray(dense['kernel']) + np.asarray(dense['bias'])
+  np.testing.assert_allclose(1 / (1 + np.exp(-logits)), model.predict(x_train), atol=1e-5)

@@ -10,10 +10,11 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 from PIL import Image, ImageEnhance, ImageOps
 
-from comic_jax.data import augment, images
+from comic_jax.data import augment, images, warps
+from comic_jax.data import rand_augment as rand_augment_lib
 from comic_jax.errors import UserError
 
-OPS = augment.RAND_AUGMENT_OPS
+OPS = rand_augment_lib.RAND_AUGMENT_OPS
 
 
 def smooth_noisy(h=32, w=32, seed=0):
@@ -31,9 +32,10 @@ def batch(n=4, h=32, w=32):
 
 rrc = jax.jit(augment.random_resized_crop,
               static_argnames=('out_size', 'scale', 'ratio', 'max_rotation', 'flip'))
-warp = jax.jit(augment.affine_warp, static_argnames=('out_size', 'interpolation'))
-apply_op = jax.jit(augment.apply_op)
-rand_augment = jax.jit(augment.rand_augment, static_argnames=('num_ops', 'magnitude', 'num_bins'))
+warp = jax.jit(warps.affine_warp, static_argnames=('out_size', 'interpolation'))
+apply_op = jax.jit(rand_augment_lib.apply_op)
+rand_augment = jax.jit(rand_augment_lib.rand_augment,
+                       static_argnames=('num_ops', 'magnitude', 'num_bins'))
 IDENTITY = dict(scale=(1.0, 1.0), ratio=(1.0, 1.0), max_rotation=0.0)
 
 
@@ -143,7 +145,7 @@ def test_same_result_sharded_over_a_data_mesh():
   sharded = jax.device_put(x, NamedSharding(mesh, P('data')))
 
   k1, k2 = jax.random.key(5), jax.random.key(6)
-  out = jax.jit(lambda im: augment.rand_augment(augment.random_resized_crop(
+  out = jax.jit(lambda im: rand_augment_lib.rand_augment(augment.random_resized_crop(
       im, k1, out_size=24), k2))(sharded)
   assert len(out.sharding.device_set) == 4
   # The same functions on one device (compiled by the tests above for these shapes).
@@ -208,7 +210,7 @@ def test_rand_augment_ops_match_pil():
 
 
 def test_rand_augment_magnitudes_are_torchvisions():
-  values, signed = augment.rand_augment_magnitudes(9, 31, 224, 224)
+  values, signed = rand_augment_lib.rand_augment_magnitudes(9, 31, 224, 224)
   v = dict(zip(OPS, values))
   np.testing.assert_allclose([v['ShearX'], v['TranslateX'], v['Rotate'], v['Brightness'],
                               v['Posterize'], v['Solarize']],
@@ -217,7 +219,7 @@ def test_rand_augment_magnitudes_are_torchvisions():
                                                'Rotate', 'Brightness', 'Color', 'Contrast',
                                                'Sharpness') for op in OPS}
   with pytest.raises(UserError, match='magnitude'):
-    augment.rand_augment_magnitudes(31, 31, 224, 224)
+    rand_augment_lib.rand_augment_magnitudes(31, 31, 224, 224)
 
 
 def test_rand_augment_is_deterministic_per_image_and_in_range():

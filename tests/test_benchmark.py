@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from comic_jax import benchmark
+from comic_jax.training import benchmark
 from conftest import ROOT
 
 # Narrow network, 300 test and validation images: the benchmark's plumbing, not its numbers.

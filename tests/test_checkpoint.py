@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from comic_jax import checkpoint
 from comic_jax.errors import UserError
+from comic_jax.training import checkpoint
 from conftest import assert_one_line
 
 

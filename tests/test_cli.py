@@ -2,7 +2,7 @@
 commands' own one-line errors are tested end to end in tests/test_reliability.py."""
 import pytest
 
-from comic_jax import cli
+from comic_jax.cli import prologue as cli
 
 
 def test_fail_prints_one_error_line_and_exits_with_status_2(capsys):

@@ -6,9 +6,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from comic_jax import metrics, train
+from comic_jax import metrics
 from comic_jax.data import pipeline, sources
 from comic_jax.methods import registry
+from comic_jax.training import step, train
 from conftest import COMIC_TINY, tiny_config
 
 
@@ -31,11 +32,11 @@ def _nonzero(tree) -> bool:
 
 
 def test_each_branch_is_trained_by_its_own_terms_only(tmp_path):
-  run = train.Run(tiny_comic_config(), str(tmp_path))
+  run = train.Trainer.open(tiny_comic_config(), str(tmp_path))
   method, state = run.method, run.state
   assert set(state.params) == {'head', 'tail', 'balanced', 'attention'}
   step = method.warmup_steps + 1                 # RLC active
-  batch = train.host_to_global(run.batch(step), run.sharded)
+  batch = pipeline.host_to_global(run.batch(step), run.sharded)
   rng = jax.random.key(0)
   owners = {'head': {'head'}, 'tail': {'tail'}, 'balanced': {'balanced', 'attention'}}
 
@@ -55,12 +56,12 @@ def test_each_branch_is_trained_by_its_own_terms_only(tmp_path):
 
 
 def _method_and_shapes(config):
-  """The method a Run of `config` builds and the shapes of its initial (params, batch_stats,
+  """The method a trainer of `config` builds and the shapes of its initial (params, batch_stats,
   method_state), traced without compiling (jax.eval_shape)."""
   data = sources.load_dataset(config.data)
   method = registry.create_method(config, data.y_train, len(data.x_train) // config.batch_size,
                                   data.class_names)
-  samplers = train.create_samplers(method, data, config)
+  samplers = step.create_samplers(method, data, config)
   example = jax.tree.map(lambda x: x[:1],
                          pipeline.train_batch(data, samplers, method.streams, 0, config.seed))
   return method, jax.eval_shape(method.init, jax.random.key(0), example)
@@ -128,11 +129,11 @@ def test_comic_trains_with_a_linear_classifier(tmp_path):
   """The energy term projects e_t onto each class's weights, (C, d), whichever classifier holds
   them (a linear one stores its kernel (d, C))."""
   from comic_jax.models import heads
-  run = train.Run(tiny_comic_config(**{'model.classifier': 'linear'}), str(tmp_path))
+  run = train.Trainer.open(tiny_comic_config(**{'model.classifier': 'linear'}), str(tmp_path))
   classifier = run.state.params['head']['classifier']
   np.testing.assert_array_equal(heads.class_weights(classifier),
                                 np.asarray(classifier['dense']['kernel']).T)
-  batch = train.host_to_global(run.batch(run.method.warmup_steps + 1), run.sharded)
+  batch = pipeline.host_to_global(run.batch(run.method.warmup_steps + 1), run.sharded)
   state, step_metrics = jax.eval_shape(run.train_step, run.state, batch,
                                          run.train_key)   # traces every term
   assert {'loss', 'head_rlc', 'balanced_corrections'} <= set(step_metrics)

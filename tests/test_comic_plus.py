@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 
 import comic_jax
-from comic_jax import metrics, train
+from comic_jax import metrics
 from comic_jax.errors import UserError
 from comic_jax.losses import htb
-from comic_jax.methods import comic_plus, registry
+from comic_jax.methods import comic, comic_plus, registry
+from comic_jax.training import train
 from conftest import tiny_config
 
 
@@ -147,7 +148,7 @@ def test_tiny_comic_plus_run_resumes_and_reports_the_fusion(tmp_path):
   for name in va:
     assert va[name]['total'] == pytest.approx(vb[name]['total'], abs=1e-6), name
   # "COMIC+" is the mean of the three models' probabilities (NumPy on the models' logits).
-  run = train.Run(config, straight)
+  run = train.Trainer.open(config, straight)
   run.restore()
   logits = jax.device_get(run.method.predict(run.state.params, run.state.batch_stats,
                                              run.state.method_state, jnp.asarray(run.data.x_test)))
@@ -157,7 +158,8 @@ def test_tiny_comic_plus_run_resumes_and_reports_the_fusion(tmp_path):
   assert a['COMIC+']['total'] == pytest.approx(expected['total'], abs=1e-3)
   # Loaded without model=, the run (and its export, and the audit) answers with the row its
   # table reports, "COMIC+" (the fusion), not one of the members.
-  from comic_jax import audit, export
+  from comic_jax.audit import suspects as audit
+  from comic_jax.inference import export
   loaded = comic_jax.load(straight)
   exported = comic_jax.load(export.export_model(straight, str(tmp_path / 'export')))
   assert loaded.model == exported.model == audit.Audit(straight).model.model == 'COMIC+'
@@ -215,7 +217,7 @@ def test_branch_loss_choices_match_their_references():
     field = 'teacher_loss' if teacher else 'branch_loss'
     config = tiny_config(**{'method': 'comic_plus', f'comic_plus.{field}': kind})
     method = comic_plus.ComicPlus(config, y_train, 10)
-    fn = method.teacher_loss if teacher else method.mfm_loss
+    fn = method.teacher_loss if teacher else method.branch_loss
     return float(fn(jnp.asarray(z), jnp.asarray(y)))
 
   p = 1 / (1 + np.exp(-z))
@@ -318,3 +320,64 @@ def test_report_per_group_reports_each_group_s_choice(tmp_path):
   expected = [ap[choice['groups'][g]][c] for c, g in enumerate(per_class['group'])]
   np.testing.assert_allclose(ap['COMIC+'], expected, atol=1e-9)
   assert test['COMIC+']['total'] == pytest.approx(np.nanmean(expected), abs=1e-6)
+
+
+def test_ema_update_and_debiased_value_match_numpy():
+  """comic_plus.ema: a_t = d a_{t-1} + (1 - d) x_t from zeros, read as a_t / (1 - d^t)."""
+  rng = np.random.default_rng(0)
+  xs = [rng.normal(size=(3, 2)).astype(np.float32) for _ in range(5)]
+  decay = 0.9
+  like = {'w': jnp.asarray(xs[0]), 'b': {'s': jnp.asarray(xs[0][0], jnp.bfloat16)}}
+  state = comic_plus.ema_init(like)
+  # No step yet: the value is the parameters themselves.
+  got = comic_plus.ema_value(state, decay, like)
+  np.testing.assert_array_equal(np.asarray(got['w']), xs[0])
+  average = np.zeros((3, 2))
+  for t, x in enumerate(xs, 1):
+    tree = {'w': jnp.asarray(x), 'b': {'s': jnp.asarray(x[0], jnp.bfloat16)}}
+    state = {'average': comic_plus.ema_update(state['average'], tree, decay),
+             'count': state['count'] + 1}
+    average = decay * average + (1 - decay) * x.astype(np.float64)
+    got = comic_plus.ema_value(state, decay, like)
+    np.testing.assert_allclose(np.asarray(got['w']), average / (1 - decay ** t), rtol=1e-5)
+    assert got['b']['s'].dtype == jnp.bfloat16
+  # The debiased mean weights x_t by (1 - d) d^(5 - t) / (1 - d^5): a weighted mean of the xs.
+  weights = np.array([(1 - decay) * decay ** (5 - t) for t in range(1, 6)]) / (1 - decay ** 5)
+  np.testing.assert_allclose(np.asarray(got['w']), np.tensordot(weights, np.stack(xs), 1),
+                             rtol=1e-5)
+  with pytest.raises(UserError, match='comic_plus.ema'):
+    registry.get('comic_plus').validate(tiny_config(**{'method': 'comic_plus',
+                                                       'comic_plus.ema': 1.0}))
+
+
+def test_ema_run_reports_the_averaged_parameters(tmp_path):
+  """With comic_plus.ema, the method state carries the average of every step's parameters
+  (one step behind the update) and the reported models are computed from it."""
+  _npz(tmp_path / 'd.npz')
+  config = _config(tmp_path, num_epochs=2, **{'comic_plus.ema': 0.5,
+                                               'comic_plus.report': 'balanced'})
+  workdir = str(tmp_path / 'ema')
+  train.train_and_evaluate(config, workdir)
+  run = train.Trainer.open(config, workdir)
+  run.restore()
+  state = jax.device_get(run.state.method_state['ema'])
+  steps = int(jax.device_get(run.state.step))
+  assert int(state['count']) == steps > 2
+  # Decay 0.5 weighs the last step's parameters (those before the final update) by 1/2 / (1 -
+  # 2^-steps): the average lies between the run's parameters and differs from them.
+  averaged = comic_plus.ema_value(state, 0.5, {'params': run.state.params,
+                                               'batch_stats': run.state.batch_stats})
+  leaves = jax.tree_util.tree_leaves(averaged['params'])
+  assert any(not np.allclose(a, b) for a, b in
+             zip(leaves, jax.tree_util.tree_leaves(run.state.params)))
+  images = jnp.asarray(run.data.x_test)
+  got = run.method.predict(run.state.params, run.state.batch_stats, run.state.method_state,
+                           images)
+  plain = comic.Comic.predict(
+      run.method, averaged['params'], averaged['batch_stats'], run.state.method_state, images)
+  np.testing.assert_allclose(np.asarray(got['COMIC+']), np.asarray(plain['COMIC']), rtol=1e-5,
+                             atol=1e-5)
+  results = json.load(open(os.path.join(workdir, 'results.json')))
+  p = np_sigmoid(np.asarray(got['COMIC+'], np.float64))
+  expected = metrics.multilabel_metrics(p, run.data.y_test, run.groups)[0]
+  assert results['COMIC+']['total'] == pytest.approx(expected['total'], abs=1e-3)

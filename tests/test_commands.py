@@ -1,7 +1,7 @@
 """tools/commands.py: it reads the rate line a run prints, and its machine probe measures."""
 import numpy as np
 
-from comic_jax import train
+from comic_jax.training import train
 from conftest import load_tool
 
 commands = load_tool('commands')

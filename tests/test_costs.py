@@ -1,5 +1,5 @@
 """The cost lines printed before long steps: image counts and estimates from measured rates."""
-from comic_jax import costs
+from comic_jax.training import costs
 
 
 def test_feature_cache_line_counts_views_and_estimates_from_the_measured_rate():

@@ -10,7 +10,8 @@ import sys
 
 import pytest
 
-from comic_jax import benchmark, published
+from comic_jax import published
+from comic_jax.training import benchmark
 from conftest import ROOT
 
 PAGES = ['README.md'] + sorted(
@@ -126,7 +127,7 @@ def test_render_command_publishes_and_checks(tmp_path):
 
 
 
-def test_a_study_table_is_published_beside_its_main_table_and_checked(tmp_path):
+def test_a_study_table_is_published_beside_its_main_table_and_checked(tmp_path, capsys):
   """`--publish=toy/modules=.../table_modules.csv` copies the study's table and environment
   beside docs/results/toy/table.csv; its marker renders the whole table, and a stale one (a
   changed result, or a hand edit) fails --check."""
@@ -164,10 +165,11 @@ def test_a_study_table_is_published_beside_its_main_table_and_checked(tmp_path):
   assert published.render_docs(['--render-docs'], str(root)) == 0
   assert '| -HTB | 26.90 ± 0.40 |' in (root / 'docs/results.md').read_text()
   # A study's table under another study's name is refused.
-  out = subprocess.run([sys.executable, '-m', 'comic_jax.benchmark', '--render-docs',
-                        f'--publish=toy/mfm_factors={bench / "table_modules.csv"}'], cwd=ROOT,
-                       capture_output=True, text=True, check=False)
-  assert out.returncode == 2 and 'table_mfm_factors.csv, not table_modules.csv' in out.stderr
+  with pytest.raises(SystemExit) as exit_:
+    published.render_docs(['--render-docs',
+                           f'--publish=toy/mfm_factors={bench / "table_modules.csv"}'], str(root))
+  assert exit_.value.code == 2
+  assert 'table_mfm_factors.csv, not table_modules.csv' in capsys.readouterr().err
 
 LINK = re.compile(r'!?\[[^\]]*\]\(([^)\s]+)\)')
 
@@ -228,8 +230,8 @@ def _scripts():
 
 
 def _script_module(script):
-  """`comic-jax-X` -> the module it runs (pyproject -> comic_jax.console.MODULES), or None."""
-  from comic_jax import console
+  """`comic-jax-X` -> the module it runs (pyproject -> comic_jax.cli.console.MODULES), or None."""
+  from comic_jax.cli import console
   target = _scripts().get(script)
   return None if target is None else console.MODULES.get(target.split(':')[1])
 

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 import comic_jax
-from comic_jax import export
 from comic_jax.data import sources
 from comic_jax.errors import UserError
+from comic_jax.inference import export
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -20,7 +20,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # made unimportable, so the export can only work from its own folder.
 FRESH = """
 import sys
-for name in ('configs', 'comic_jax.train', 'comic_jax.methods', 'comic_jax.methods.comic',
+for name in ('configs', 'comic_jax.training.train', 'comic_jax.methods', 'comic_jax.methods.comic',
              'comic_jax.models'):
   sys.modules[name] = None
 import numpy as np

@@ -5,9 +5,9 @@ import jax
 import numpy as np
 import pytest
 
-from comic_jax import features, train
 from comic_jax.data import sources
 from comic_jax.models import resnet_weights
+from comic_jax.training import config_checks, features, train
 from conftest import COMIC_TINY, tiny_config
 from random_weights import random_torchvision_state_dict
 
@@ -41,14 +41,14 @@ def test_frozen_backbone_features_are_cached_and_the_heads_train(tmp_path):
   assert set(state.params['head']) == {'projection', 'classifier'}
   with open(os.path.join(workdir, 'results.json')) as f:
     assert list(json.load(f)) == ['COMIC', 'Head Model', 'Tail Model']
-  run = train.Run(config, workdir)                       # a rerun reads the cache
+  run = train.Trainer.open(config, workdir)                       # a rerun reads the cache
   assert run.data.x_train.shape == (1387, 2, dim)
 
 
 def test_feature_cache_needs_a_frozen_backbone():
   from comic_jax.errors import UserError
   with pytest.raises(UserError, match='backbone_trainable=False'):
-    train.validate_config(tiny_config(**{'model.feature_cache': True}))
+    config_checks.validate_config(tiny_config(**{'model.feature_cache': True}))
 
 
 def test_pretrained_weights_are_loaded_into_the_backbone(tmp_path):
@@ -56,7 +56,7 @@ def test_pretrained_weights_are_loaded_into_the_backbone(tmp_path):
   path = str(tmp_path / 'resnet18.npz')
   np.savez(path, **sd)
   config = tiny_config(**{'model.backbone': 'resnet18', 'model.pretrained': path})
-  run = train.Run(config, str(tmp_path / 'run'))
+  run = train.Trainer.open(config, str(tmp_path / 'run'))
   expected = resnet_weights.resnet_variables_from_torch(sd, 18)
   got = jax.device_get({'params': run.state.params['backbone'],
                         'batch_stats': run.state.batch_stats['backbone']})

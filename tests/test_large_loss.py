@@ -171,14 +171,14 @@ def test_boostlu_is_left_out_where_there_is_no_feature_map():
   assert registry.unsupported_reason('ll_ct', frozen) == ''
   mlp = tiny_config(**{'model.backbone': 'mlp'})
   assert 'no spatial feature map' in registry.unsupported_reason('boostlu', mlp)
-  from comic_jax.config_checks import validate_config
+  from comic_jax.training.config_checks import validate_config
   frozen.method = 'boostlu'
   with pytest.raises(UserError, match='config.method=boostlu: .*feature cache'):
     validate_config(frozen)
 
 
 def test_the_benchmark_leaves_boostlu_out_of_a_frozen_table_and_says_so(tmp_path):
-  from comic_jax import benchmark
+  from comic_jax.training import benchmark
   from conftest import tiny_config
   frozen = tiny_config(**{'model.backbone_trainable': False, 'model.feature_cache': True})
   left_out = benchmark.left_out_methods(('bce', 'll_ct', 'boostlu'), frozen)
@@ -195,7 +195,7 @@ def test_trains_end_to_end(tmp_path):
   epoch 1, labels are flipped in epoch 2, and the results are finite."""
   import json
 
-  from comic_jax import train
+  from comic_jax.training import train
   from conftest import tiny_config
   config = tiny_config(**{'method': 'boostlu', 'baselines.boostlu.loss': 'll_cp',
                           'model.small_cnn_widths': (4, 8, 8, 8), 'model.projection_dim': 8,

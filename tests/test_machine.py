@@ -1,5 +1,5 @@
 """The machine description (machine.py): the CPU read from /proc/cpuinfo, named in one line."""
-from comic_jax import machine
+from comic_jax.training import machine
 
 CPUINFO = """processor\t: 0
 vendor_id\t: AuthenticAMD

@@ -133,7 +133,7 @@ def test_predict_reads_every_image_mode_and_file_name(tmp_path):
 @pytest.fixture(scope='module')
 def npz_shards(tmp_path_factory):
   """A small .npz data set (16 px images) converted to shards of 10 records."""
-  from comic_jax.data import convert
+  from comic_jax.data import shard_writer as convert
   from conftest import tiny_config
   tmp = tmp_path_factory.mktemp('npz_shards')
   rng = np.random.default_rng(0)
@@ -182,7 +182,8 @@ def test_a_damaged_or_missing_shard_is_one_line(tmp_path, npz_shards, damage, wo
 # ----------------------------------------------------------------------------- bars and messages
 
 def test_messages_take_lines_of_their_own_beside_an_open_bar(capsys):
-  from comic_jax import cli, progress
+  from comic_jax import progress
+  from comic_jax.cli import prologue as cli
   from comic_jax.errors import warn
   progress.configure(True)
   bar = progress.bar(total=10, desc='decoding', file=sys.stderr)

@@ -7,9 +7,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from comic_jax import metrics, train
+from comic_jax import metrics
 from comic_jax.errors import UserError
 from comic_jax.methods import registry
+from comic_jax.training import train
 from conftest import tiny_config
 
 
@@ -59,7 +60,7 @@ def test_lws_learns_only_scales_and_keeps_per_class_ap(tmp_path, bce_run):
   stage1 = str(tmp_path / 'bce')          # the shared 1-epoch BCE run (a copy: LWS only reads it)
   shutil.copytree(bce_run[0], stage1)
   with pytest.raises(UserError, match='stage1_workdir'):
-    train.Run(tiny_config(method='lws'), str(tmp_path / 'x'))
+    train.Trainer.open(tiny_config(method='lws'), str(tmp_path / 'x'))
   config = tiny_config(method='lws', num_epochs=2, **{'baselines.lws.stage1_workdir': stage1,
                                                      'optim.learning_rate': 0.05})
   state = train.train_and_evaluate(config, str(tmp_path / 'lws'))
@@ -76,7 +77,7 @@ def test_lws_learns_only_scales_and_keeps_per_class_ap(tmp_path, bce_run):
   # apart, 0.03765999 and 0.03766001, both 0.06217807 after scaling), and AP counts tied scores
   # as one threshold; so each class's AP is that of stage 1's scores with LWS's ties merged.
   def probabilities(run_config, workdir, name):
-    run = train.Run(run_config, workdir)
+    run = train.Trainer.open(run_config, workdir)
     run.restore()
     return run.predict(np.asarray(run.data.x_test))[name], run.data.y_test
   p_bce, y = probabilities(bce_run[1], stage1, 'BCE')

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from test_predictor import features_run  # noqa: F401 - the fixture
 
-from comic_jax import export
 from comic_jax.data import sources
+from comic_jax.inference import export
 
 onnx = pytest.importorskip('onnx')
 ort = pytest.importorskip('onnxruntime')
@@ -72,7 +72,7 @@ def test_operations_beyond_the_models_convert_to_the_same_numbers(tmp_path):
   import jax
   import jax.numpy as jnp
 
-  from comic_jax import onnx_export
+  from comic_jax.inference import onnx as onnx_export
 
   def fn(v, x):   # x: (batch, 4, 3) float32
     y = jnp.einsum('bij,jk->bik', x, v['w'])                     # (batch, 4, 2)

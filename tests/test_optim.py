@@ -5,8 +5,8 @@ import numpy as np
 import optax
 import pytest
 
-from comic_jax import optim, train
 from comic_jax.errors import UserError
+from comic_jax.training import config_checks, optim
 from conftest import assert_one_line, tiny_config
 
 
@@ -54,5 +54,5 @@ def test_decoupled_weight_decay_applies_to_kernels_only():
 ])
 def test_bad_optimizer_values_are_named(field, value, fragment):
   with pytest.raises(UserError) as e:
-    train.validate_config(tiny_config(**{field: value}))
+    config_checks.validate_config(tiny_config(**{field: value}))
   assert_one_line(e, fragment)

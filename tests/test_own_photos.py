@@ -97,8 +97,8 @@ def test_folder_route_trains_predicts_exports_and_audits(folder, tmp_path):
     observed = {r['filename']: r for r in csv.DictReader(f)}
   audited = {r['image'] for r in rows}
   assert audited <= set(made['train_names'])
-  from comic_jax.data import sources
-  keep, held = sources.split_validation(80, 0.2, 0)   # configs/folder.py: val_fraction, data seed
+  from comic_jax.data import plt
+  keep, held = plt.split_validation(80, 0.2, 0)   # configs/folder.py: val_fraction, data seed
   names = made['train_names']
   train = probs[[row[names[i]] for i in keep]]
   labelled = probs[[row[n] for n in names]]

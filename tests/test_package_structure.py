@@ -1,5 +1,6 @@
 """The package's structure, read from its source with `ast` (nothing is imported): imports that
-run one way, no private name used from another module, short functions and modules."""
+run one way, no private name used from another module, short functions and modules, few modules
+at the top of the package."""
 import ast
 import os
 
@@ -7,8 +8,9 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGES = ('comic_jax', 'configs')      # what pyproject.toml ships
-MAX_FUNCTION_LINES = 80                  # outside configs/ (a get_config lists every field)
-MAX_MODULE_LINES = 450                   # in comic_jax/
+MAX_FUNCTION_LINES = 60                  # outside configs/ (a get_config lists every field)
+MAX_MODULE_LINES = 400                   # in comic_jax/
+MAX_TOP_MODULES = 12                     # modules at the top of comic_jax/ (the rest in packages)
 
 
 class Package:
@@ -146,10 +148,19 @@ def long_modules(package: Package):
           if module.split('.')[0] == 'comic_jax' and n > MAX_MODULE_LINES}
 
 
+def crowded_top(package: Package):
+  """{'comic_jax': the number of its top-level modules} when over MAX_TOP_MODULES (__init__
+  counted)."""
+  top = [m for m in package.trees if m.count('.') == 1 and m.startswith('comic_jax.')
+         and m not in package.packages]
+  return {'comic_jax': len(top) + 1} if len(top) + 1 > MAX_TOP_MODULES else {}
+
+
 RULES = {'import cycles': import_cycles,
          'private names used across modules': private_uses,
          f'functions over {MAX_FUNCTION_LINES} lines': long_functions,
-         f'modules over {MAX_MODULE_LINES} lines': long_modules}
+         f'modules over {MAX_MODULE_LINES} lines': long_modules,
+         f'over {MAX_TOP_MODULES} modules at the top of comic_jax/': crowded_top}
 PACKAGE = read_package()
 
 
@@ -179,3 +190,7 @@ def test_the_scans_find_what_they_look_for():
                                    'comic_jax.c: comic_jax.a._hidden': 1}
   assert long_functions(package) == {'comic_jax.d.long': MAX_FUNCTION_LINES + 1}
   assert long_modules(package) == {'comic_jax.e': MAX_MODULE_LINES + 1}
+  assert crowded_top(package) == {}
+  crowded = Package({**sources, **{f'comic_jax.m{i}': (False, '') for i in range(MAX_TOP_MODULES)},
+                     'comic_jax.sub': (True, ''), 'comic_jax.sub.inner': (False, '')})
+  assert crowded_top(crowded) == {'comic_jax': MAX_TOP_MODULES + 6 + 1}

@@ -12,9 +12,10 @@ import pytest
 from PIL import Image
 
 import comic_jax
-from comic_jax import metrics, predict, thresholds
+from comic_jax import metrics
 from comic_jax.data import sources
 from comic_jax.errors import UserError
+from comic_jax.inference import predict, thresholds
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -9,7 +9,8 @@ import sys
 import numpy as np
 import pytest
 
-from comic_jax import export, train
+from comic_jax.inference import export
+from comic_jax.training import train
 from conftest import tiny_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from test_comic_plus import _config, _npz
 
-from comic_jax import train
+from comic_jax.training import train
 
 
 def _read(workdir, name):

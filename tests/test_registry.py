@@ -8,10 +8,11 @@ import jax
 import numpy as np
 import pytest
 
-from comic_jax import benchmark, plots, train
+from comic_jax import plots
 from comic_jax.methods import registry
 from comic_jax.methods.baselines import SingleBranch
 from comic_jax.methods.registry import MethodSpec, StreamSpec
+from comic_jax.training import benchmark, train
 from conftest import tiny_config
 
 
@@ -52,7 +53,7 @@ def test_a_method_registered_in_a_test_file_trains_and_enters_table_and_plots(tm
       (e.spec.primary_model, [benchmark.run_dir(workdir, e, 0)]) for e in exps])
   assert [os.path.basename(p) for p in pictures] == ['per_class_ap.png', 'class_distribution.png']
   # The toy method's sampler came from its stream spec: class-aware batches.
-  run = train.Run(tiny_config(method='toy_squared', num_epochs=1), str(tmp_path / 'again'))
+  run = train.Trainer.open(tiny_config(method='toy_squared', num_epochs=1), str(tmp_path / 'again'))
   assert run.method.streams == {'main': StreamSpec('class_aware')}
   assert type(run.samplers['main']).__name__ == 'ClassAwareSampler'
 
@@ -64,14 +65,15 @@ def _signature(function):
 
 
 def test_every_registered_method_has_the_method_interface(bce_run):
-  """Each registered method's object has every member of `registry.Method`, with the protocol's
+  """Each registered method's object is a `registry.Method`, its members with the base's
   parameter names (the training loop calls them by position), and streams / report_names of the
   documented types."""
   rng = np.random.default_rng(0)
   y = (rng.random((40, 4)) < 0.4).astype(np.float32)
   members = [n for n in vars(registry.Method) if not n.startswith('_')]
   functions = [n for n in members if callable(getattr(registry.Method, n))]
-  assert set(functions) == {'init', 'loss', 'predict', 'epoch_summary'}
+  assert set(functions) == {'init', 'loss', 'predict', 'epoch_summary', 'choose_report',
+                            'is_loss_metric'}
   assert set(registry.Method.__annotations__) == {'streams', 'report_names'}
   for name in registry.names():
     config = tiny_config(method=name, **{'baselines.lws.stage1_workdir': bce_run[0]})
@@ -86,8 +88,14 @@ def test_every_registered_method_has_the_method_interface(bce_run):
     assert all(isinstance(n, str) for n in method.report_names), name
     # The first is the method's own row, the model load / predict / export answer with.
     assert method.report_names[0] == registry.get(name).display_name, name
-  # A method object without one of the members is not a Method.
-  class NoSummary:
-    streams, report_names = registry.MAIN, ('X',)
+  # A method that implements only the three required members gets every hook's default.
+  class Minimal(registry.Method):
+    report_names = ('X',)
     init = loss = predict = lambda self, *args: None
-  assert not isinstance(NoSummary(), registry.Method)
+  minimal = Minimal()
+  assert minimal.streams == registry.MAIN
+  assert minimal.epoch_summary({'a': 1}) == {}
+  assert minimal.choose_report({'a': 1}, {'X': {'total': 1.0}}, np.zeros(4, int)) is None
+  assert minimal.is_loss_metric('loss') and minimal.is_loss_metric('anything')
+  with pytest.raises(NotImplementedError):
+    registry.Method().init(None, None)

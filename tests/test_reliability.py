@@ -17,10 +17,10 @@ import time
 import numpy as np
 import pytest
 
-from comic_jax import train
-from comic_jax import workdir as wd
-from comic_jax.data import sources, splits
+from comic_jax.data import pipeline, sources, splits
 from comic_jax.errors import UserError
+from comic_jax.training import config_checks, step, train
+from comic_jax.training import workdir as wd
 from conftest import ROOT, assert_one_line, tiny_config
 
 PY = sys.executable
@@ -371,7 +371,7 @@ def test_ctrl_c_mid_epoch_saves_and_resumes_bit_identically(tmp_path, trained, m
   """SIGINT in-process (SIGTERM takes the same path; the CLI test sends a real SIGTERM)."""
   straight, config = trained(tmp_path / 'straight')
   resumed = str(tmp_path / 'resumed')
-  real = train.host_to_global
+  real = pipeline.host_to_global
 
   def signal_at_step_5(batch, sharding):   # Ctrl-C while step 5 trains
     if signal_at_step_5.calls == 5:
@@ -463,8 +463,8 @@ def test_cli_sigterm_saves_a_checkpoint_and_says_so(tmp_path, command):
 
 
 def test_an_unreadable_feature_cache_is_computed_again(tmp_path, capsys):
-  from comic_jax import features
   from comic_jax.data.types import PLTData
+  from comic_jax.training import features
   rng = np.random.default_rng(0)
   y = np.eye(4, dtype=np.int8)[np.arange(8) % 4]
   data = PLTData(name='t', class_names=tuple('abcd'), y_train=y, y_train_full=y, y_test=y[:4],
@@ -474,7 +474,7 @@ def test_an_unreadable_feature_cache_is_computed_again(tmp_path, capsys):
                           'model.backbone': 'mlp', 'model.mlp_widths': (5,),
                           'augment.kind': 'none', 'model.feature_views': 1,
                           'eval_batch_size': 4, 'data.cache_dir': str(tmp_path)})
-  mesh = train.create_mesh(0)
+  mesh = step.create_mesh(0)
   first = features.cache_features(config, data, str(tmp_path), mesh, log=lambda *a: None)
   path = features.cache_path(config, data.x_train, views=1)
   with open(path, 'rb') as f:
@@ -507,13 +507,13 @@ def test_bad_cpu_devices_is_one_line(value, tmp_path):
   config = tiny_config()
   config.cpu_devices = value
   with pytest.raises(UserError) as excinfo:
-    train.validate_config(config)
+    config_checks.validate_config(config)
   assert_one_line(excinfo, 'config.cpu_devices=', 'whole number >= 1')
 
 
 def test_batch_not_divisible_names_cpu_devices():
   config = tiny_config(cpu_devices=4, batch_size=6)   # the tests' 4 CPU devices
   with pytest.raises(UserError) as excinfo:
-    train.validate_config(config)
+    config_checks.validate_config(config)
   assert_one_line(excinfo, 'config.batch_size=6 is not divisible by the 4 devices',
                   '(config.cpu_devices=4)')

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from comic_jax import runtime
+from comic_jax.cli import runtime
 from conftest import ROOT, tiny_config
 
 

@@ -13,10 +13,12 @@ import pytest
 from test_multihost import _free_port
 from test_sources import _folder, _folder_config, _with_unknown
 
-from comic_jax import metrics, train
-from comic_jax import workdir as workdir_lib
-from comic_jax.data import convert, pipeline, samplers, shards, sources
+from comic_jax import metrics
+from comic_jax.data import pipeline, samplers, shard_feed, sources
+from comic_jax.data import shard_writer as convert
 from comic_jax.errors import UserError
+from comic_jax.training import train
+from comic_jax.training import workdir as workdir_lib
 from conftest import ROOT, assert_one_line, tiny_config, xla_flags
 
 
@@ -82,7 +84,7 @@ def test_grain_batches_match_the_samplers(synth_shards):
       for name in streams:
         for key in b[name]:
           np.testing.assert_array_equal(a[name][key], b[name][key], err_msg=f'{step} {key}')
-    batches = list(shards.eval_batches(data.x_test, 96))
+    batches = list(shard_feed.eval_batches(data.x_test, 96))
     assert len(batches) == 21 and all(len(b) == 96 for b in batches)   # 2000 = 20 x 96 + 80
     np.testing.assert_array_equal(np.concatenate(batches)[:2000], memory.x_test)
     np.testing.assert_array_equal(batches[-1][80:], np.repeat(memory.x_test[:1], 16, 0))
@@ -97,13 +99,13 @@ def test_resumed_equals_uninterrupted(synth_shards, tmp_path):
   saved = json.loads((resumed / 'checkpoints' / '43' / 'data_iterator' /
                       'process_0-of-1.json').read_text())
   assert saved['next_step'] == 43 and saved['grain'] is not None
-  run = train.Run(config, str(resumed))
+  run = train.Trainer.open(config, str(resumed))
   assert run.restore() == 43 and run.feed._next == 43
   assert json.loads(run.feed._iterator.get_state()) == json.loads(saved['grain'])
   workdir_lib.release_lock(str(resumed))
   train.train_and_evaluate(config, str(resumed))
   # Readers of the state alone (predict, export, LWS's stage 1) read it as from any run.
-  from comic_jax import checkpoint
+  from comic_jax.training import checkpoint
   assert set(checkpoint.load_variables(str(resumed))) == {'params', 'batch_stats'}
   for name in ('results.json', 'val_results.json'):
     assert json.loads((resumed / name).read_text()) == json.loads(
@@ -115,7 +117,7 @@ def test_a_foreign_iterator_state_is_refused_not_moved_aside(synth_shards, tmp_p
   restore with one line, and the checkpoint stays where it is."""
   import jax.numpy as jnp
 
-  from comic_jax import checkpoint
+  from comic_jax.training import checkpoint
   config = _streamed(synth_shards)
   data = sources.load_dataset(config.data)
   feed = lambda seed: pipeline.create_feed(
@@ -189,7 +191,7 @@ _COUNTING_PROCESS = '''
 import collections, json, sys, threading
 sys.path.insert(0, ROOT)
 import jax
-from comic_jax import train
+from comic_jax.training import train
 from comic_jax.data import shards
 from configs import synthetic
 

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from comic_jax.data import longtail, sources, synthetic
+from comic_jax.data import longtail, plt_synth, sources, synthetic
 
 
 @pytest.fixture(scope='module')
@@ -89,10 +89,10 @@ def test_plt_synth_is_generated_once_per_machine_and_read_back_exactly(config, t
   small = {'data.cache_dir': str(tmp_path), 'data.seed': 5, 'data.synthetic.pool_size': 2000,
            'data.synthetic.num_test': 100, 'data.synthetic.min_test_positives': 3}
   config.update_from_flattened_dict(small)
-  sources._plt_synth.cache_clear()
+  plt_synth._plt_synth.cache_clear()
   first = sources.load_dataset(config.data)
   stored, = (tmp_path / 'plt_synth').iterdir()
-  sources._plt_synth.cache_clear()                       # a new process: read from the disk
+  plt_synth._plt_synth.cache_clear()                       # a new process: read from the disk
   again = sources.load_dataset(config.data)
   fresh = synthetic.make_plt_synth(seed=5, pool_size=2000, num_test=100, min_test_positives=3)
   for field in ('x_train', 'y_train', 'y_train_full', 'x_test', 'y_test', 'x_val', 'y_val'):
@@ -101,7 +101,7 @@ def test_plt_synth_is_generated_once_per_machine_and_read_back_exactly(config, t
   assert again.class_names == fresh.class_names and not again.x_train.flags.writeable
   # Another missing ratio is another file; a damaged file is generated again, with a warning.
   stored.write_bytes(stored.read_bytes()[:1000])
-  sources._plt_synth.cache_clear()
+  plt_synth._plt_synth.cache_clear()
   repaired = sources.load_dataset(config.data)
   assert 'unreadable' in capsys.readouterr().err
   np.testing.assert_array_equal(repaired.x_val, fresh.x_val)

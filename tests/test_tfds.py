@@ -8,9 +8,9 @@ import os
 import numpy as np
 import pytest
 
-from comic_jax import train
 from comic_jax.data import sources, tfds_data
 from comic_jax.errors import UserError
+from comic_jax.training import train
 
 tfds = pytest.importorskip('tensorflow_datasets')
 HAS_TF = importlib.util.find_spec('tensorflow') is not None

@@ -10,10 +10,12 @@ import jax
 import numpy as np
 import pytest
 
-from comic_jax import machine, metrics, train
-from comic_jax import workdir as wd
-from comic_jax.data import sources
+from comic_jax import metrics
+from comic_jax.data import pipeline, sources
 from comic_jax.errors import UserError
+from comic_jax.training import config_checks, machine, train
+from comic_jax.training import step as step_lib
+from comic_jax.training import workdir as wd
 from conftest import ROOT, tiny_config
 
 
@@ -29,11 +31,11 @@ def test_sharded_step_on_4_devices_equals_1_device(tmp_path):
   params, losses = {}, {}
   for n in (1, 4):
     config = tiny_config(num_devices=n, **{'optim.optimizer': 'sgd', 'optim.learning_rate': 0.1})
-    run = train.Run(config, str(tmp_path / f'd{n}'))
+    run = train.Trainer.open(config, str(tmp_path / f'd{n}'))
     assert run.mesh.size == n
     state = run.state
     for step in range(3):
-      batch = train.host_to_global(run.batch(step), run.sharded)
+      batch = pipeline.host_to_global(run.batch(step), run.sharded)
       state, m = run.train_step(state, batch, run.train_key)
     assert state.params['backbone']['conv0']['kernel'].sharding.is_fully_replicated
     params[n] = jax.device_get((state.params, state.batch_stats))
@@ -59,11 +61,11 @@ def test_runs_differing_only_in_seed_share_one_train_step_program(tmp_path):
   compile the step once (later seeds load it from the compilation cache)."""
   texts = []
   for seed in (0, 3):
-    run = train.Run(tiny_config(seed=seed), str(tmp_path / f's{seed}'))
+    run = train.Trainer.open(tiny_config(seed=seed), str(tmp_path / f's{seed}'))
     np.testing.assert_array_equal(jax.random.key_data(run.train_key),
                                   jax.random.key_data(jax.random.key(seed)))
     assert run.train_key.sharding.is_fully_replicated
-    batch = train.host_to_global(run.batch(0), run.sharded)
+    batch = pipeline.host_to_global(run.batch(0), run.sharded)
     texts.append(run.train_step.lower(run.state, batch, run.train_key).as_text())
   assert texts[0] == texts[1]
 
@@ -85,12 +87,12 @@ def test_steps_compiled_ahead_are_not_compiled_again_by_their_first_calls(tmp_pa
   """compile_ahead compiles the train and predict steps from the state's shapes on a worker
   thread; the first step and the first evaluation must find them (a shape, dtype or sharding
   that differs would compile a second program). Without it, the first call compiles."""
-  runs = {ahead: train.Run(tiny_config(), str(tmp_path / str(ahead)), compile_ahead=ahead)
+  runs = {ahead: train.Trainer.open(tiny_config(), str(tmp_path / str(ahead)), compile_ahead=ahead)
           for ahead in (False, True)}
   runs[True].wait_compiled('train')
   runs[True].wait_compiled('predict')
   for ahead, run in runs.items():
-    batch = train.host_to_global(run.batch(0), run.sharded)
+    batch = pipeline.host_to_global(run.batch(0), run.sharded)
 
     def first_step(run=run, batch=batch):
       run.state, m = run.train_step(run.state, batch, run.train_key)
@@ -146,8 +148,8 @@ def test_a_restored_state_has_the_types_of_a_fresh_one(bce_run, tmp_path):
   """Same dtypes and weak types leaf by leaf (the step's included), so that a resumed run runs
   the train step compiled (or cached) for a fresh one instead of compiling a second."""
   workdir, config = bce_run
-  fresh = train.Run(config, str(tmp_path / 'fresh')).state
-  run = train.Run(config, workdir)
+  fresh = train.Trainer.open(config, str(tmp_path / 'fresh')).state
+  run = train.Trainer.open(config, workdir)
   assert run.restore() > 0
   kinds = lambda state: [(a.dtype, a.weak_type, a.shape) for a in jax.tree.leaves(state)]
   assert kinds(run.state) == kinds(fresh)
@@ -181,7 +183,7 @@ def test_resume_refuses_a_different_config(tmp_path, bce_run):
 ])
 def test_bad_config_values_are_named(field, value, message):
   with pytest.raises(UserError) as e:
-    train.validate_config(tiny_config(**{field: value}))
+    config_checks.validate_config(tiny_config(**{field: value}))
   assert message in str(e.value)
 
 
@@ -224,8 +226,8 @@ def test_test_probabilities_reuse_the_last_test_evaluation(tmp_path):
   """The pictures' predictions of the first test images: taken from the final test evaluation
   while the state is the one it predicted, equal to predicting them afresh; predicted afresh
   once the state has changed."""
-  run = train.Run(tiny_config(), str(tmp_path))
-  fresh = train.predict_dataset(run.predict_step, run.state, np.asarray(run.data.x_test[:5]),
+  run = train.Trainer.open(tiny_config(), str(tmp_path))
+  fresh = step_lib.predict_dataset(run.predict_step, run.state, np.asarray(run.data.x_test[:5]),
                                 run.config.eval_batch_size, run.sharded)
   run.evaluate('test')
   reused = run.test_probabilities(5)
@@ -234,7 +236,7 @@ def test_test_probabilities_reuse_the_last_test_evaluation(tmp_path):
   # Another state (halved weights): its own predictions, not the evaluation's.
   run.state = run.state.replace(params=jax.tree.map(lambda p: p * 0.5, run.state.params))
   again = run.test_probabilities(5)
-  expected = train.predict_dataset(run.predict_step, run.state, np.asarray(run.data.x_test[:5]),
+  expected = step_lib.predict_dataset(run.predict_step, run.state, np.asarray(run.data.x_test[:5]),
                                    run.config.eval_batch_size, run.sharded)
   np.testing.assert_array_equal(again['BCE'], expected['BCE'])
   assert not np.allclose(again['BCE'], reused['BCE'])
@@ -246,4 +248,4 @@ def test_a_batch_larger_than_the_training_set_is_refused_with_the_fix(tmp_path):
   fix = 1387 // 2 // n_dev * n_dev                      # PLT-Synth has 1387 training images
   with pytest.raises(UserError, match=rf'larger than the 1387 training images; set '
                                       rf'--config.batch_size={fix} or less'):
-    train.Run(tiny_config(batch_size=2048), str(tmp_path / 'run'))
+    train.Trainer.open(tiny_config(batch_size=2048), str(tmp_path / 'run'))

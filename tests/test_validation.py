@@ -9,8 +9,9 @@ import ml_collections
 import numpy as np
 import pytest
 
-from comic_jax import benchmark, metrics, train
-from comic_jax.data import longtail, sources, synthetic
+from comic_jax import metrics
+from comic_jax.data import longtail, plt, sources, synthetic
+from comic_jax.training import benchmark, step, train
 from conftest import ROOT, tiny_config
 
 
@@ -71,13 +72,13 @@ def test_val_fraction_is_refused_for_plt_synth():
 # ----------------------------------------------------------------------------- real sources
 
 def test_split_validation_is_a_seeded_partition():
-  keep, held = sources.split_validation(50, 0.2, seed=4)
+  keep, held = plt.split_validation(50, 0.2, seed=4)
   assert len(held) == 10 and len(keep) == 40
   np.testing.assert_array_equal(np.sort(np.concatenate([keep, held])), np.arange(50))
-  k2, h2 = sources.split_validation(50, 0.2, seed=4)
+  k2, h2 = plt.split_validation(50, 0.2, seed=4)
   np.testing.assert_array_equal(held, h2)
-  assert not np.array_equal(held, sources.split_validation(50, 0.2, seed=5)[1])
-  assert len(sources.split_validation(50, 0.0, seed=4)[1]) == 0
+  assert not np.array_equal(held, plt.split_validation(50, 0.2, seed=5)[1])
+  assert len(plt.split_validation(50, 0.0, seed=4)[1]) == 0
 
 
 def test_npz_validation_is_carved_from_training_images_with_observed_labels(tmp_path):
@@ -85,7 +86,7 @@ def test_npz_validation_is_carved_from_training_images_with_observed_labels(tmp_
   config = _npz_config(tmp_path, **{'data.val_fraction': 0.25})
   whole = sources.load_dataset(_npz_config(tmp_path).data)
   data = sources.load_dataset(config.data)
-  keep, held = sources.split_validation(120, 0.25, config.data.seed)
+  keep, held = plt.split_validation(120, 0.25, config.data.seed)
   np.testing.assert_array_equal(data.x_val, x[:120][held])
   np.testing.assert_array_equal(data.x_train, x[:120][keep])
   np.testing.assert_array_equal(data.y_val, whole.y_train[held])       # observed, not full
@@ -109,10 +110,10 @@ def test_run_logs_validation_every_epoch_and_the_test_set_once(tmp_path):
     val = json.load(f)
   assert log[-1]['val'] == val
   # The validation metrics are those of the run's model on the carved images.
-  run = train.Run(config, workdir)
+  run = train.Trainer.open(config, workdir)
   run.restore()
   data = run.data
-  probs = train.predict_dataset(run.predict_step, run.state, data.x_val, 16, run.sharded)
+  probs = step.predict_dataset(run.predict_step, run.state, data.x_val, 16, run.sharded)
   expected = metrics.multilabel_metrics(probs['BCE'], data.y_val, run.groups)[0]
   assert val['BCE']['total'] == pytest.approx(expected['total'], abs=1e-6)
   # thresholds.json: per class, the threshold with the best F1 on the validation split, checked

@@ -15,9 +15,10 @@ import pytest
 from sklearn.metrics import average_precision_score
 
 import comic_jax
-from comic_jax import inference, versions
-from comic_jax import workdir as workdir_lib
+from comic_jax import atomic, versions
 from comic_jax.errors import UserError
+from comic_jax.inference import restore as inference
+from comic_jax.training import workdir as workdir_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIXTURE = os.path.join(ROOT, 'tests', 'fixtures', 'run_0_2_0')
@@ -77,7 +78,7 @@ def test_missing_fields_are_filled_in_with_one_line(tmp_path, capsys, monkeypatc
   del saved['comic']['htb']['temperature']          # the field of the report that lacked it
   del saved['comic_plus']                           # a whole section added later
   saved['data']['old_field'] = 3                    # a field since removed
-  workdir_lib.write_json(path, saved)
+  atomic.write_json(path, saved)
   config = inference.load_config(run)
   assert config.comic.htb.temperature == 1.0 and config.comic_plus.members == [
       'balanced', 'head']
@@ -91,7 +92,7 @@ def test_missing_fields_are_filled_in_with_one_line(tmp_path, capsys, monkeypatc
   assert inference.load_config(run).comic.htb.temperature == 2.0
   assert 'temperature=2.0 (as that version ran)' in capsys.readouterr().err
   saved[versions.VERSION_KEY] = '0.3.0'             # a later version: the default again
-  workdir_lib.write_json(path, saved)
+  atomic.write_json(path, saved)
   assert inference.load_config(run).comic.htb.temperature == 1.0
   assert versions.migrations_for('0.1.0') == {'comic.htb.temperature': 3.0}
   assert versions.version_tuple('0.10.1rc2') == (0, 10, 1) > versions.version_tuple('0.9')
@@ -127,7 +128,8 @@ def test_the_resume_check_compares_what_defines_the_run(tmp_path):
 
 
 def test_a_0_2_0_run_is_predicted_from_exported_and_audited(tmp_path):
-  from comic_jax import audit, export
+  from comic_jax.audit import suspects as audit
+  from comic_jax.inference import export
   data = _test_data()
   model = comic_jax.load(FIXTURE)
   probs = model.predict(data.x_test)
@@ -148,12 +150,12 @@ def test_a_0_2_0_run_is_predicted_by_the_command_line_and_resumed(tmp_path):
   """An older config.json lacking a field: predicted from by the command line (one note: line
   names the field), then resumed from its first checkpoint, which ends with the test mAP that
   the 0.2.0 release wrote."""
-  from comic_jax import train
+  from comic_jax.training import train
   run = _copy(tmp_path)
   path = os.path.join(run, 'config.json')
   saved = _saved(path)
   del saved['comic']['htb']['temperature']
-  workdir_lib.write_json(path, saved)
+  atomic.write_json(path, saved)
   x = _test_data().x_test[:5]
   np.savez(tmp_path / 'x.npz', x=x)
   result = _run('comic_jax.predict', f'--workdir={run}', f'--input={tmp_path / "x.npz"}',
@@ -176,7 +178,7 @@ def test_a_0_2_0_run_is_predicted_by_the_command_line_and_resumed(tmp_path):
   recorded = _saved(os.path.join(FIXTURE, 'results.json'))['BCE']['total']
   # The same digits on the fixture's CPU type (AMD EPYC family 25 model 17, the tests' 4
   # devices); on another the second epoch's float rounding differs (docs/architecture.md).
-  from comic_jax import machine
+  from comic_jax.training import machine
   same_cpu = machine.local_cpu() == _saved(os.path.join(FIXTURE, 'environment.json'))['cpu']
   assert resumed == pytest.approx(recorded, abs=0 if same_cpu else 0.5)
 
@@ -187,14 +189,15 @@ def test_a_run_is_not_defined_by_the_sections_its_method_does_not_read():
   # Every method section of the default config is declared, with registered readers only.
   sections = {'.'.join(k.split('.')[:2]) if k.startswith('baselines.') else k.split('.')[0]
               for k in flat if k.split('.')[0] in ('comic', 'comic_plus', 'baselines')}
-  assert sections == set(versions.METHOD_SECTIONS)
-  assert {m for readers in versions.METHOD_SECTIONS.values() for m in readers} <= set(
-      registry.names())
+  declared = registry.method_sections()
+  assert sections == set(declared)
+  assert {m for readers in declared.values() for m in readers} <= set(registry.names())
+  identity = lambda flat_: versions.identity(flat_, declared)
   # A BCE run ignores COMIC+'s and LL-R's knobs; a COMIC+ run is defined by COMIC's and Hill's.
   changed = dict(flat, **{'comic_plus.report': 'head', 'baselines.large_loss.delta_rel_r': 0.4})
-  assert versions.identity(changed) == versions.identity(flat)
+  assert identity(changed) == identity(flat)
   plus = dict(flat, method='comic_plus')
   for key, value in (('comic.rlc.tau', 0.1), ('comic_plus.report', 'head'),
                      ('baselines.hill.margin', 2.0)):
-    assert versions.identity(dict(plus, **{key: value})) != versions.identity(plus), key
-  assert versions.identity(dict(plus, **{'baselines.db.a': 7.0})) == versions.identity(plus)
+    assert identity(dict(plus, **{key: value})) != identity(plus), key
+  assert identity(dict(plus, **{'baselines.db.a': 7.0})) == identity(plus)

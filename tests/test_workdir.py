@@ -6,7 +6,7 @@ import socket
 import subprocess
 import sys
 
-from comic_jax import workdir as wd
+from comic_jax.training import workdir as wd
 
 PY = sys.executable
 

@@ -31,7 +31,7 @@ import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-from comic_jax import machine  # noqa: E402  (imports no JAX)
+from comic_jax.training import machine  # noqa: E402
 
 
 def probe_gflops(seconds: float = 2.0, n: int = 1024, processes: int = 1) -> float:

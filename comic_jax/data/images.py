@@ -1,7 +1,7 @@
 """Host-side image input: decoding (PIL) and the deterministic resizes of the real data sets.
 
 Training images are stored whole, resized to a square (`square_resize`), and augmented on the
-device (`augment.random_resized_crop`, `augment.rand_augment`); evaluation images get
+device (`augment.random_resized_crop`, `rand_augment.rand_augment`); evaluation images get
 torchvision's Resize(256) + CenterCrop(224) (`eval_transform`). Everything here takes and
 returns uint8 (H, W, 3) NumPy arrays; `map_images` runs a transform over many images on a
 thread pool (PIL releases the GIL while it decodes and resizes).
@@ -18,7 +18,7 @@ from typing import Any, Callable, Iterable
 import numpy as np
 from PIL import Image
 
-from comic_jax.errors import UserError
+from comic_jax.errors import UserError, require
 
 _RESAMPLE = Image.Resampling.BILINEAR
 
@@ -101,6 +101,21 @@ def center_crop(img: np.ndarray, size: int) -> np.ndarray:
 def eval_transform(img: np.ndarray, resize: int = 256, crop: int = 224) -> np.ndarray:
   """The evaluation input: torchvision's Resize(resize) then CenterCrop(crop)."""
   return center_crop(resize_shorter_side(img, resize), crop)
+
+
+def model_input(image, preprocessing: dict, name: str | None = None) -> np.ndarray:
+  """One image (path, bytes or uint8 array, any size) -> the model's uint8 (H, W, 3) input by a
+  source's evaluation preprocessing (`sources.preprocessing_of`): the shorter side resized to
+  `resize`, then the central `height` x `width`. What evaluation, the shards, prediction and the
+  export all apply."""
+  img = decode_image(image, name)
+  h, w, resize = preprocessing['height'], preprocessing['width'], preprocessing['resize']
+  if h == w:
+    return eval_transform(img, resize, h)
+  resized = resize_shorter_side(img, resize)
+  top, left = (resized.shape[0] - h) // 2, (resized.shape[1] - w) // 2
+  require(top >= 0 and left >= 0, f'image {name or ""} is too small for the {h}x{w} input')
+  return np.ascontiguousarray(resized[top:top + h, left:left + w])
 
 
 def square_resize(img: np.ndarray, size: int) -> np.ndarray:

@@ -19,28 +19,15 @@ full labels: they must be 0 / 1.
 """
 from __future__ import annotations
 
-import dataclasses
 import os
 import zipfile
 import zlib
-from typing import Callable
 
 import numpy as np
 
-from comic_jax.data import splits
+from comic_jax.data import plt, registry, splits
+from comic_jax.data.types import Pool
 from comic_jax.errors import UserError, require
-
-
-@dataclasses.dataclass
-class Pool:
-  """One split of a source before the PLT construction."""
-  keys: list[str]
-  labels: np.ndarray                                   # (N, C) labels (full, as far as known)
-  load: Callable[[np.ndarray, str], np.ndarray]        # (indices, 'train' | 'test') -> x
-  observed: np.ndarray | None = None                   # labels that are already partial
-  negatives: np.ndarray | None = None                  # (N, C) bool: labels known to be absent
-  encoded: Callable[[int], object] | None = None       # row -> its image as stored (file bytes,
-                                                       # a path or an array): the converter's
 
 
 def split_unknown(y: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
@@ -70,7 +57,9 @@ def _binary(name: str, y: np.ndarray, path: str, unknown: bool = False) -> np.nd
   return y.astype(np.int8)
 
 
-def npz_pools(data_config) -> tuple[tuple[str, ...], Pool, Pool]:
+def npz_pools(data_config, cache: str = '') -> tuple[tuple[str, ...], Pool, Pool]:
+  """Pools of an .npz (docs/data.md); its arrays are the model inputs as they are."""
+  del cache
   path = data_config.path
   require(bool(path), 'config.data.path must name the .npz file')
   require(os.path.exists(path), f'data file {path!r} does not exist')
@@ -144,8 +133,12 @@ def _inputs(name: str, x: np.ndarray, path: str) -> np.ndarray:
   return x.astype(np.uint8)
 
 
-def folder_pools(data_config, image_loader) -> tuple[tuple[str, ...], Pool, Pool]:
-  """Pools of an image folder; `image_loader(paths, tag)` makes the load function."""
+def folder_pools(data_config, cache: str) -> tuple[tuple[str, ...], Pool, Pool]:
+  """Pools of an image folder, its images decoded when used and cached (`plt.image_loader`,
+  keyed by each file's size and modification time too)."""
+  prep = plt.image_preprocessing(data_config)
+  image_loader = lambda paths, tag: plt.image_loader(lambda i: paths[i], paths, tag, data_config,
+                                                     cache, prep, fingerprint=plt.file_fingerprint)
   root = data_config.path
   require(bool(root) and os.path.isdir(root), f'image folder {root!r} does not exist')
   require(bool(data_config.train_labels) and bool(data_config.test_labels),
@@ -175,3 +168,29 @@ def folder_pools(data_config, image_loader) -> tuple[tuple[str, ...], Pool, Pool
     pools.append(Pool(list(f), y, image_loader(paths, f'folder_{split}'), negatives=neg,
                       encoded=paths.__getitem__))
   return tuple(names), pools[0], pools[1]
+
+
+def npz_row_shape(path: str, key: str) -> tuple[int, ...]:
+  """Shape of one row of `key` in an .npz, read from the array header only."""
+  require(bool(path) and os.path.isfile(path), f'the run\'s data file {path!r} is needed to know '
+          'its input shape and does not exist (an exported model does not need it)')
+  with zipfile.ZipFile(path) as z, z.open(key + '.npy') as f:
+    version = np.lib.format.read_magic(f)
+    read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                   else np.lib.format.read_array_header_2_0)
+    shape, _, _ = read_header(f)
+  return tuple(shape[1:])
+
+
+def npz_preprocessing(dc) -> dict:
+  """An .npz's rows are the model inputs: feature vectors, or images at their stored size."""
+  shape = npz_row_shape(dc.path, 'x_test')
+  if len(shape) == 1:
+    return {'input': 'features', 'dim': int(shape[0])}
+  return {'input': 'image', 'resize': int(min(shape[:2])), 'height': int(shape[0]),
+          'width': int(shape[1])}
+
+
+registry.register(registry.SourceSpec('npz', npz_preprocessing, pools=npz_pools))
+registry.register(registry.SourceSpec('folder', plt.image_preprocessing, pools=folder_pools,
+                                      resized=True))

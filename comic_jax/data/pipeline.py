@@ -14,6 +14,8 @@ import numpy as np
 from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding
 
+from comic_jax.data import shards, sources
+
 
 def host_to_global(batch, sharding: NamedSharding):
   """Global arrays from this process's slice of each global batch (rows split by process); any
@@ -84,10 +86,10 @@ def create_feed(data, stream_samplers: dict, streams: dict, config, num_steps: i
   """What a run asks for its training batches: `feed.batch(step)` (this process's rows of the
   global batch of `step`, per stream) and the orbax items of its iterator state
   (`feed.checkpoint_args()`, `feed.restore_args()`: {} in memory). Data in memory: `train_batch`;
-  a shard folder (`data.name='shards'`): streamed through Grain (`shards.ShardFeed`)."""
-  if getattr(data.x_train, 'streamed', False):
-    from comic_jax.data import shards
-    return shards.ShardFeed(data, stream_samplers, num_steps, config)
+  a shard folder (`data.name='shards'`): streamed through Grain (`shard_feed.ShardFeed`)."""
+  if sources.is_streamed(config.data):
+    from comic_jax.data import shard_feed
+    return shard_feed.ShardFeed(data, stream_samplers, num_steps, config)
   return MemoryFeed(data, stream_samplers, streams, config.seed)
 
 
@@ -107,9 +109,9 @@ def map_dataset(fn: Callable, state, images, batch_size: int,
   every process. Images of a shard folder are read and decoded by Grain's workers."""
   n = len(images)
   chunks: dict[str, list] = {}
-  if getattr(images, 'streamed', False):
-    from comic_jax.data import shards
-    batches = shards.eval_batches(images, batch_size)
+  if isinstance(images, shards.ShardImages):   # read and decoded by Grain's workers
+    from comic_jax.data import shard_feed
+    batches = shard_feed.eval_batches(images, batch_size)
   else:
     batches = _local_batches(images, batch_size)
   for batch_index, local in enumerate(batches):

@@ -13,9 +13,10 @@ split ('train', 'val' when the source has one, 'test'). Each record is a msgpack
   negative  'train': class indices of the known negatives, or None (no known negatives)
 
 With `data.name='shards'` the labels stay in memory and the images are read when used:
-training batches and dataset-wide predictions through a Grain `DataLoader` (decoding and the
-host-side resize on `data.workers` worker processes, `data.prefetch` batches ahead), anything
-else (a few pictures, the feature cache) through `ShardImages`, a read-only array-like view.
+training batches and dataset-wide predictions through a Grain `DataLoader` (`shard_feed`:
+decoding and the host-side resize on `data.workers` worker processes, `data.prefetch` batches
+ahead), anything else (a few pictures, the feature cache) through `ShardImages`, a read-only
+array-like view.
 
 The training sampler is the in-memory path's samplers seen by Grain: record position r of
 process p is the row p * B / P + (r's place in its batch) of the global batch of its step, so
@@ -30,13 +31,10 @@ import hashlib
 import io
 import json
 
-import grain.python as grain
 import numpy as np
-from grain import checkpoint as grain_checkpoint
 
-from comic_jax.data import images, shard_check
+from comic_jax.data import images, plt, registry, shard_check
 from comic_jax.data.shard_check import shard_path
-from comic_jax.data.shard_samplers import EvalSampler, TrainSampler  # noqa: F401 - re-exported
 from comic_jax.data.types import PLTData
 from comic_jax.errors import UserError, require
 
@@ -68,7 +66,7 @@ def decode_record(raw: bytes) -> dict:
 class ImageTransform:
   """Encoded image -> model input, as the in-memory path stores it. Arrays (PLT-Synth, an .npz;
   `resize` False) come back as they were; images of a real source (`resize` True) are resized
-  as `sources.image_loader` does: a training image square-resized to `store_size`, an
+  as `plt.image_loader` does: a training image square-resized to `store_size`, an
   evaluation image resized (shorter side `eval_resize`) and centre-cropped to `image_size`."""
   encoding: str             # 'file' | 'png' | 'npy' (ENCODINGS)
   resize: bool
@@ -85,10 +83,11 @@ class ImageTransform:
       return image
     if self.mode == 'train':
       return images.square_resize(image, self.store_size)
-    return images.eval_transform(image, self.eval_resize, self.image_size)
+    return images.model_input(image, {'resize': self.eval_resize, 'height': self.image_size,
+                                      'width': self.image_size})
 
 
-def _multi_hot(classes, num_classes: int) -> np.ndarray:
+def multi_hot(classes, num_classes: int) -> np.ndarray:
   out = np.zeros(num_classes, np.float32)
   if classes:
     out[classes] = 1.0
@@ -136,6 +135,7 @@ class ShardSource:
 
   def read(self, index) -> bytes:
     if self._source is None:
+      import grain.python as grain  # here: importing Grain takes seconds
       self._source = grain.ArrayRecordDataSource(self.files)
     self.reads += 1
     return self._source[int(index) if self.rows is None else int(self.rows[int(index)])]
@@ -153,8 +153,8 @@ class ShardSource:
 class ShardImages:
   """A split's model inputs as a read-only array: `len`, `shape`, `dtype`, `ndim` and indexing
   (an int, a slice or an index array) decode the records asked for, on the calling thread. The
-  training loop and evaluation stream them through Grain instead (`ShardFeed`, `eval_batches`)."""
-  streamed = True
+  training loop and evaluation stream them through Grain instead (`shard_feed.ShardFeed`,
+  `shard_feed.eval_batches`)."""
 
   def __init__(self, source: ShardSource, transform: ImageTransform, shape, dtype,
                workers: int = 0, prefetch: int = 1):
@@ -196,7 +196,7 @@ def _input_shape(manifest: dict, mode: str, dc) -> tuple[tuple[int, ...], str]:
 
 
 def preprocessing_of(dc) -> dict:
-  """`predictor.preprocessing_of` for a run on shards: what the in-memory source would say."""
+  """A run on shards preprocesses as its source would: the manifest says what that is."""
   manifest = read_manifest(dc.path)
   shape = manifest['input_shape']
   if manifest['encoding'] == 'npy':
@@ -208,9 +208,9 @@ def preprocessing_of(dc) -> dict:
           'width': int(shape[1])}
 
 
-def load_dataset(dc, carve=None) -> PLTData:
+def load_dataset(dc, carve=plt.split_validation) -> PLTData:
   """The PLTData of a shard folder: labels from labels.npz, images as `ShardImages`; without a
-  'val' split, one carved from 'train' by `carve` (sources.split_validation), data.val_fraction."""
+  'val' split, one carved from 'train' by `carve` (as in memory), data.val_fraction."""
   manifest = read_manifest(dc.path)
   shard_check.check_files(dc.path, manifest)
   try:
@@ -244,187 +244,10 @@ def load_dataset(dc, carve=None) -> PLTData:
                  y_val=labels.get('y_val'), neg_train=labels.get('neg_train'))
 
 
-# ------------------------------------------------------------------------------- Grain
-
-def _process() -> tuple[int, int]:
-  import jax
-  return jax.process_index(), jax.process_count()
+def validate(dc) -> None:
+  require(bool(dc.path),
+          "config.data.name='shards' needs config.data.path: the folder comic-jax-convert wrote")
 
 
-def _decoded(map_fn):
-  """A Grain map of record bytes that never raises: a record that cannot be read or decoded
-  gives zeros and 'damaged' 1, so the training process names it (`_checked`) and stops its
-  workers cleanly, instead of a worker's traceback and leaked shared memory."""
-  def map(self, raw: bytes) -> dict:
-    try:
-      return {**map_fn(self, decode_record(raw)), 'damaged': np.int8(0)}
-    except Exception:  # noqa: BLE001 - read again and named in the training process
-      return {**map_fn(self, None), 'damaged': np.int8(1)}
-  return map
-
-
-@dataclasses.dataclass(frozen=True)
-class DecodeTraining(grain.MapTransform):
-  """Record bytes -> {'image', 'label', 'label_full', 'label_negative'} (what `train_batch`
-  gives on the in-memory path), on a Grain worker."""
-  transform: ImageTransform
-  num_classes: int
-  shape: tuple = ()             # of an image, for a damaged record's zeros
-  dtype: str = 'uint8'
-
-  @_decoded
-  def map(self, rec) -> dict:
-    if rec is None:
-      zeros = np.zeros(self.num_classes, np.float32)
-      return {'image': np.zeros(self.shape, self.dtype), 'label': zeros, 'label_full': zeros,
-              'label_negative': zeros}
-    label = _multi_hot(rec['labels'], self.num_classes)
-    full = label if rec['full'] is None else _multi_hot(rec['full'], self.num_classes)
-    return {'image': self.transform(rec['image'], rec['key']), 'label': label,
-            'label_full': full, 'label_negative': _multi_hot(rec['negative'], self.num_classes)}
-
-
-@dataclasses.dataclass(frozen=True)
-class DecodeImage(grain.MapTransform):
-  """Record bytes -> {'image'}, on a Grain worker."""
-  transform: ImageTransform
-  shape: tuple = ()
-  dtype: str = 'uint8'
-
-  @_decoded
-  def map(self, rec) -> dict:
-    if rec is None:
-      return {'image': np.zeros(self.shape, self.dtype)}
-    return {'image': self.transform(rec['image'], rec['key'])}
-
-
-def _checked(batch: dict, images_: ShardImages, indices, iterator) -> dict:
-  """`batch` less its 'damaged' flags; if one is flagged, Grain's `iterator` is closed (its
-  worker processes stop now, not in the interpreter's shutdown) and UserError names the first
-  damaged record of `indices` (the records of the batch's rows)."""
-  damaged = batch.pop('damaged')
-  if damaged.any():
-    batch.clear()
-    shard_check.stop_loader(iterator)
-    rows = np.flatnonzero(damaged)
-    raise shard_check.damaged_record_error(images_.source, decode_record, images_.transform,
-                                           np.asarray(indices)[rows])
-  return batch
-
-
-def _loader(source: ShardSource, sampler, decode, rows: int, workers: int, prefetch: int):
-  from absl import flags
-  if workers and not flags.FLAGS.is_parsed():   # Grain's workers read its absl flags: outside
-    flags.FLAGS.mark_as_parsed()                  # a command (tests, notebooks), the defaults
-  p, n = _process()
-  return grain.DataLoader(
-      data_source=source, sampler=sampler,
-      operations=[decode, grain.Batch(rows, drop_remainder=True)],
-      worker_count=workers, worker_buffer_size=prefetch,
-      # Reading a record takes ~10 us: 2 threads keep up, and Grain looks at every buffered read
-      # per record (its default buffer of 500 cost ~1 ms a record).
-      read_options=grain.ReadOptions(num_threads=2, prefetch_buffer_size=32),
-      shard_options=grain.ShardOptions(shard_index=p, shard_count=n, drop_remainder=True))
-
-
-def eval_batches(images_: ShardImages, batch_size: int):
-  """This process's rows of each global batch of `images_` (the last one padded with image 0),
-  decoded on Grain's workers: `pipeline.map_dataset` on shards."""
-  _, n = _process()
-  sampler = EvalSampler(len(images_), batch_size, images_.workers, n)
-  decode = DecodeImage(images_.transform, images_.shape[1:], images_.dtype.str)
-  iterator = iter(_loader(images_.source, sampler, decode, batch_size // n, images_.workers,
-                          images_.prefetch))
-  first = _process()[0] * sampler.per
-  for b in range(sampler.num_batches):   # the batch's rows: images b * B + p * per + k
-    rows = [i if i < len(images_) else 0 for i in range(
-        b * batch_size + first, b * batch_size + first + sampler.per)]
-    yield _checked(next(iterator), images_, rows, iterator)['image']
-
-
-class ShardFeed:
-  """Training batches of a shard folder, streamed: `batch(step)` is this process's rows of the
-  global batch of `step` per stream, as `pipeline.train_batch` gives them in memory.
-
-  Steps are read in order (the training loop's); another step repositions the iterator. The
-  iterator state goes into each checkpoint (`checkpoint_args`) and comes back on restore
-  (`restore_args`): Grain's orbax handler calls `get_state` / `set_state` here, the state being
-  Grain's own plus the next step."""
-
-  def __init__(self, data: PLTData, stream_samplers: dict, num_steps: int, config):
-    self.names = list(stream_samplers)
-    _, n = _process()
-    self.per = config.batch_size // n
-    self.dc = config.data
-    self.sampler = TrainSampler(list(stream_samplers.values()), config.batch_size, num_steps,
-                                self.dc.workers, n)
-    self.images = data.x_train
-    decode = DecodeTraining(data.x_train.transform, data.num_classes, data.x_train.shape[1:],
-                            data.x_train.dtype.str)
-    self.loader = _loader(data.x_train.source, self.sampler, decode, self.sampler.rows,
-                          self.dc.workers, self.dc.prefetch)
-    self._iterator, self._next, self._last = None, 0, (None, None)
-
-  def batch(self, step: int) -> dict:
-    if self._last[0] == step:
-      return self._last[1]
-    if self._iterator is None or step < self._next:
-      self._iterator, self._next = iter(self.loader), 0
-    while self._next <= step:   # forward to `step` (only after an unusual call order)
-      try:
-        rows = _checked(next(self._iterator), self.images, self.indices(self._next),
-                        self._iterator)
-      except UserError:
-        self._iterator, self._last = None, (None, None)   # its batches freed now
-        raise
-      self._next += 1
-    out = {name: {k: v[s * self.per:(s + 1) * self.per] for k, v in rows.items()}
-           for s, name in enumerate(self.names)}
-    p = _process()[0]
-    for name, sampler in zip(self.names, self.sampler.stream_samplers):   # as `train_batch`
-      out[name]['index'] = sampler.indices(step)[p * self.per:(p + 1) * self.per].astype(np.int32)
-    self._last = (step, out)
-    return out
-
-  def indices(self, step: int) -> list[int]:
-    """The training records of this process's rows of `step`, stream after stream."""
-    p, _ = _process()
-    return [int(i) for s in range(len(self.names))
-            for i in self.sampler.indices(step, s)[p * self.per:(p + 1) * self.per]]
-
-  # Grain's orbax handler (grain.checkpoint.CheckpointSave / CheckpointRestore) calls these.
-  def get_state(self) -> bytes:
-    grain_state = None if self._iterator is None else self._iterator.get_state().decode()
-    return json.dumps({'next_step': self._next, 'grain': grain_state}).encode()
-
-  def set_state(self, state: bytes) -> None:
-    saved = json.loads(state)
-    self._iterator, self._next, self._last = iter(self.loader), 0, (None, None)
-    if saved['grain'] is not None:
-      try:
-        self._iterator.set_state(saved['grain'].encode())
-      except ValueError as e:   # Grain checks the workers, the sampler and the source
-        raise UserError('the checkpoint\'s data iterator does not match this run '
-                        f'({" ".join(str(e).split()[:12])} ...): resume with the config and '
-                        'config.data.workers it was saved with') from None
-      self._next = saved['next_step']
-
-  def start_prefetch(self) -> None:
-    pass
-
-  def checkpoint_args(self) -> dict:
-    """{item name: orbax args} saving the iterator state as it is now."""
-    return {'data_iterator': grain_checkpoint.CheckpointSave(_Frozen(self.get_state()))}
-
-  def restore_args(self) -> dict:
-    return {'data_iterator': grain_checkpoint.CheckpointRestore(self)}
-
-
-@dataclasses.dataclass(frozen=True)
-class _Frozen:
-  """An iterator state taken when the save was asked for (orbax may write it later)."""
-  state: bytes
-
-  def get_state(self) -> bytes:
-    return self.state
-
+registry.register(registry.SourceSpec('shards', preprocessing_of, load=load_dataset,
+                                      validate=validate, streamed=True))

@@ -15,7 +15,8 @@ import os
 import numpy as np
 
 from comic_jax import progress
-from comic_jax.data import splits
+from comic_jax.data import plt, registry, splits
+from comic_jax.data.types import Pool
 from comic_jax.errors import UserError
 
 # dataset -> (train (name, split), test (name, split), key field)
@@ -109,3 +110,21 @@ def open_dataset(dataset: str, data_config, cache: str) -> tuple[TfdsSplit, Tfds
   train = TfdsSplit(train_name, train_split, key_field, data_config, cache)
   test = TfdsSplit(test_name, test_split, key_field, data_config, cache)
   return train, test
+
+
+def pools(dc, cache: str) -> tuple:
+  """(class names, training Pool, test Pool) of `data.name` 'voc' or 'coco'."""
+  train, test = open_dataset(dc.name, dc, cache)
+  prep = plt.image_preprocessing(dc)
+  loader = lambda split, tag: plt.image_loader(split.encoded_image, split.keys, tag, dc, cache,
+                                               prep)
+  return (train.class_names,
+          Pool(train.keys, train.labels, loader(train, f'{dc.name}_train'),
+               encoded=train.encoded_image),
+          Pool(test.keys, test.labels, loader(test, f'{dc.name}_test'),
+               encoded=test.encoded_image))
+
+
+for _name in ('voc', 'coco'):
+  registry.register(registry.SourceSpec(_name, plt.image_preprocessing, pools=pools,
+                                        resized=True))

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Callable
 
 import numpy as np
 
@@ -51,3 +52,15 @@ class PLTData:
   @property
   def num_classes(self) -> int:
     return len(self.class_names)
+
+
+@dataclasses.dataclass
+class Pool:
+  """One split of a source before the PLT construction."""
+  keys: list[str]
+  labels: np.ndarray                                   # (N, C) labels (full, as far as known)
+  load: Callable[[np.ndarray, str], np.ndarray]        # (indices, 'train' | 'test') -> x
+  observed: np.ndarray | None = None                   # labels that are already partial
+  negatives: np.ndarray | None = None                  # (N, C) bool: labels known to be absent
+  encoded: Callable[[int], object] | None = None       # row -> its image as stored (file bytes,
+                                                       # a path or an array): the converter's

@@ -17,7 +17,7 @@ from comic_jax.methods.registry import MethodSpec, StreamSpec
 from comic_jax.models import gcn, networks
 
 
-class SingleBranch:
+class SingleBranch(registry.Method):
   """One network trained with one multi-label loss `loss_fn(logits, labels, step)`.
 
   With `reads_negatives`, the loss also gets the batch's known-negative mask,
@@ -53,10 +53,6 @@ class SingleBranch:
     del method_state
     out = self.network.apply({'params': params, 'batch_stats': batch_stats}, images, train=False)
     return {self.report_names[0]: out['logits']}
-
-  def epoch_summary(self, method_state) -> dict:
-    del method_state
-    return {}
 
 
 def _counts(observed_labels) -> np.ndarray:
@@ -171,19 +167,24 @@ def _validate_ml_gcn(config):
 # ------------------------------------------------------------------------------- registration
 
 registry.register(MethodSpec('bce', 'BCE', 'MLC', _single_branch(_bce)))
-registry.register(MethodSpec('focal', 'Focal', 'MLC', _single_branch(_focal)))
-registry.register(MethodSpec('asl', 'ASL', 'MLC', _single_branch(_asl)))
+registry.register(MethodSpec('focal', 'Focal', 'MLC', _single_branch(_focal),
+                             config_sections=('baselines.focal',)))
+registry.register(MethodSpec('asl', 'ASL', 'MLC', _single_branch(_asl),
+                             config_sections=('baselines.asl',)))
 registry.register(MethodSpec(
     'db', 'DB', 'LT-MLC', _single_branch(_db(False), lambda c: c.baselines.db.sampler),
-    validate=_validate_db))
+    validate=_validate_db, config_sections=('baselines.db',)))
 registry.register(MethodSpec(
     'db_focal', 'DB-Focal', 'LT-MLC', _single_branch(_db(True), lambda c: c.baselines.db.sampler),
-    validate=_validate_db))
+    validate=_validate_db, config_sections=('baselines.db',)))
 registry.register(MethodSpec(
     'pseudo_label', 'Pseudo-Label', 'PL-MLC', _single_branch(_pseudo_label), end_to_end=False,
-    validate=_validate_pseudo_label))
+    validate=_validate_pseudo_label, config_sections=('baselines.pseudo_label',)))
 registry.register(MethodSpec('ml_gcn', 'ML-GCN', 'PL-MLC', _create_ml_gcn,
-                             validate=_validate_ml_gcn, model_uses_labels=True))
-registry.register(MethodSpec('hill', 'Hill', 'PL-MLC', _single_branch(_hill)))
+                             validate=_validate_ml_gcn, model_uses_labels=True,
+                             config_sections=('baselines.ml_gcn',)))
+registry.register(MethodSpec('hill', 'Hill', 'PL-MLC', _single_branch(_hill),
+                             config_sections=('baselines.hill',)))
 registry.register(MethodSpec('pasl', 'P-ASL', 'PL-MLC',
-                             _single_branch(_pasl, reads_negatives=True), validate=_validate_pasl))
+                             _single_branch(_pasl, reads_negatives=True), validate=_validate_pasl,
+                             config_sections=('baselines.pasl',)))

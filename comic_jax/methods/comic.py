@@ -46,9 +46,10 @@ def create_comic_network(config, num_classes: int,
                                  beta=config.comic.htb.beta)
 
 
-class Comic:
+class Comic(registry.Method):
   """Correction (RLC), modification (MFM) and balance (HTB) over three branches."""
   teacher_classifier = ''   # the head and tail branches' classifier ('': the method's)
+  teacher_loss_name = branch_loss_name = 'mfm'   # what the branches' own losses compute
 
   def __init__(self, config, observed_labels: np.ndarray, steps_per_epoch: int,
                class_names=()):
@@ -109,7 +110,12 @@ class Comic:
                            detach=self.cc.htb.loss != 'official')
 
   def teacher_loss(self, logits, labels):
-    """The head and tail branches' own loss, and kappa's measure of their fit: MFM."""
+    """The head and tail branches' own loss, and kappa's measure of their fit: MFM (logged as
+    `<branch>_<teacher_loss_name>`)."""
+    return self.mfm_loss(logits, labels)
+
+  def branch_loss(self, logits, labels):
+    """The balanced branch's own loss: MFM (logged as `balanced_<branch_loss_name>`)."""
     return self.mfm_loss(logits, labels)
 
   def mfm_loss(self, logits, labels):
@@ -138,6 +144,46 @@ class Comic:
     return loss, state, yhat.sum()
 
   # ------------------------------------------------------------------ the step's loss
+  def teacher_terms(self, params, batch_stats, energy, batch, rlc_for, terms, metrics):
+    """The head branch on U and the tail branch on R, their own loss (and RLC) terms put in
+    `terms` and `metrics`, their energies updated in `energy`; the tail branch on U as HTB's
+    constant. -> (batch_stats, zhat_h, zhat_tu, the head and tail features of U's images: the
+    balanced branch's attention context)."""
+    cc, apply = self.cc, self.network.apply
+    u_img, u_y, u_full = (batch['main'][k] for k in ('image', 'label', 'label_full'))
+    u_neg = batch['main'].get('label_negative')
+    # Head branch on U.
+    out_h, upd = apply({'params': params, 'batch_stats': batch_stats}, u_img, train=True,
+                       method='head_forward', mutable=['batch_stats'])
+    batch_stats = upd['batch_stats']
+    energy['head'] = htb.update_energy(energy['head'], out_h['features'], cc.htb.energy_decay)
+    zhat_h = self.adjusted_logits(params, 'head', out_h, energy['head'])
+    terms['head'] = metrics[f'head_{self.teacher_loss_name}'] = self.teacher_loss(
+        out_h['logits'], u_y)
+    if self.use_rlc:
+      logits = zhat_h if cc.rlc.official_adjusted_logits else out_h['logits']
+      terms['head'] += rlc_for('head', logits, u_y, u_full, u_neg)
+    # Tail branch on R (its training batch; its batch statistics come from R only) ...
+    r_img, r_y, r_full = (batch['tail'][k] for k in ('image', 'label', 'label_full'))
+    out_t, upd = apply({'params': params, 'batch_stats': batch_stats}, r_img, train=True,
+                       method='tail_forward', mutable=['batch_stats'])
+    batch_stats = upd['batch_stats']
+    energy['tail'] = htb.update_energy(energy['tail'], out_t['features'], cc.htb.energy_decay)
+    terms['tail'] = metrics[f'tail_{self.teacher_loss_name}'] = self.teacher_loss(
+        out_t['logits'], r_y)
+    if self.use_rlc:
+      logits = (self.adjusted_logits(params, 'tail', out_t, energy['tail'])
+                if cc.rlc.official_adjusted_logits else out_t['logits'])
+      terms['tail'] += rlc_for('tail', logits, r_y, r_full,
+                               batch['tail'].get('label_negative'))
+    # ... and on U, as a constant for HTB.
+    out_tu, _ = apply({'params': params, 'batch_stats': batch_stats}, u_img, train=True,
+                      method='tail_forward', mutable=['batch_stats'])
+    out_tu = jax.lax.stop_gradient(out_tu)
+    zhat_tu = jax.lax.stop_gradient(self.adjusted_logits(params, 'tail', out_tu, energy['tail']))
+    context = jnp.stack([out_h['features'], out_tu['features']], axis=1)
+    return batch_stats, zhat_h, zhat_tu, context
+
   def loss_terms(self, params, batch_stats, method_state, batch, rng, step):
     """Each branch's own loss: ({'head', 'tail', 'balanced'}, (batch_stats, state, metrics)).
 
@@ -161,53 +207,27 @@ class Comic:
       metrics[f'{branch}_rlc'] = loss
       return cc.lambda_c * loss
 
-    context = None
+    context = zhat_h = zhat_tu = None
     if self.use_htb:
       energy = dict(method_state['energy'])
       new_state['energy'] = energy
-      # Head branch on U.
-      out_h, upd = apply({'params': params, 'batch_stats': batch_stats}, u_img, train=True,
-                         method='head_forward', mutable=['batch_stats'])
-      batch_stats = upd['batch_stats']
-      energy['head'] = htb.update_energy(energy['head'], out_h['features'], cc.htb.energy_decay)
-      zhat_h = self.adjusted_logits(params, 'head', out_h, energy['head'])
-      terms['head'] = metrics['head_mfm'] = self.teacher_loss(out_h['logits'], u_y)
-      if self.use_rlc:
-        logits = zhat_h if cc.rlc.official_adjusted_logits else out_h['logits']
-        terms['head'] += rlc_for('head', logits, u_y, u_full, u_neg)
-      # Tail branch on R (its training batch; its batch statistics come from R only) ...
-      r_img, r_y, r_full = (batch['tail'][k] for k in ('image', 'label', 'label_full'))
-      out_t, upd = apply({'params': params, 'batch_stats': batch_stats}, r_img, train=True,
-                         method='tail_forward', mutable=['batch_stats'])
-      batch_stats = upd['batch_stats']
-      energy['tail'] = htb.update_energy(energy['tail'], out_t['features'], cc.htb.energy_decay)
-      terms['tail'] = metrics['tail_mfm'] = self.teacher_loss(out_t['logits'], r_y)
-      if self.use_rlc:
-        logits = (self.adjusted_logits(params, 'tail', out_t, energy['tail'])
-                  if cc.rlc.official_adjusted_logits else out_t['logits'])
-        terms['tail'] += rlc_for('tail', logits, r_y, r_full,
-                                 batch['tail'].get('label_negative'))
-      # ... and on U, as a constant for HTB.
-      out_tu, _ = apply({'params': params, 'batch_stats': batch_stats}, u_img, train=True,
-                        method='tail_forward', mutable=['batch_stats'])
-      out_tu = jax.lax.stop_gradient(out_tu)
-      zhat_tu = jax.lax.stop_gradient(self.adjusted_logits(params, 'tail', out_tu, energy['tail']))
-      context = jnp.stack([out_h['features'], out_tu['features']], axis=1)
+      batch_stats, zhat_h, zhat_tu, context = self.teacher_terms(
+          params, batch_stats, energy, batch, rlc_for, terms, metrics)
 
     # Balanced branch on U, fused with the head and tail features of the same images.
     out_b, upd = apply({'params': params, 'batch_stats': batch_stats}, u_img, context,
                        train=True, method='balanced_forward', mutable=['batch_stats'],
                        rngs={'dropout': rng})
     batch_stats = upd['batch_stats']
-    metrics['balanced_mfm'] = self.mfm_loss(out_b['logits'], u_y)
-    terms['balanced'] = cc.lambda_m * metrics['balanced_mfm']
+    own = metrics[f'balanced_{self.branch_loss_name}'] = self.branch_loss(out_b['logits'], u_y)
+    terms['balanced'] = cc.lambda_m * own
     if self.use_rlc:
       terms['balanced'] += rlc_for('balanced', out_b['logits'], u_y, u_full, u_neg)
     if self.use_htb and cc.lambda_b > 0:
       kappa_h, kappa_t = self.htb_weights(self.teacher_loss(zhat_h, u_y),
                                           self.teacher_loss(zhat_tu, u_y))
       loss_htb = htb.htb_loss_of(cc.htb.loss, zhat_h, zhat_tu, out_b['logits'], u_y, kappa_h,
-                                 kappa_t, cc.htb.temperature, mfm_loss=self.mfm_loss)
+                                 kappa_t, cc.htb.temperature, mfm_loss=self.branch_loss)
       terms['balanced'] += cc.lambda_b * loss_htb
       metrics.update(htb=loss_htb, kappa_head=kappa_h)
     return terms, (batch_stats, new_state, metrics)
@@ -228,6 +248,10 @@ class Comic:
         preds[name] = self.adjusted_logits(params, branch, out[branch],
                                            method_state['energy'][branch])
     return preds
+
+  def is_loss_metric(self, name: str) -> bool:
+    """Every step metric but the correction counts and kappa is a loss."""
+    return not (name.endswith('_corrections') or name.startswith('kappa'))
 
   def epoch_summary(self, method_state) -> dict:
     """RLC corrections of the epoch per branch: made, true (a hidden label), false."""
@@ -305,4 +329,5 @@ STUDIES = {
 
 registry.register(MethodSpec(
     'comic', 'COMIC', 'PLT-MLC', Comic, classifier='cosine',
-    table_models=('Head Model', 'Tail Model', 'COMIC'), validate=validate, studies=STUDIES))
+    table_models=('Head Model', 'Tail Model', 'COMIC'), validate=validate, studies=STUDIES,
+    config_sections=('comic',)))

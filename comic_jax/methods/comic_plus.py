@@ -28,6 +28,11 @@ off; with all of them off COMIC+ trains and reports exactly what COMIC does.
   Measured together on validation (3 seeds) and each switched off (docs/method.md "COMIC+").
 - `comic_plus.branch_loss`: the balanced branch's own loss ('mfm', COMIC's; 'hill'; 'bce'),
   measured against MFM on validation and not taken: 'mfm' is the default.
+- `comic_plus.ema`: a decay d in (0, 1) evaluates, reports and saves for prediction an
+  exponential moving average of the parameters and batch statistics (`ema_update`, debiased by
+  `ema_value`) instead of the last step's; 0 (the default) switches it off. It rides in the
+  method state, updated by the same train step (one step behind: step t averages the parameters
+  that step t computed its gradient at).
 
 The balanced, head and tail models are reported too ("Balanced Model", "Head Model",
 "Tail Model"), so one run measures every reporting choice on the validation set.
@@ -109,6 +114,31 @@ def trust_better_weights(loss_head, loss_tail, alpha: float = 2.0, *, detach: bo
   return kappa_h, kappa_t
 
 
+def ema_update(average, value, decay: float):
+  """One step of the (biased) moving average: d * average + (1 - d) * value, leaf by leaf, in
+  float32, without a gradient. Starts from zeros (`ema_init`); `ema_value` removes the bias."""
+  return jax.tree_util.tree_map(
+      lambda a, v: decay * a + (1.0 - decay) * jax.lax.stop_gradient(v).astype(jnp.float32),
+      average, value)
+
+
+def ema_init(tree) -> dict:
+  """The moving average's state of `tree` (parameters and batch statistics): zeros and a count."""
+  return {'average': jax.tree_util.tree_map(lambda v: jnp.zeros(v.shape, jnp.float32), tree),
+          'count': jnp.zeros((), jnp.int32)}
+
+
+def ema_value(state: dict, decay: float, like):
+  """The debiased average average / (1 - d^count) (Adam's bias correction), cast to the dtypes
+  of `like`; with count 0 (no step yet), `like` itself."""
+  count = state['count']
+  correction = 1.0 - jnp.power(jnp.float32(decay), count.astype(jnp.float32))
+  safe = jnp.where(count > 0, correction, 1.0)
+  return jax.tree_util.tree_map(
+      lambda a, v: jnp.where(count > 0, a / safe, v.astype(jnp.float32)).astype(v.dtype),
+      state['average'], like)
+
+
 def comic_config(config):
   """`config` with config.comic carrying COMIC+'s HTB reading and weight (the section COMIC
   reads): for COMIC+, `comic_plus.lambda_b` replaces `comic.lambda_b`."""
@@ -130,6 +160,7 @@ class ComicPlus(comic.Comic):
   def __init__(self, config, observed_labels, steps_per_epoch: int, class_names=()):
     self.cp = config.comic_plus
     self.teacher_classifier = self.cp.teacher_classifier
+    self.teacher_loss_name, self.branch_loss_name = self.cp.teacher_loss, self.cp.branch_loss
     super().__init__(comic_config(config), observed_labels, steps_per_epoch, class_names)
     self.auto = self.use_htb and self.cp.report == 'auto'
     self.per_group = self.auto and self.cp.report_per_group
@@ -148,6 +179,8 @@ class ComicPlus(comic.Comic):
       first = AUTO_CANDIDATES.index(AUTO_BEFORE_CHOICE)
       method_state['report'] = (jnp.full((self.num_classes,), first, jnp.int32)
                                 if self.per_group else jnp.asarray(first, jnp.int32))
+    if self.cp.ema:
+      method_state['ema'] = ema_init({'params': params, 'batch_stats': batch_stats})
     return params, batch_stats, method_state
 
   def loss(self, params, batch_stats, method_state, batch, rng, step):
@@ -155,6 +188,12 @@ class ComicPlus(comic.Comic):
         params, batch_stats, method_state, batch, rng, step)
     if self.auto:
       new_state['report'] = method_state['report']
+    if self.cp.ema:   # this step's parameters, and the batch statistics its forward pass updated
+      ema = method_state['ema']
+      new_state['ema'] = {
+          'average': ema_update(ema['average'], {'params': params, 'batch_stats': batch_stats},
+                                self.cp.ema),
+          'count': ema['count'] + 1}
     return total, (batch_stats, new_state, metrics)
 
   def choose_report(self, method_state, val_results: dict, groups=None):
@@ -186,9 +225,9 @@ class ComicPlus(comic.Comic):
       return baseline_losses.hill(logits, labels, margin=h.margin, gamma=h.gamma, lam=h.lam)
     if kind == 'bce':
       return mfm.mfm_loss_from_counts(logits, labels, self.counts, mfm.MFMSettings.bce())
-    return super().mfm_loss(logits, labels)
+    return self.mfm_loss(logits, labels)
 
-  def mfm_loss(self, logits, labels):
+  def branch_loss(self, logits, labels):
     """The balanced branch's own loss (`comic_plus.branch_loss`). RLC keeps MFM on its corrected
     targets."""
     return self.own_loss(self.cp.branch_loss, logits, labels)
@@ -205,6 +244,10 @@ class ComicPlus(comic.Comic):
     return super().htb_weights(loss_head, loss_tail)
 
   def predict(self, params, batch_stats, method_state, images):
+    if self.cp.ema:
+      averaged = ema_value(method_state['ema'], self.cp.ema,
+                           {'params': params, 'batch_stats': batch_stats})
+      params, batch_stats = averaged['params'], averaged['batch_stats']
     preds = super().predict(params, batch_stats, method_state, images)
     balanced = preds.pop('COMIC')
     if not self.use_htb:
@@ -250,6 +293,8 @@ def validate(config) -> None:
   require(cp.teacher_energy or (htb_config.a_head, htb_config.a_tail) == (1.0, 1.0),
           f'config.comic.htb.a_head={htb_config.a_head!r} / a_tail={htb_config.a_tail!r} weigh '
           'the teachers\' energy term, which config.comic_plus.teacher_energy=False leaves out')
+  require(0.0 <= cp.ema < 1.0,
+          f'config.comic_plus.ema={cp.ema!r}: the moving average\'s decay is in [0, 1) (0: off)')
   members = tuple(cp.members)
   require(len(members) > 0 and all(m in MODELS for m in members),
           f'config.comic_plus.members={members!r}: choose from {", ".join(MODELS)}')
@@ -287,4 +332,5 @@ STUDIES = {
 
 registry.register(MethodSpec(
     'comic_plus', 'COMIC+', 'PLT-MLC', ComicPlus, classifier='cosine',
-    table_models=('COMIC+',), validate=validate, studies=STUDIES))
+    table_models=('COMIC+',), validate=validate, studies=STUDIES,
+    config_sections=('comic', 'comic_plus', 'baselines.hill')))

@@ -132,11 +132,15 @@ def _validate_boostlu(config):
 
 
 registry.register(MethodSpec('ll_r', 'LL-R', 'PL-MLC', _create('ll_r'),
-                             validate=_validate_large_loss))
+                             validate=_validate_large_loss,
+                             config_sections=('baselines.large_loss',)))
 registry.register(MethodSpec('ll_ct', 'LL-Ct', 'PL-MLC', _create('ll_ct'),
-                             validate=_validate_large_loss))
+                             validate=_validate_large_loss,
+                             config_sections=('baselines.large_loss',)))
 registry.register(MethodSpec('ll_cp', 'LL-Cp', 'PL-MLC', _create('ll_cp'),
-                             validate=_validate_large_loss, state_per_image=True))
+                             validate=_validate_large_loss, state_per_image=True,
+                             config_sections=('baselines.large_loss',)))
 registry.register(MethodSpec('boostlu', 'BoostLU', 'PL-MLC', _create_boostlu,
                              validate=_validate_boostlu, unsupported=unsupported_boostlu,
-                             state_per_image=True))   # with loss='ll_cp'
+                             state_per_image=True,   # with loss='ll_cp'
+                             config_sections=('baselines.large_loss', 'baselines.boostlu')))

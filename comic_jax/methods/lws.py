@@ -8,13 +8,13 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from comic_jax import checkpoint
 from comic_jax.data import samplers
 from comic_jax.errors import UserError, require
 from comic_jax.losses import baselines as losses
 from comic_jax.methods import registry
 from comic_jax.methods.baselines import SingleBranch
 from comic_jax.methods.registry import MethodSpec
+from comic_jax.training import checkpoint
 
 
 class LearnableWeightScaling(SingleBranch):
@@ -71,4 +71,5 @@ def _benchmark_config(config, stage1_workdir: str) -> None:
 
 registry.register(MethodSpec(
     'lws', 'LWS', 'LT-MLC', LearnableWeightScaling, end_to_end=False, validate=_validate,
-    builds_on='bce', benchmark_config=_benchmark_config))
+    builds_on='bce', benchmark_config=_benchmark_config,
+    config_sections=('baselines.lws',)))

@@ -5,13 +5,13 @@ config checks) asks the registry about a method and never compares method names.
 is one module that calls `register(MethodSpec(...))` (see docs/architecture.md).
 
 A *method object* (what `MethodSpec.create` returns) is built once per run and used inside the
-jit-compiled train step; it has the interface `Method` below, and every function it exposes is
-pure.
+jit-compiled train step; it subclasses `Method` below, which declares every hook with its
+default, and every function it exposes is pure.
 """
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Mapping, Protocol, runtime_checkable
+from typing import Any, Callable, Mapping
 
 from comic_jax.errors import require
 
@@ -35,31 +35,52 @@ class StreamSpec:
 MAIN = {'main': StreamSpec()}       # one uniform stream: what most methods read
 
 
-@runtime_checkable
-class Method(Protocol):
-  """The interface of a method object: what the training loop, the evaluation and prediction
-  call (tests/test_registry.py checks every registered method against it)."""
+class Method:
+  """The base of every method object: what the training loop, the evaluation, prediction and
+  the plots call, with the default of every optional hook. A method subclasses it, sets
+  `streams` and `report_names`, implements `init`, `loss` and `predict`, and overrides the
+  hooks it uses (tests/test_registry.py checks every registered method is one)."""
 
   # {stream name: StreamSpec}, the batches one step reads. The step gets `batch[stream] =
   # {'image', 'label' (observed), 'label_full' (diagnostics only), 'label_negative' (1 where the
   # label is known absent; all 0 without known negatives)}`.
-  streams: Mapping[str, StreamSpec]
-  report_names: tuple[str, ...]       # the models it reports; the first is the method's own row
+  streams: Mapping[str, StreamSpec] = MAIN
+  report_names: tuple[str, ...] = ()  # the models it reports; the first is the method's own row
                                       # (its display name where it reports one): the model that
                                       # load / predict / export / the audit use by default
 
   def init(self, rng, batch) -> tuple[Any, Any, Any]:
     """-> (params, batch_stats, method_state)."""
+    raise NotImplementedError
 
   def loss(self, params, batch_stats, method_state, batch, rng, step) -> tuple[Any, Any]:
-    """-> (scalar loss, (new batch_stats, new method_state, {name: scalar metric}))."""
+    """-> (scalar loss, (new batch_stats, new method_state, {name: scalar metric})); the
+    metrics include 'loss', the total."""
+    raise NotImplementedError
 
   def predict(self, params, batch_stats, method_state, images) -> Mapping[str, Any]:
     """-> {report name: logits}."""
+    raise NotImplementedError
 
+  # ------------------------------------------------------------------ hooks, with defaults
   def epoch_summary(self, method_state) -> dict:
-    """Extra fields of the epoch's metrics.jsonl line ({} for none), from the host's copy of
-    the method state."""
+    """Extra fields of the epoch's metrics.jsonl line, from the host's copy of the method state
+    (default: none)."""
+    del method_state
+    return {}
+
+  def choose_report(self, method_state, val_results, groups) -> tuple[Any, dict] | None:
+    """At the end of training, the reported model chosen on the validation metrics
+    (`val_results`, None without a validation split; `groups`: each class's group index):
+    (the method state that reports it, a record of the choice for metrics.jsonl), or None to
+    keep what it reports (default)."""
+    del method_state, val_results, groups
+    return None
+
+  def is_loss_metric(self, name: str) -> bool:
+    """Whether the step metric `name` is a loss (the curves' loss panel; default: every one)."""
+    del name
+    return True
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,6 +111,9 @@ class MethodSpec:
   state_per_image: bool = False     # the method state holds one entry per training image (LL-Cp):
                                     # prediction restores it with the checkpoint's shapes
   studies: Mapping[str, tuple[StudyRow, ...]] = dataclasses.field(default_factory=dict)
+  # The config sections the method reads beyond the common ones ('comic', 'baselines.hill'):
+  # a run's identity (what a resume compares) counts a method's sections for it alone.
+  config_sections: tuple[str, ...] = ()
   # Benchmark runner: a method built on another method's finished run (LWS on BCE) names it
   # here and adapts its config to that run's workdir with `benchmark_config(config, workdir)`.
   builds_on: str = ''
@@ -136,6 +160,15 @@ def get(name: str) -> MethodSpec:
 def create_method(config, observed_labels, steps_per_epoch: int, class_names=()) -> Method:
   """The method object of `config.method`, knowing the observed training labels."""
   return get(config.method).create(config, observed_labels, steps_per_epoch, tuple(class_names))
+
+
+def method_sections() -> dict[str, tuple[str, ...]]:
+  """{config section: the methods that read it}, from every spec's `config_sections`."""
+  out: dict[str, tuple[str, ...]] = {}
+  for name in names():
+    for section in get(name).config_sections:
+      out[section] = out.get(section, ()) + (name,)
+  return out
 
 
 def unsupported_reason(name: str, config) -> str:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import os
 
-from comic_jax import workdir as workdir_lib
+from comic_jax import atomic
 from comic_jax.errors import require
 
 CHOICE_DIR = 'choice'
@@ -62,5 +62,5 @@ def train_and_evaluate(config, workdir: str, train_fn, stop_after_epochs: int | 
     source = os.path.join(choice_dir, name)
     if os.path.exists(source):
       with open(source, 'rb') as f:
-        workdir_lib.write_bytes(os.path.join(workdir, name), f.read())
+        atomic.write_bytes(os.path.join(workdir, name), f.read())
   return state

@@ -5,6 +5,8 @@ trained model scores as present, ranked.
     python -m comic_jax.audit --workdir=runs/mine --output=suspects.csv
     comic-jax-audit --workdir=runs/mine --output=suspects.csv --cut=0.5
 
+(The command: comic_jax/cli/audit.py.)
+
 suspects.csv, one row per suspected missing label, most likely first:
 
     image,split,class,score,rlc_threshold,rlc_corrects,rank,verdict
@@ -17,16 +19,20 @@ images (RLC's running class mean, here of the trained model). `rlc_corrects` say
 rule, with the trained model, corrects the label (score > rlc_threshold). Labels known to be
 absent (0 in a training file with -1 entries) are left out; so are the observed positives.
 `verdict` is empty, for the reviewer: yes / no, then `--review` writes the new label file
-(comic_jax/review.py).
+(comic_jax/audit/review.py).
 
 The cut (`--cut`) says which labels are listed: 'rlc' (the default: the labels RLC corrects),
 'val' (the run's validation thresholds, thresholds.json) or a number for every class. The
-ranking (`--rank`) orders them: by raw score, or by a key comparable across classes, so that
-the missing labels of rare classes do not sink below those of head classes (`RANKINGS`). Where
-the hidden labels are known (PLT-Synth simulates them), the precision and recall of the hidden
-labels at the cut are printed, and `--plot=audit.png` draws the precision-recall curve of the
-ranking of every unobserved label, with `--compare` workdirs (other methods) and a random
-ranking; elsewhere these two flags say, in a warning, that they cannot apply.
+ranking (`--rank`, `comic_jax/audit/rankings.py`) orders them: by default 'context_prototype', the
+model's log-odds plus what the image's other labels and its features next to the class's
+observed positives say (evidence the model's in-sample score of a training image lacks: it was
+trained on that image's missing labels as negatives); else by raw score, or by a key comparable
+across classes, so that the missing labels of rare classes do not sink below those of head
+classes (`RANKINGS`). Where the hidden labels are known (PLT-Synth simulates them), the
+precision and recall of the hidden labels at the cut are printed, and `--plot=audit.png`
+draws the precision-recall curve of the ranking of every unobserved label, with `--compare`
+workdirs (other methods) and a random ranking; elsewhere these two flags say, in a warning,
+that they cannot apply.
 """
 from __future__ import annotations
 
@@ -37,9 +43,15 @@ import os
 
 import numpy as np
 
-from comic_jax import predict
-from comic_jax import workdir as workdir_lib
-from comic_jax.errors import UserError, require
+from comic_jax import atomic
+from comic_jax.audit.rankings import (
+  DEFAULT_RANK,
+  NEEDS_FEATURES,
+  embeddings,
+  ranking_scores,
+)
+from comic_jax.errors import UserError
+from comic_jax.inference import predict
 
 COLUMNS = ('image', 'split', 'class', 'score', 'rlc_threshold', 'rlc_corrects', 'rank',
            'verdict')
@@ -60,7 +72,7 @@ class Images:
 
 def labelled_images(data_config) -> Images:
   """The training and validation rows of the user's label file, in the file's order."""
-  from comic_jax.data import sources, splits
+  from comic_jax.data import plt, sources, splits
   dc = data_config
   if dc.name in ('synthetic', 'shards'):   # no user's file rows: the training set
     data = sources.load_dataset(dc)
@@ -70,7 +82,7 @@ def labelled_images(data_config) -> Images:
   sources.validate_config(dc)
   cache = splits.cache_dir(dc.cache_dir)
   class_names, train, test = sources.source_pools(dc, cache)
-  plan = sources.plan_plt(dc, dc.name, tuple(class_names), train, test, cache)
+  plan = plt.plan_plt(dc, dc.name, tuple(class_names), train, test, cache)
   rows = np.concatenate([plan.train_rows, plan.val_rows])
   order = np.argsort(rows, kind='stable')
   stack = lambda a, b: np.concatenate([a, b])[order]
@@ -98,68 +110,6 @@ def cut_of(cut: str, model, rlc: np.ndarray) -> np.ndarray:
   if cut == 'rlc':
     return rlc
   return model.thresholds(threshold=cut)
-
-
-def _logit(p: np.ndarray) -> np.ndarray:
-  p = np.clip(p, 1e-7, 1 - 1e-7)
-  return np.log(p) - np.log1p(-p)
-
-
-def _positive_quantile(probs, observed, training) -> np.ndarray:
-  """(N, C) the share of the class's observed training positives scored below each score (ties
-  count half): how positive a score looks next to the labels the user gave."""
-  out = np.zeros_like(probs, np.float64)
-  for c in range(probs.shape[1]):
-    pos = np.sort(probs[training & (observed[:, c] > 0), c])
-    if len(pos):
-      below = np.searchsorted(pos, probs[:, c], 'left')
-      upto = np.searchsorted(pos, probs[:, c], 'right')
-      out[:, c] = (below + upto) / (2.0 * len(pos))
-  return out
-
-
-def _rank_in_class(probs, candidate) -> np.ndarray:
-  """(N, C) each candidate's 0-based rank by score among its class's candidates."""
-  out = np.zeros_like(probs, np.float64)
-  for c in range(probs.shape[1]):
-    rows = np.flatnonzero(candidate[:, c])
-    order = np.argsort(-probs[rows, c], kind='stable')
-    out[rows[order], c] = np.arange(len(rows))
-  return out
-
-
-# How the unobserved labels are ordered (all comparable across classes except 'score').
-RANKINGS = ('score', 'quota', 'threshold', 'positives', 'class_rank')
-DEFAULT_RANK = 'score'
-
-
-def ranking_help() -> str:
-  return ("'score' (the model's score), 'quota' (each class's suspects, best first, in "
-          "proportion to its observed positives), 'threshold' (its logit over the class's RLC "
-          "threshold's),"
-          " 'positives' (the share of the class's observed positives it outscores), 'class_rank' "
-          '(its rank within the class, as a share)')
-
-
-def ranking_scores(kind: str, probs, observed, candidate, training, thresholds) -> np.ndarray:
-  """(N, C) the ranking key of every label (higher = more likely missing); ties by raw score.
-  'quota': -(r + 1/2) / n_c, r its rank by score among the class's candidates, n_c the class's
-  observed training positives (at least 1): the classes take turns in proportion to their size,
-  so a class with 10 positives has its best suspect beside the 100th of a class with 1,000;
-  'score': the model's score; 'threshold': its logit minus that of the class's threshold;
-  'positives': the share of the class's observed positives scored below it; 'class_rank': its
-  rank among the class's candidates, as a share."""
-  if kind == 'quota':
-    positives = np.maximum((np.asarray(observed)[training] > 0).sum(0), 1)
-    return -(_rank_in_class(probs, candidate) + 0.5) / positives[None, :]
-  if kind == 'score':
-    return probs
-  if kind == 'threshold':
-    return _logit(probs) - _logit(np.asarray(thresholds, np.float64))[None, :]
-  if kind == 'positives':
-    return _positive_quantile(probs, observed, training)
-  require(kind == 'class_rank', f'--rank={kind!r} is not one of {", ".join(RANKINGS)}')
-  return 1.0 - _rank_in_class(probs, candidate) / np.maximum(candidate.sum(0), 1)[None, :]
 
 
 def unobserved(observed, negatives) -> np.ndarray:
@@ -214,8 +164,8 @@ class Audit:
   (validation rows included), the cut and the ranking."""
 
   def __init__(self, workdir: str, *, cut: str = 'rlc', model: str | None = None,
-               rank: str = 'score'):
-    from comic_jax import inference
+               rank: str = DEFAULT_RANK):
+    from comic_jax.inference import restore as inference
     self.model = predict.load(workdir, model=model)
     config = self.model.config
     self.images = labelled_images(config.data)
@@ -226,10 +176,17 @@ class Audit:
     self.names = self.images.names
     self.rlc = rlc_thresholds(self.probs[self.images.training], float(config.comic.rlc.tau))
     self.cut = cut_of(cut, self.model, self.rlc)
+    self._features = None
     self.key = ranking_scores(rank, self.probs, self.observed,
                               unobserved(self.observed, self.negatives), self.images.training,
-                              self.rlc)
+                              self.rlc, self.features() if rank in NEEDS_FEATURES else None)
     self.method = inference.load_config(workdir).method
+
+  def features(self) -> np.ndarray:
+    """(N, D) the run's features of the labelled images (`embeddings`), computed once."""
+    if self._features is None:
+      self._features = embeddings(self.model, self.images.x)
+    return self._features
 
   def rows(self) -> list[tuple]:
     out = []
@@ -262,7 +219,7 @@ def write_rows(path: str, rows) -> None:
   writer.writerows(rows)
   try:
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    workdir_lib.write_text(path, buffer.getvalue())
+    atomic.write_text(path, buffer.getvalue())
   except OSError as e:
     raise UserError(f'cannot write {path!r}: {e.strerror or e}') from None
 
@@ -277,100 +234,3 @@ def plot_curves(audits: dict, path: str, seed: int = 0) -> str:
   points = {name: (a.recovery()['recall'], a.recovery()['precision'])
             for name, a in audits.items()}
   return plots.precision_recall(curves, points, path)
-
-
-# ------------------------------------------------------------------------------- command line
-
-def _define_flags():
-  from absl import flags
-  flags.DEFINE_string('workdir', None, 'A trained run\'s directory.')
-  flags.DEFINE_string('output', None, 'The suspects CSV to write (with --review: the new label '
-                      'file).')
-  flags.DEFINE_string('cut', 'rlc', "'rlc' (RLC's threshold max{tau, P_c}), 'val' (the run's "
-                      'validation thresholds) or a number for every class.')
-  flags.DEFINE_enum('rank', DEFAULT_RANK, RANKINGS, 'How suspects are ordered: ' + ranking_help())
-  flags.DEFINE_string('model', None, 'Reported model whose scores rank (default: the run\'s).')
-  flags.DEFINE_string('plot', None, 'Where the hidden labels are known: write the '
-                      'precision-recall picture here (e.g. audit.png).')
-  flags.DEFINE_list('compare', [], 'Other workdirs (other methods, same data) drawn in --plot.')
-  flags.DEFINE_string('review', None, 'A suspects CSV whose verdict column is filled in: write '
-                      'the run\'s label file (--labels) after the review to --output.')
-  flags.DEFINE_string('labels', None, 'With --review: the label file the run trained on (the '
-                      '.npz, or the folder\'s .csv / .json).')
-  flags.mark_flags_as_required(['workdir', 'output'])
-
-
-def main(argv):
-  from absl import app, flags, logging
-
-  from comic_jax import cli
-  if len(argv) > 1:
-    raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
-  FLAGS = flags.FLAGS
-  logging.set_verbosity(logging.WARNING)
-  try:
-    if FLAGS.review is not None or FLAGS.labels is not None:
-      _review(FLAGS)
-      return
-    require(FLAGS.cut in ('rlc', 'val') or _is_number(FLAGS.cut),
-            f"--cut={FLAGS.cut!r} is not 'rlc', 'val' or a number")
-    predict.use_compilation_cache(FLAGS.workdir)   # a second audit loads the compiled model
-    audit = Audit(FLAGS.workdir, cut=FLAGS.cut, model=FLAGS.model, rank=FLAGS.rank)
-    rows = audit.rows()
-    write_rows(FLAGS.output, rows)
-    held = int((~audit.images.training).sum())
-    print(f'{len(rows)} suspected missing labels in {len(audit.names)} labelled images'
-          + (f' ({held} held out for validation)' if held else '')
-          + f' -> {FLAGS.output} ({audit.model.model}, cut {FLAGS.cut}, ranked by {FLAGS.rank});'
-          " fill in its 'verdict' column (yes / no) and apply it with --review")
-    if audit.hidden_known():
-      _report_hidden(audit, FLAGS)
-    elif FLAGS.plot or FLAGS.compare:
-      from comic_jax.errors import warn
-      warn('--plot and --compare score the ranking against hidden labels, which this data set '
-           'does not know (every unobserved label may be missing or absent): nothing drawn')
-  except UserError as e:
-    cli.fail(e)
-
-
-def _report_hidden(audit, FLAGS) -> None:
-  audits = {audit.method: audit}
-  for other in FLAGS.compare:
-    a = Audit(other, cut=FLAGS.cut, rank=FLAGS.rank)
-    audits[a.method] = a
-  for name, a in audits.items():
-    r = a.recovery()
-    print(f'{name}: hidden labels recovered at the cut: precision {100 * r["precision"]:.1f}%'
-          f' recall {100 * r["recall"]:.1f}% ({r["hits"]} of {r["suspects"]} suspects; '
-          f'{r["hidden"]} hidden labels; a random ranking\'s precision '
-          f'{100 * r["hidden"] / max(len(a.unobserved_hidden()[1]), 1):.1f}%)')
-  if FLAGS.plot:
-    print(f'precision-recall curve -> {plot_curves(audits, FLAGS.plot)}')
-
-
-def _review(FLAGS) -> None:
-  from comic_jax import review
-  require(FLAGS.review is not None and FLAGS.labels is not None,
-          '--review (the reviewed suspects CSV) and --labels (the run\'s label file) go together')
-  counts = review.review(FLAGS.workdir, FLAGS.review, FLAGS.labels, FLAGS.output)
-  print(f'{counts["accepted"]} accepted (now positive), {counts["rejected"]} rejected (now known '
-        f'negative) -> {FLAGS.output} ({counts["images"]} images, {counts["unknown"]} labels '
-        'unknown (-1)); train on it with data.partial=\'as_is\'')
-
-
-def _is_number(text: str) -> bool:
-  try:
-    float(text)
-  except ValueError:
-    return False
-  return True
-
-
-def run_cli():
-  from absl import app
-  _define_flags()
-  app.run(main, flags_parser=predict.parse_plain_flags)
-
-
-if __name__ == '__main__':
-  run_cli()

@@ -3,7 +3,7 @@ config check before resuming, and a clean stop on preemption.
 
 - `acquire_lock`: `<workdir>/lock` holds the owner's pid and host; a second run into the same
   workdir is refused, a lock left by a dead process on this host is taken over.
-- `write_json` / `write_text` / `write_bytes`: temp file + rename, so `config.json`,
+- Every file is written through `comic_jax.atomic` (temp file + rename): `config.json`,
   `results.json`, `metrics.jsonl`, predictions and exports are the old or the new version, never
   a prefix.
 - `read_metrics_log` / `rewrite_metrics_log`: a partial last line (a crash mid-append) is dropped
@@ -27,49 +27,12 @@ import weakref
 
 import jax
 
-from comic_jax import checkpoint, versions
-from comic_jax.errors import UserError, require, warn
+from comic_jax import atomic, versions
+from comic_jax.errors import Preempted, UserError, require, warn  # noqa: F401 (workdir.Preempted)
+from comic_jax.training import checkpoint
 
 LOCK_NAME = 'lock'
-# Exit status of a run stopped by a signal after saving its checkpoint: the shell's convention
-# (128 + signal number: 143 for SIGTERM, 130 for SIGINT), so schedulers see "preempted".
-PREEMPTED_EXIT_BASE = 128
 _HELD: set[str] = set()   # workdirs whose lock this process holds
-
-
-# ------------------------------------------------------------------------------- atomic files
-
-def write_bytes(path: str, data: bytes) -> None:
-  """Writes `data` to `path` through a temp file and a rename: readers (and a crash) see the old
-  file or the new one, never a prefix."""
-  tmp = f'{path}.tmp{os.getpid()}'
-  with open(tmp, 'wb') as f:
-    f.write(data)
-    f.flush()
-    os.fsync(f.fileno())
-  os.replace(tmp, path)
-
-
-def write_text(path: str, text: str) -> None:
-  """`write_bytes` of `text` (UTF-8)."""
-  write_bytes(path, text.encode())
-
-
-def write_json(path: str, obj, **kwargs) -> None:
-  write_text(path, json.dumps(obj, **kwargs))
-
-
-def append_line(path: str, obj) -> None:
-  """Appends one JSON line by rewriting the file atomically (a log of one line per evaluation is
-  small), so a crash leaves the old log or the new one. `read_metrics_log` still drops a
-  partial last line, which older versions (plain appends) could leave."""
-  old = ''
-  if os.path.exists(path):
-    with open(path) as f:
-      old = f.read()
-    if old and not old.endswith('\n'):
-      old += '\n'
-  write_text(path, old + json.dumps(obj) + '\n')
 
 
 def read_metrics_log(path: str) -> list[dict]:
@@ -99,7 +62,7 @@ def rewrite_metrics_log(path: str, max_step: int) -> None:
     return
   kept = [entry for entry in read_metrics_log(path)
           if isinstance(entry, dict) and entry.get('step', 0) <= max_step]
-  write_text(path, ''.join(json.dumps(entry) + '\n' for entry in kept))
+  atomic.write_text(path, ''.join(json.dumps(entry) + '\n' for entry in kept))
 
 
 # ------------------------------------------------------------------------------- the lock
@@ -213,7 +176,7 @@ def prepare_workdir(workdir: str, config) -> None:
       release_lock(workdir)
     raise
   if jax.process_index() == 0:
-    write_json(os.path.join(workdir, 'config.json'),
+    atomic.write_json(os.path.join(workdir, 'config.json'),
                versions.stamp(json.loads(config.to_json_best_effort())), indent=2, sort_keys=True)
 
 
@@ -223,6 +186,8 @@ def _check_saved_config(workdir: str, config) -> None:
   today's code reads it (`versions.upgrade`)."""
   if not checkpoint.has_checkpoint(workdir):
     return
+  from comic_jax.methods import registry
+  sections = registry.method_sections()
   saved_path = os.path.join(workdir, 'config.json')
   require(os.path.exists(saved_path),
           f'workdir {workdir!r} has checkpoints but no config.json, so its config cannot be '
@@ -231,11 +196,12 @@ def _check_saved_config(workdir: str, config) -> None:
     with open(saved_path) as f:
       saved = json.load(f)
     require(isinstance(saved, dict), f'{saved_path} is not a JSON object')
-    saved = versions.identity(versions.flatten(versions.upgrade(saved, saved_path)))
+    saved = versions.identity(versions.flatten(versions.upgrade(saved, saved_path)), sections)
   except (json.JSONDecodeError, UnicodeDecodeError, AttributeError, TypeError) as e:
     raise UserError(f'{saved_path} is unreadable ({e}), so the config of the checkpoints '
                     'cannot be checked; restore it, or use a new --workdir') from None
-  current = versions.identity(versions.flatten(json.loads(config.to_json_best_effort())))
+  current = versions.identity(versions.flatten(json.loads(config.to_json_best_effort())),
+                             sections)
   differ = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
   shown = ', '.join(f'{k}: {saved.get(k)!r} there, {current.get(k)!r} now' for k in differ[:3])
   require(not differ, f'workdir {workdir!r} holds a run with another config ({shown}'
@@ -243,20 +209,6 @@ def _check_saved_config(workdir: str, config) -> None:
 
 
 # ------------------------------------------------------------------------------- preemption
-
-class Preempted(Exception):
-  """Raised by the training loop after it saved a checkpoint because of a signal."""
-
-  def __init__(self, step: int, signum: int | None):
-    self.step, self.signum = step, signum
-    name = signal.Signals(signum).name if signum else 'preemption notice'
-    super().__init__(f'stopped at step {step} ({name}), checkpoint saved; rerun the same command '
-                     'to resume')
-
-  @property
-  def exit_code(self) -> int:
-    return PREEMPTED_EXIT_BASE + (self.signum or signal.SIGTERM)
-
 
 class PreemptionGuard:
   """Turns SIGTERM / SIGINT into a request to stop at the next step boundary.

@@ -22,7 +22,7 @@ import zipfile
 
 import numpy as np
 
-from comic_jax import workdir as workdir_lib
+from comic_jax import atomic
 from comic_jax.errors import UserError, require
 
 ACCEPT = ('yes', 'y', 'accept', 'accepted', '1', 'true')
@@ -104,7 +104,7 @@ def label_file_bytes(path: str, files, labels: np.ndarray, class_names, arrays) 
 def review(workdir: str, reviewed: str, labels_path: str, output: str) -> dict:
   """Writes `output`, the run's label file `labels_path` after the review `reviewed`; returns
   the counts {'accepted', 'rejected', 'images', 'unknown'}."""
-  from comic_jax import inference
+  from comic_jax.inference import restore as inference
   config = inference.load_config(workdir)
   class_names = tuple(inference.class_names_of(workdir, config))
   dc = config.data
@@ -140,7 +140,7 @@ def review(workdir: str, reviewed: str, labels_path: str, output: str) -> dict:
   data = label_file_bytes(output, files, new, names or class_names, arrays)
   try:
     os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
-    workdir_lib.write_bytes(output, data)
+    atomic.write_bytes(output, data)
   except OSError as e:
     raise UserError(f'cannot write {output!r}: {e.strerror or e}') from None
   return {'accepted': int(sum(accepted)), 'rejected': int(len(accepted) - sum(accepted)),

@@ -11,7 +11,7 @@ from typing import Sequence
 
 import numpy as np
 
-from comic_jax import workdir as workdir_lib
+from comic_jax import atomic
 from comic_jax.errors import UserError, require
 
 THRESHOLDS_FILE = 'thresholds.json'
@@ -45,7 +45,7 @@ def write_thresholds(workdir: str, class_names: Sequence[str],
                      thresholds: dict[str, np.ndarray]) -> str:
   """Writes `thresholds.json` in `workdir` (atomically); returns its path."""
   path = os.path.join(workdir, THRESHOLDS_FILE)
-  workdir_lib.write_json(path, {'class_names': list(class_names),
+  atomic.write_json(path, {'class_names': list(class_names),
                                 'thresholds': {k: [float(t) for t in v]
                                                for k, v in thresholds.items()}}, indent=2)
   return path

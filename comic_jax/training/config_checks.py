@@ -7,11 +7,12 @@ import math
 import jax
 import ml_collections
 
-from comic_jax import optim, versions
+from comic_jax import versions
 from comic_jax.data import augment, sources
 from comic_jax.errors import require
 from comic_jax.methods import registry
 from comic_jax.models import backbones
+from comic_jax.training import optim
 
 
 def validate_config(config: ml_collections.ConfigDict) -> None:

@@ -1,5 +1,6 @@
-"""A trained model's predictor: how a new image becomes a model input (`preprocessing_of`,
-`transform`) and the `Predictor` that turns inputs into probabilities and labels. Built by
+"""A trained model's predictor: the `Predictor` that turns inputs (each image through its run's
+source preprocessing, `sources.preprocessing_of` and `images.model_input`) into probabilities
+and labels. Built by
 `predict.load` (a workdir) or `export.load_export` (an exported folder), which supply the
 probabilities function; nothing here knows how the model was trained.
 
@@ -15,56 +16,7 @@ import numpy as np
 
 from comic_jax.data import images as image_ops
 from comic_jax.errors import UserError, require
-from comic_jax.thresholds import THRESHOLDS_FILE, f1_thresholds, write_thresholds
-
-# ------------------------------------------------------------------------------- preprocessing
-
-def preprocessing_of(config) -> dict:
-  """How a new image becomes a model input: the run's evaluation transform, as data.
-
-  {'input': 'image', 'resize': R, 'height': H, 'width': W}: the shorter side resized to R, then
-  the central H x W (real images: R = data.eval_resize, H = W = data.image_size; PLT-Synth and
-  npz images: the size the model was trained at). {'input': 'features', 'dim': D}: vectors.
-  """
-  dc = config.data
-  if dc.name == 'shards':   # the shards' manifest says what their inputs are
-    from comic_jax.data import shards
-    return shards.preprocessing_of(dc)
-  if dc.name == 'npz':
-    shape = npz_row_shape(dc.path, 'x_test')
-    if len(shape) == 1:
-      return {'input': 'features', 'dim': int(shape[0])}
-    return {'input': 'image', 'resize': int(min(shape[:2])), 'height': int(shape[0]),
-            'width': int(shape[1])}
-  resize = dc.eval_resize if dc.name in ('voc', 'coco', 'folder') else dc.image_size
-  return {'input': 'image', 'resize': int(resize), 'height': int(dc.image_size),
-          'width': int(dc.image_size)}
-
-
-def npz_row_shape(path: str, key: str) -> tuple[int, ...]:
-  """Shape of one row of `key` in an .npz, read from the array header only."""
-  import zipfile
-  require(bool(path) and os.path.isfile(path), f'the run\'s data file {path!r} is needed to know '
-          'its input shape and does not exist (an exported model does not need it)')
-  with zipfile.ZipFile(path) as z, z.open(key + '.npy') as f:
-    version = np.lib.format.read_magic(f)
-    read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                   else np.lib.format.read_array_header_2_0)
-    shape, _, _ = read_header(f)
-  return tuple(shape[1:])
-
-
-def transform(image, preprocessing: dict, name: str | None = None) -> np.ndarray:
-  """One image (path, bytes or uint8 array, any size) -> the model's uint8 (H, W, 3) input."""
-  img = image_ops.decode_image(image, name)
-  h, w, resize = preprocessing['height'], preprocessing['width'], preprocessing['resize']
-  if h == w:
-    return image_ops.eval_transform(img, resize, h)
-  resized = image_ops.resize_shorter_side(img, resize)
-  top, left = (resized.shape[0] - h) // 2, (resized.shape[1] - w) // 2
-  require(top >= 0 and left >= 0, f'image {name or ""} is too small for the {h}x{w} input')
-  return np.ascontiguousarray(resized[top:top + h, left:left + w])
-
+from comic_jax.inference.thresholds import THRESHOLDS_FILE, f1_thresholds, write_thresholds
 
 # ------------------------------------------------------------------------------- the predictor
 
@@ -117,7 +69,7 @@ class Predictor:
     names = [_name(names, i) for i in range(len(items))]
     if not items:
       return np.zeros((0, prep['height'], prep['width'], 3), np.uint8)
-    return np.stack([transform(item, prep, name) for item, name in zip(items, names)])
+    return np.stack([image_ops.model_input(item, prep, name) for item, name in zip(items, names)])
 
   # -------------------------------------------------------------- outputs
   def predict_all(self, inputs, names: Sequence[str] | None = None) -> dict[str, np.ndarray]:

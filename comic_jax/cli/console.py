@@ -1,7 +1,7 @@
 """Console scripts of `pip install .`: each runs its module exactly as `python -m` does (as
 `__main__`, through `runpy`), so `comic-jax-train`, `comic-jax-benchmark`, `comic-jax-predict`,
 `comic-jax-audit` and `comic-jax-convert` are `python -m comic_jax.main`, `.benchmark`,
-`.predict`, `.audit` and `.data.convert`: the same flags, branches (`--render-docs`), help and
+`.predict`, `.audit` and `.data.convert`: the same flags, help and
 errors (tests/test_console.py runs both forms)."""
 import runpy
 

@@ -19,10 +19,12 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from comic_jax import checkpoint, features, optim, predictor, versions
-from comic_jax import state as state_lib
+from comic_jax import versions
+from comic_jax.data import sources
 from comic_jax.errors import UserError, require
 from comic_jax.methods import registry
+from comic_jax.training import checkpoint, features, optim
+from comic_jax.training import state as state_lib
 
 
 def load_config(workdir: str) -> ml_collections.ConfigDict:
@@ -55,7 +57,7 @@ def class_names_of(workdir: str, config) -> tuple[str, ...]:
 def head_input(config) -> dict:
   """The input the heads of a run read: `preprocessing_of` for end-to-end runs; for a
   frozen-backbone run {'input': 'features', 'dim': D} of its backbone's features."""
-  prep = predictor.preprocessing_of(config)
+  prep = sources.preprocessing_of(config.data)
   if not config.model.feature_cache:
     return prep
   return {'input': 'features', 'dim': features.feature_dim(config, _example(prep))}
@@ -116,7 +118,7 @@ def read_backbone_record(workdir: str) -> dict:
 def _backbone_variables(workdir: str, config):
   features.check_weights(config, read_backbone_record(workdir),
                          os.path.join(workdir, features.BACKBONE_FILE))
-  return features.frozen_backbone(config, _example(predictor.preprocessing_of(config)))[1]
+  return features.frozen_backbone(config, _example(sources.preprocessing_of(config.data)))[1]
 
 
 def probabilities_fn(method, config) -> Callable:

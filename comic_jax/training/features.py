@@ -23,11 +23,12 @@ import numpy as np
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from comic_jax import costs, progress
+from comic_jax import atomic, progress
 from comic_jax.data import augment, pipeline, splits
 from comic_jax.data.types import PLTData
 from comic_jax.errors import warn
 from comic_jax.models import backbones, networks, pretrained
+from comic_jax.training import costs
 
 BACKBONE_FILE = 'backbone.json'   # a frozen-backbone run's weights record (`weights_record`)
 
@@ -121,9 +122,8 @@ def weights_record(config) -> dict:
 
 def write_weights_record(workdir: str, config) -> None:
   """`<workdir>/backbone.json`: the `weights_record` of a frozen-backbone run (atomically)."""
-  from comic_jax import workdir as workdir_lib
   if jax.process_index() == 0:
-    workdir_lib.write_json(os.path.join(workdir, BACKBONE_FILE), weights_record(config),
+    atomic.write_json(os.path.join(workdir, BACKBONE_FILE), weights_record(config),
                            indent=2)
 
 

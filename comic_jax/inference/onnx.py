@@ -4,7 +4,7 @@ artifact when the optional `onnx` package is installed (`pip install 'comic-jax[
 
 The graph: input `images` uint8 (batch, H, W, 3), images already brought to the model's input
 as model.json's `preprocessing` says (the shorter side resized, then the central H x W:
-`predictor.transform`); `features` float32 (batch, D) for a feature-vector run; output
+`images.model_input`); `features` float32 (batch, D) for a feature-vector run; output
 `probabilities` float32 (batch, C) of the reported model; the batch size is symbolic. The
 variables are the graph's initializers.
 

@@ -17,6 +17,8 @@ import time
 import numpy as np
 from flax import traverse_util
 
+from comic_jax import atomic
+
 
 def json_safe(x):
   """NaN -> None (JSON null), NumPy scalars -> Python."""
@@ -96,8 +98,7 @@ class MetricsLog:
     if not self.enabled:
       return
     line = json_safe(line)
-    from comic_jax import workdir as workdir_lib  # (it imports this module's neighbours)
-    workdir_lib.append_line(self.path, line)
+    atomic.append_line(self.path, line)
     self.tensorboard.write_scalars(line['step'], scalars_of(line))
     self.tensorboard.flush()
 

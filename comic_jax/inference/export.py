@@ -2,7 +2,7 @@
 method or the training data:
 
     model.json          class names, reported models (the first answers by default), the
-                        preprocessing (`predictor.preprocessing_of`), validation thresholds or
+                        preprocessing (`sources.preprocessing_of`), validation thresholds or
                         null, the input signature, the platforms exported for and, for a
                         frozen-backbone run, its backbone weights (package, sha256)
     variables.safetensors  every variable the prediction reads (parameters, batch statistics,
@@ -28,9 +28,11 @@ import os
 import numpy as np
 import safetensors.numpy
 
-from comic_jax import onnx_export, predictor, thresholds
-from comic_jax import workdir as workdir_lib
+from comic_jax import atomic
+from comic_jax.data import sources
 from comic_jax.errors import UserError, require, warn
+from comic_jax.inference import onnx as onnx_export
+from comic_jax.inference import predictor, thresholds
 
 FORMAT = 'comic-jax-export/1'
 META, VARIABLES, FUNCTION = 'model.json', 'variables.safetensors', 'model.jaxexport'
@@ -62,6 +64,25 @@ def flatten_variables(tree) -> tuple[dict[str, np.ndarray], list[str], object]:
 
 # ------------------------------------------------------------------------------- export
 
+def _write_folder(out_dir: str, tensors: bytes, function: bytes, onnx_model: bytes | None,
+                  meta: dict) -> None:
+  """The export's files, model.json last (an earlier export's model.json goes first)."""
+  try:
+    os.makedirs(out_dir, exist_ok=True)
+    if os.path.exists(os.path.join(out_dir, META)):
+      os.remove(os.path.join(out_dir, META))
+    atomic.write_bytes(os.path.join(out_dir, VARIABLES), tensors)
+    atomic.write_bytes(os.path.join(out_dir, FUNCTION), function)
+    onnx_path = os.path.join(out_dir, onnx_export.FILE)
+    if onnx_model is not None:
+      atomic.write_bytes(onnx_path, onnx_model)
+    elif os.path.exists(onnx_path):   # an earlier export's: not this model's
+      os.remove(onnx_path)
+    atomic.write_json(os.path.join(out_dir, META), meta, indent=2)
+  except OSError as e:
+    raise UserError(f'cannot write the export to {out_dir!r}: {e.strerror or e}') from None
+
+
 def export_model(workdir: str, out_dir: str, log=print) -> str:
   """Writes the folder described in the module docstring for the latest checkpoint of
   `workdir`; returns `out_dir`. A frozen-backbone run's export holds its backbone too: the
@@ -70,7 +91,7 @@ def export_model(workdir: str, out_dir: str, log=print) -> str:
   import jax
   from jax import export as jax_export
 
-  from comic_jax import inference  # the model code: only to export, never to load an export
+  from comic_jax.inference import restore as inference  # the model code: only to export
 
   config = inference.load_config(workdir)
   names = inference.class_names_of(workdir, config)
@@ -82,7 +103,7 @@ def export_model(workdir: str, out_dir: str, log=print) -> str:
     tree = jax.tree_util.tree_unflatten(treedef, [flat_vars[n] for n in order])
     return probabilities(tree, images)
 
-  prep = predictor.preprocessing_of(config)
+  prep = sources.preprocessing_of(config.data)
   (batch,) = jax_export.symbolic_shape('batch')
   if prep['input'] == 'features':
     image_spec = jax.ShapeDtypeStruct((batch, prep['dim']), np.float32)
@@ -112,22 +133,8 @@ def export_model(workdir: str, out_dir: str, log=print) -> str:
     meta['backbone'] = inference.read_backbone_record(workdir)
   # Everything serialised before any file is written; model.json goes last, so a folder whose
   # writing stopped half-way is not an export (`is_export`).
-  serialized = exported.serialize()
   tensors = safetensors.numpy.save({k: np.asarray(v, order='C') for k, v in flat.items()})
-  try:
-    os.makedirs(out_dir, exist_ok=True)
-    if os.path.exists(os.path.join(out_dir, META)):
-      os.remove(os.path.join(out_dir, META))
-    workdir_lib.write_bytes(os.path.join(out_dir, VARIABLES), tensors)
-    workdir_lib.write_bytes(os.path.join(out_dir, FUNCTION), bytes(serialized))
-    onnx_path = os.path.join(out_dir, onnx_export.FILE)
-    if onnx_model is not None:
-      workdir_lib.write_bytes(onnx_path, onnx_model)
-    elif os.path.exists(onnx_path):   # an earlier export's: not this model's
-      os.remove(onnx_path)
-    workdir_lib.write_json(os.path.join(out_dir, META), meta, indent=2)
-  except OSError as e:
-    raise UserError(f'cannot write the export to {out_dir!r}: {e.strerror or e}') from None
+  _write_folder(out_dir, tensors, bytes(exported.serialize()), onnx_model, meta)
   return out_dir
 
 

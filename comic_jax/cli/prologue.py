@@ -1,15 +1,23 @@
-"""Command-line helpers shared by `main`, `benchmark` and `predict`: a user's mistake on the
-command line ends with one line on stderr and exit status 2, never a stack trace; a signal
-outside the training steps ends the process with one line.
+"""The prologue every command shares (comic_jax/cli/: train, benchmark, predict, audit,
+convert): flags parsed with one-line errors, a user's mistake ending with one line on stderr and
+exit status 2 (never a stack trace), a preempted run ending with its checkpoint saved and the
+exit status 128 + signal, a signal outside the training steps ending the process with one line,
+and the console kept to the command's own progress (JAX's and orbax's INFO logs off).
 
 The process's runtime tuning (malloc, the CPU-device split, the compilation cache) is
-`runtime.py`; the description of the machine behind a run's numbers is `machine.py`.
+`cli/runtime.py`; the description of the machine behind a run's numbers is
+`training/machine.py`.
 """
+import contextlib
 import os
 import signal
 import sys
 
-from absl import flags
+from absl import app, flags
+
+from comic_jax import versions
+
+versions.configs_importable()   # the config files import `configs.default`
 
 
 def fail(message) -> None:
@@ -43,6 +51,50 @@ def parse_flags(argv):
     fail(f'cannot load the config file: {str(e).strip().splitlines()[-1]}')
 
 
+def parse_plain_flags(argv):
+  """absl's flag parsing with one-line errors, for a command without a config file."""
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:
+    fail(e)
+
+
+def run(main, *, config_file: bool = True) -> None:
+  """absl's `app.run(main)` with this prologue's flag parsing (`parse_flags` where the command
+  takes `--config`, else `parse_plain_flags`). `--help` lists the flags of the module run as
+  `__main__` (`python -m comic_jax.main`): the command module's flags are listed as its."""
+  for flag in flags.FLAGS.flags_by_module_dict().get(main.__module__, []):
+    flags.FLAGS.register_key_flag_for_module(sys.argv[0], flag)
+  app.run(main, flags_parser=parse_flags if config_file else parse_plain_flags)
+
+
+def no_arguments(argv) -> None:
+  """Every input of a command is a flag: a stray word is a user's mistake."""
+  if len(argv) > 1:
+    fail(f'unexpected argument(s) {" ".join(argv[1:])}: give options as --name=value '
+         '(see --help)')
+
+
+def quiet_logs() -> None:
+  """Orbax and JAX log every checkpoint step at INFO: keep the console to our progress."""
+  from absl import logging
+  logging.set_verbosity(logging.WARNING)
+
+
+@contextlib.contextmanager
+def user_errors():
+  """A UserError ends the command with one line and status 2; a preempted run (its checkpoint
+  saved) with its one line and status 128 + signal."""
+  from comic_jax.errors import Preempted, UserError
+  try:
+    yield
+  except UserError as e:
+    fail(e)
+  except Preempted as e:
+    print(str(e), file=sys.stderr)
+    sys.exit(e.exit_code)
+
+
 def exit_on_signals() -> None:
   """SIGTERM / SIGINT outside the training steps (imports, data loading, compilation, the final
   evaluation, a second Ctrl-C) end the process at once with one line and status 128 + signal.
@@ -54,7 +106,7 @@ def exit_on_signals() -> None:
   ignores (nohup, a background job) stays ignored.
   """
   def handle(signum, frame):
-    workdir = sys.modules.get('comic_jax.workdir')
+    workdir = sys.modules.get('comic_jax.training.workdir')
     if workdir is not None:
       workdir.release_all_locks()
     print(f'\nstopped by {signal.Signals(signum).name}; rerun the same command to resume from '
