@@ -6,7 +6,10 @@ comments, so that every published number has one source.
     python -m comic_jax.benchmark --render-docs          # rerender from docs/results only
     python -m comic_jax.benchmark --render-docs --check  # exit 1 if a rendered table is stale
 
-`<!-- table: NAME -->` ... `<!-- end table -->` holds the whole table of `docs/results/NAME`,
+`<!-- table: NAME -->` ... `<!-- end table -->` holds the whole table of `docs/results/NAME`
+(`table.csv`), and `<!-- table: NAME/STUDY -->` a study preset's table published beside it
+(`--publish=synthetic/modules=runs/bench/table_modules.csv`: `table_modules.csv`,
+`environment_modules.json`),
 `<!-- summary: NAME=LABEL, ... -->` ... `<!-- end summary -->` the README's short one (BCE, the
 best other baseline, COMIC, COMIC+ of each named table). Rendering needs no JAX.
 """
@@ -42,11 +45,20 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join('docs', 'results')
 RENDERED = ('README.md', 'docs/results.md')     # the files with rendered tables
 MARKER = re.compile(r'<!-- (table|summary): ([^>]+?) -->\n.*?<!-- end \1 -->', re.DOTALL)
+NAME = re.compile(r'[\w-]+(/[\w-]+)?')     # a main table (synthetic) or a study (synthetic/modules)
+
+
+def table_file(name: str) -> str:
+  """The table of a published result, relative to docs/results: synthetic -> synthetic/
+  table.csv, synthetic/modules -> synthetic/table_modules.csv."""
+  directory, _, study = name.partition('/')
+  return os.path.join(directory, f'table_{study}.csv' if study else 'table.csv')
 
 
 @dataclasses.dataclass(frozen=True)
 class Result:
-  """One committed benchmark output: docs/results/<name>/table.csv and environment.json."""
+  """One committed benchmark output: docs/results/<name>/table.csv and environment.json, or a
+  study's docs/results/<name>/table_<study>.csv and environment_<study>.json."""
   name: str
   columns: list          # the table's columns ('total' for total_mean / total_std)
   rows: list             # per row {column: text or (mean, std)}
@@ -54,9 +66,9 @@ class Result:
 
 
 def load_result(name: str, root: str = ROOT) -> Result:
-  directory = os.path.join(root, RESULTS, name)
-  require(os.path.isdir(directory), f'no benchmark output {os.path.join(RESULTS, name)}')
-  with open(os.path.join(directory, 'table.csv'), newline='') as f:
+  table = os.path.join(root, RESULTS, table_file(name))
+  require(os.path.isfile(table), f'no benchmark output {os.path.join(RESULTS, table_file(name))}')
+  with open(table, newline='') as f:
     reader = csv.reader(f)
     flat = next(reader)
     body = list(reader)
@@ -70,7 +82,7 @@ def load_result(name: str, root: str = ROOT) -> Result:
     cells = dict(zip(flat, line))
     rows.append({c: (float(cells[f'{c}_mean']), float(cells[f'{c}_std']))
                  if f'{c}_mean' in cells else cells[c] for c in columns})
-  with open(os.path.join(directory, 'environment.json')) as f:
+  with open(environment_path(table)) as f:
     environment = json.load(f)
   return Result(name, columns, rows, environment)
 
@@ -106,7 +118,7 @@ def render_table(result: Result, link: str) -> list[str]:
   `link` is the table file's path relative to the page."""
   lines = markdown_table(result.columns, [[cell(r[c]) for c in result.columns]
                                           for r in result.rows])
-  source = f'[{RESULTS}/{result.name}/table.csv]({link})'
+  source = f'[{RESULTS}/{table_file(result.name)}]({link})'
   return [*lines, '', f'Measured with {machine_line(result)} Source: {source}']
 
 
@@ -144,7 +156,7 @@ def render_text(text: str, page: str, root: str = ROOT) -> str:
     results = [load_result(n, root) for n in names]
     if kind == 'table':
       require(len(results) == 1, f'{page}: a table marker names one result, not {match.group(2)}')
-      link = os.path.relpath(os.path.join(RESULTS, names[0], 'table.csv'), os.path.dirname(page))
+      link = os.path.relpath(os.path.join(RESULTS, table_file(names[0])), os.path.dirname(page))
       lines = render_table(results[0], link)
     else:
       lines = render_summary(results, [a.partition('=')[2].strip() or n
@@ -155,15 +167,22 @@ def render_text(text: str, page: str, root: str = ROOT) -> str:
 
 def publish(name: str, table_csv: str, root: str = ROOT) -> None:
   """Copies a benchmark's table (and its environment file, and for the main table its pictures)
-  into docs/results/<name>/."""
+  into docs/results/<name>/; a study (`synthetic/modules`) beside its main table, from the
+  benchmark's `table_modules.csv`."""
+  study = name.partition('/')[2]
+  expected = f'table_{study}.csv'
+  require(not study or os.path.basename(table_csv) == expected,
+          f'--publish={name}=...: the {study} study\'s table is {expected}, not '
+          f'{os.path.basename(table_csv)}')
   env = environment_path(table_csv)
   for path in (table_csv, env):
     require(os.path.exists(path), f'--publish: {path} does not exist (run the benchmark first)')
-  directory = os.path.join(root, RESULTS, name)
+  target = os.path.join(root, RESULTS, table_file(name))
+  directory = os.path.dirname(target)
   os.makedirs(directory, exist_ok=True)
-  shutil.copyfile(table_csv, os.path.join(directory, 'table.csv'))
-  shutil.copyfile(env, os.path.join(directory, 'environment.json'))
-  if os.path.basename(table_csv) == 'table.csv':
+  shutil.copyfile(table_csv, target)
+  shutil.copyfile(env, environment_path(target))
+  if not study and os.path.basename(table_csv) == 'table.csv':
     source = os.path.dirname(table_csv)
     for picture in sorted(os.listdir(source or '.')):
       if picture.endswith('.png'):
@@ -176,7 +195,8 @@ def render_parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(prog='python -m comic_jax.benchmark --render-docs')
   parser.add_argument('--render-docs', action='store_true', required=True)
   parser.add_argument('--publish', action='append', default=[], metavar='NAME=TABLE.csv',
-                      help='copy a benchmark output into docs/results/NAME first')
+                      help='copy a benchmark output into docs/results/NAME first (a study: '
+                      'NAME/STUDY=.../table_STUDY.csv)')
   parser.add_argument('--check', action='store_true', help='only report stale tables')
   return parser
 
@@ -188,8 +208,9 @@ def render_docs(argv: list[str], root: str = ROOT) -> int:
   try:
     for item in args.publish:
       name, sep, path = item.partition('=')
-      require(bool(sep) and re.fullmatch(r'[\w-]+', name) is not None and path.endswith('.csv'),
-              f'--publish={item!r} must look like NAME=path/to/table.csv')
+      require(bool(sep) and NAME.fullmatch(name) is not None and path.endswith('.csv'),
+              f'--publish={item!r} must look like NAME=path/to/table.csv or '
+              'NAME/STUDY=path/to/table_STUDY.csv')
       publish(name, path, root)
     stale = []
     for rel in RENDERED:

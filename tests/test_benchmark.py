@@ -96,3 +96,27 @@ def test_a_study_row_that_repeats_the_recipe_is_left_out():
                                     "L_htb weight 1 (the paper's)", "MFM teachers (the paper's)",
                                     "cosine teachers (the paper's)",
                                     "teachers' energy term (the paper's)")]
+
+
+def test_a_study_of_two_methods_names_each_row_with_its_method(tmp_path):
+  """COMIC's and COMIC+'s -RLC rows of one `--preset=modules` table are told apart; the cells
+  are the mean and sample std of the seeds' results.json."""
+  exps = [e for e in benchmark.experiments('modules', ('comic', 'comic_plus'))
+          if e.label in ('COMIC', '-RLC', 'COMIC+')]
+  totals = {'comic': (20.0, 22.0), 'comic_no_rlc': (19.0, 19.5), 'comic_plus': (30.0, 31.0),
+            'comic_plus_no_rlc': (29.0, 33.0)}
+  for e in exps:
+    for seed, total in enumerate(totals[e.key]):
+      run = tmp_path / e.key / f'seed{seed}'
+      run.mkdir(parents=True)
+      (run / 'results.json').write_text(json.dumps(
+          {e.spec.primary_model: {'total': total, 'average': total + 1, 'recall': 50.0},
+           'Other Model': {'total': 0.0, 'average': 0.0, 'recall': 0.0}}))
+  header, rows = benchmark.table_rows(str(tmp_path), 'modules', exps, 2)
+  assert header == ['setting', 'total', 'average', 'recall', 'seeds']
+  assert [r[0] for r in rows] == ['COMIC', 'COMIC -RLC', 'COMIC+', 'COMIC+ -RLC']
+  assert rows[3][1] == pytest.approx((31.0, np.sqrt(8.0)))     # (29 + 33) / 2, sample std
+  assert rows[1][2] == pytest.approx((20.25, np.sqrt(0.125)))
+  assert rows[3][3:] == [(50.0, 0.0), 2]
+  _, alone = benchmark.table_rows(str(tmp_path), 'modules', exps[:2], 2)
+  assert [r[0] for r in alone] == ['COMIC', '-RLC']      # one method: the labels as defined

@@ -10,7 +10,8 @@ import sys
 
 import pytest
 
-from comic_jax import benchmark, published
+from comic_jax import published
+from comic_jax.training import benchmark
 from conftest import ROOT
 
 PAGES = ['README.md'] + sorted(
@@ -124,6 +125,51 @@ def test_render_command_publishes_and_checks(tmp_path):
                         '--publish=bad'], cwd=ROOT, capture_output=True, text=True, check=False)
   assert out.returncode == 2 and out.stderr.startswith('error: --publish=')
 
+
+
+def test_a_study_table_is_published_beside_its_main_table_and_checked(tmp_path, capsys):
+  """`--publish=toy/modules=.../table_modules.csv` copies the study's table and environment
+  beside docs/results/toy/table.csv; its marker renders the whole table, and a stale one (a
+  changed result, or a hand edit) fails --check."""
+  root = tmp_path / 'repo'
+  for rel in published.RENDERED:
+    (root / rel).parent.mkdir(parents=True, exist_ok=True)
+  (root / 'README.md').write_text('# toy\n')
+  (root / 'docs/results.md').write_text('## Ablations\n\n<!-- table: toy/modules -->\n'
+                                        '<!-- end table -->\n\nProse.\n')
+  bench = tmp_path / 'bench'
+  bench.mkdir()
+  benchmark.write_tables(str(bench), 'modules', ['setting', 'total', 'average', 'recall', 'seeds'],
+                         [['COMIC', (24.0812, 1.0449), (25.5, 0.9), (46.66, 2.7), 3],
+                          ['-HTB', (26.5, 0.4), (28.18, 0.39), (56.93, 0.67), 3]])
+  (bench / 'environment_modules.json').write_text(json.dumps({
+      'command': 'python -m comic_jax.benchmark --preset=modules', 'date': '2030-01-02',
+      'wall_time_s': 61.0, 'runs': 6, 'runs_trained': 6, 'jax': '0.10.2', 'backend': 'cpu',
+      'devices': 1, 'cpu_cores': 2, 'cpu': {'model_name': 'Toy CPU', 'features': ['avx2']}}))
+  argv = ['--render-docs', f'--publish=toy/modules={bench / "table_modules.csv"}']
+  assert published.render_docs(argv, str(root)) == 0
+  results = root / published.RESULTS / 'toy'
+  assert sorted(os.listdir(results)) == ['environment_modules.json', 'table_modules.csv']
+  page = (root / 'docs/results.md').read_text()
+  assert '| setting | total | average | recall | seeds |' in page
+  assert '| COMIC | 24.08 ± 1.04 | 25.50 ± 0.90 | 46.66 ± 2.70 | 3 |' in page
+  assert '| -HTB | 26.50 ± 0.40 | 28.18 ± 0.39 | 56.93 ± 0.67 | 3 |' in page
+  assert ('`python -m comic_jax.benchmark --preset=modules`: Toy CPU, 2 cores, avx2; 1 CPU device; '
+          '2030-01-02, 1 min 01 s wall, 6 runs, JAX 0.10.2. Source: '
+          '[docs/results/toy/table_modules.csv](results/toy/table_modules.csv)') in page
+  assert page.endswith('<!-- end table -->\n\nProse.\n')
+  assert published.render_docs(['--render-docs', '--check'], str(root)) == 0
+  table = results / 'table_modules.csv'
+  table.write_text(table.read_text().replace('26.5000', '26.9000'))    # a new result
+  assert published.render_docs(['--render-docs', '--check'], str(root)) == 1
+  assert published.render_docs(['--render-docs'], str(root)) == 0
+  assert '| -HTB | 26.90 ± 0.40 |' in (root / 'docs/results.md').read_text()
+  # A study's table under another study's name is refused.
+  with pytest.raises(SystemExit) as exit_:
+    published.render_docs(['--render-docs',
+                           f'--publish=toy/mfm_factors={bench / "table_modules.csv"}'], str(root))
+  assert exit_.value.code == 2
+  assert 'table_mfm_factors.csv, not table_modules.csv' in capsys.readouterr().err
 
 LINK = re.compile(r'!?\[[^\]]*\]\(([^)\s]+)\)')
 

@@ -261,12 +261,14 @@ def table_rows(workdir: str, preset: str, exps: list[Experiment], seeds: int):
   keys = STUDY_COLUMNS[preset]
   header = ['setting', *keys, 'seeds']
   rows = []
+  several = len({e.method for e in exps}) > 1    # COMIC's -RLC and COMIC+'s -RLC: named apart
   for e in exps:
     res = collect(workdir, e, seeds)
     name = e.spec.primary_model
+    label = (f'{e.spec.display_name} {e.label}'
+             if several and not e.label.startswith(e.spec.display_name) else e.label)
     if name in res:
-      rows.append([e.label, *[mean_std([r[k] for r in res[name]]) for k in keys],
-                   len(res[name])])
+      rows.append([label, *[mean_std([r[k] for r in res[name]]) for k in keys], len(res[name])])
   return header, rows
 
 
