@@ -44,6 +44,7 @@ def _load_script(folder: str, name: str):
   import importlib.util
   spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, folder, f'{name}.py'))
   module = importlib.util.module_from_spec(spec)
+  sys.modules[name] = module     # (dataclasses look their module up while it runs)
   spec.loader.exec_module(module)
   return module
 

@@ -10,9 +10,10 @@ import sys
 
 import pytest
 
-from comic_jax import published
 from comic_jax.training import benchmark
-from conftest import ROOT
+from conftest import ROOT, load_tool
+
+published = load_tool('render_docs')   # the renderer: a tool of the checkout
 
 PAGES = ['README.md'] + sorted(
     os.path.relpath(os.path.join(d, f), ROOT)
@@ -29,8 +30,7 @@ def test_readme_tables_match_results():
     text = _read(rel)
     assert published.MARKER.search(text), f'{rel} has no rendered table'
     assert published.render_text(text, rel) == text, (
-        f'{rel}: a table differs from docs/results; run python -m comic_jax.benchmark '
-        '--render-docs')
+        f'{rel}: a table differs from docs/results; run python tools/render_docs.py')
 
 
 def _copy_docs(tmp_path):
@@ -114,15 +114,15 @@ def test_render_command_publishes_and_checks(tmp_path):
   workdir.mkdir(parents=True)
   for f in ('table.csv', 'environment.json'):
     shutil.copyfile(root / published.RESULTS / name / f, workdir / f)
-  argv = ['--render-docs', f'--publish={name}={workdir / "table.csv"}']
+  argv = [f'--publish={name}={workdir / "table.csv"}']
   assert published.render_docs(argv, str(root)) == 0
-  assert published.render_docs(['--render-docs', '--check'], str(root)) == 0
+  assert published.render_docs(['--check'], str(root)) == 0
   text = _read('README.md')
   start = text.index('<!-- summary:')        # a hand edit inside the rendered block
   (root / 'README.md').write_text(text[:start] + text[start:].replace(' ± ', ' +- ', 1))
-  assert published.render_docs(['--render-docs', '--check'], str(root)) == 1
-  out = subprocess.run([sys.executable, '-m', 'comic_jax.benchmark', '--render-docs',
-                        '--publish=bad'], cwd=ROOT, capture_output=True, text=True, check=False)
+  assert published.render_docs(['--check'], str(root)) == 1
+  out = subprocess.run([sys.executable, 'tools/render_docs.py', '--publish=bad'], cwd=ROOT,
+                       capture_output=True, text=True, check=False)
   assert out.returncode == 2 and out.stderr.startswith('error: --publish=')
 
 
@@ -146,7 +146,7 @@ def test_a_study_table_is_published_beside_its_main_table_and_checked(tmp_path, 
       'command': 'python -m comic_jax.benchmark --preset=modules', 'date': '2030-01-02',
       'wall_time_s': 61.0, 'runs': 6, 'runs_trained': 6, 'jax': '0.10.2', 'backend': 'cpu',
       'devices': 1, 'cpu_cores': 2, 'cpu': {'model_name': 'Toy CPU', 'features': ['avx2']}}))
-  argv = ['--render-docs', f'--publish=toy/modules={bench / "table_modules.csv"}']
+  argv = [f'--publish=toy/modules={bench / "table_modules.csv"}']
   assert published.render_docs(argv, str(root)) == 0
   results = root / published.RESULTS / 'toy'
   assert sorted(os.listdir(results)) == ['environment_modules.json', 'table_modules.csv']
@@ -158,16 +158,15 @@ def test_a_study_table_is_published_beside_its_main_table_and_checked(tmp_path, 
           '2030-01-02, 1 min 01 s wall, 6 runs, JAX 0.10.2. Source: '
           '[docs/results/toy/table_modules.csv](results/toy/table_modules.csv)') in page
   assert page.endswith('<!-- end table -->\n\nProse.\n')
-  assert published.render_docs(['--render-docs', '--check'], str(root)) == 0
+  assert published.render_docs(['--check'], str(root)) == 0
   table = results / 'table_modules.csv'
   table.write_text(table.read_text().replace('26.5000', '26.9000'))    # a new result
-  assert published.render_docs(['--render-docs', '--check'], str(root)) == 1
-  assert published.render_docs(['--render-docs'], str(root)) == 0
+  assert published.render_docs(['--check'], str(root)) == 1
+  assert published.render_docs([], str(root)) == 0
   assert '| -HTB | 26.90 ± 0.40 |' in (root / 'docs/results.md').read_text()
   # A study's table under another study's name is refused.
   with pytest.raises(SystemExit) as exit_:
-    published.render_docs(['--render-docs',
-                           f'--publish=toy/mfm_factors={bench / "table_modules.csv"}'], str(root))
+    published.render_docs([f'--publish=toy/mfm_factors={bench / "table_modules.csv"}'], str(root))
   assert exit_.value.code == 2
   assert 'table_mfm_factors.csv, not table_modules.csv' in capsys.readouterr().err
 
@@ -343,7 +342,6 @@ def command_problems(pages_text, flags_of=_helpxml):
   one line each, naming the page, line and what to fix."""
   import importlib.util
 
-  from comic_jax import published
   problems, known = [], {}
   render_flags = {o[2:] for a in published.render_parser()._actions for o in a.option_strings}
   shown = [(page, *c) for page, text in pages_text.items() for c in doc_commands(text)]
@@ -368,9 +366,7 @@ def command_problems(pages_text, flags_of=_helpxml):
     where = f'{page}:{line}'
     if module is not None and module not in known:
       continue
-    defined = (render_flags if module == 'comic_jax.benchmark' and
-               any(f == 'render-docs' for f, _, _ in flags_) else
-               set(known[module]) if module else union)
+    defined = set(known[module]) if module else union
     try:
       config_dict = _config_of(config)
     except (ImportError, AttributeError, TypeError, ValueError) as e:

@@ -40,8 +40,19 @@ import numpy as np
 
 from comic_jax import atomic, progress
 from comic_jax.errors import UserError, require
-from comic_jax.published import environment_path, fmt
 from comic_jax.training import machine
+
+
+def fmt(ms: tuple[float, float]) -> str:
+  return 'n/a' if np.isnan(ms[0]) else f'{ms[0]:.2f} ± {ms[1]:.2f}'
+
+
+def environment_path(table_csv: str) -> str:
+  """The environment file beside a table: table.csv -> environment.json, table_modules.csv ->
+  environment_modules.json."""
+  directory, name = os.path.split(table_csv)
+  return os.path.join(directory, 'environment' + name[len('table'):-len('.csv')] + '.json')
+
 
 # Columns of each study preset; the rows of 'modules', 'mfm_factors' and 'official' come from the
 # methods' specs (`MethodSpec.studies`), 'missing_ratio' applies to any method.

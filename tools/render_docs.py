@@ -2,9 +2,12 @@
 benchmark outputs in `docs/results/<name>/` (`table.csv`, `environment.json`), between marker
 comments, so that every published number has one source.
 
-    python -m comic_jax.benchmark --render-docs --publish=synthetic=runs/bench/table.csv
-    python -m comic_jax.benchmark --render-docs          # rerender from docs/results only
-    python -m comic_jax.benchmark --render-docs --check  # exit 1 if a rendered table is stale
+    python tools/render_docs.py --publish=synthetic=runs/bench/table.csv
+    python tools/render_docs.py            # rerender from docs/results only
+    python tools/render_docs.py --check    # exit 1 if a rendered table is stale
+
+A maintainer's tool of the source checkout (it rewrites the repository's pages), not part of
+the installed package.
 
 `<!-- table: NAME -->` ... `<!-- end table -->` holds the whole table of `docs/results/NAME`
 (`table.csv`), and `<!-- table: NAME/STUDY -->` a study preset's table published beside it
@@ -22,26 +25,16 @@ import json
 import os
 import re
 import shutil
-
-import numpy as np
-
-from comic_jax.cli import prologue as cli
-from comic_jax.errors import UserError, require
-from comic_jax.training import machine
-
-
-def fmt(ms: tuple[float, float]) -> str:
-  return 'n/a' if np.isnan(ms[0]) else f'{ms[0]:.2f} ± {ms[1]:.2f}'
-
-
-def environment_path(table_csv: str) -> str:
-  """The environment file beside a table: table.csv -> environment.json, table_modules.csv ->
-  environment_modules.json."""
-  directory, name = os.path.split(table_csv)
-  return os.path.join(directory, 'environment' + name[len('table'):-len('.csv')] + '.json')
-
+import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)   # a script of the checkout: the package beside it
+
+from comic_jax.cli import prologue as cli  # noqa: E402
+from comic_jax.errors import UserError, require  # noqa: E402
+from comic_jax.training import machine  # noqa: E402
+from comic_jax.training.benchmark import environment_path, fmt  # noqa: E402
+
 RESULTS = os.path.join('docs', 'results')
 RENDERED = ('README.md', 'docs/results.md')     # the files with rendered tables
 MARKER = re.compile(r'<!-- (table|summary): ([^>]+?) -->\n.*?<!-- end \1 -->', re.DOTALL)
@@ -190,10 +183,8 @@ def publish(name: str, table_csv: str, root: str = ROOT) -> None:
 
 
 def render_parser() -> argparse.ArgumentParser:
-  """The flags of `--render-docs` (argparse: this branch of the benchmark command has no absl
-  flags)."""
-  parser = argparse.ArgumentParser(prog='python -m comic_jax.benchmark --render-docs')
-  parser.add_argument('--render-docs', action='store_true', required=True)
+  """The tool's flags (argparse: it needs no absl and no JAX)."""
+  parser = argparse.ArgumentParser(prog='python tools/render_docs.py')
   parser.add_argument('--publish', action='append', default=[], metavar='NAME=TABLE.csv',
                       help='copy a benchmark output into docs/results/NAME first (a study: '
                       'NAME/STUDY=.../table_STUDY.csv)')
@@ -202,7 +193,7 @@ def render_parser() -> argparse.ArgumentParser:
 
 
 def render_docs(argv: list[str], root: str = ROOT) -> int:
-  """`--render-docs [--publish=NAME=TABLE.csv ...] [--check]`: rewrites the marked tables of
+  """`[--publish=NAME=TABLE.csv ...] [--check]`: rewrites the marked tables of
   README.md and docs/results.md; with --check changes nothing and returns 1 if one is stale."""
   args = render_parser().parse_args(argv)
   try:
@@ -228,3 +219,7 @@ def render_docs(argv: list[str], root: str = ROOT) -> int:
   verb = 'stale' if args.check else 'rendered'
   print(f'{verb}: {", ".join(stale)}' if stale else 'every rendered table is up to date')
   return 1 if args.check and stale else 0
+
+
+if __name__ == '__main__':
+  sys.exit(render_docs(sys.argv[1:]))
