@@ -19,7 +19,7 @@ import pytest
 
 from comic_jax.data import pipeline, sources, splits
 from comic_jax.errors import UserError
-from comic_jax.training import config_checks, step, train
+from comic_jax.training import config_checks, step, train, trainer
 from comic_jax.training import workdir as wd
 from conftest import ROOT, assert_one_line, tiny_config
 
@@ -379,7 +379,7 @@ def test_ctrl_c_mid_epoch_saves_and_resumes_bit_identically(tmp_path, trained, m
     signal_at_step_5.calls += 1
     return real(batch, sharding)
   signal_at_step_5.calls = 0
-  monkeypatch.setattr(train, 'host_to_global', signal_at_step_5)
+  monkeypatch.setattr(trainer, 'host_to_global', signal_at_step_5)
   # Python's own Ctrl-C handler, also when pytest runs in a background job (SIGINT ignored).
   original = signal.signal(signal.SIGINT, signal.default_int_handler)
   previous = signal.getsignal(signal.SIGINT)
@@ -392,7 +392,7 @@ def test_ctrl_c_mid_epoch_saves_and_resumes_bit_identically(tmp_path, trained, m
   assert e.value.step == 6 and e.value.exit_code == 128 + signal.SIGINT
   assert str(e.value).startswith('stopped at step 6 (SIGINT), checkpoint saved; rerun')
   assert sorted(int(s) for s in os.listdir(os.path.join(resumed, 'checkpoints'))) == [4, 6]
-  monkeypatch.setattr(train, 'host_to_global', real)
+  monkeypatch.setattr(trainer, 'host_to_global', real)
   train.train_and_evaluate(config, resumed)
   assert _results(resumed) == _results(straight)
 

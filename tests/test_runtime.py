@@ -48,7 +48,7 @@ def test_use_cpu_devices_splits_the_cpu_before_jax_starts(monkeypatch, capsys):
   a device count in XLA_FLAGS (the tests' own) wins; asked after JAX has started (this process):
   one warning line, nothing changed."""
   import jax
-  code = ('from configs import synthetic; from comic_jax import runtime; import jax; '
+  code = ('from configs import synthetic; from comic_jax.cli import runtime; import jax; '
           'c = synthetic.get_config(); c.cpu_devices = 2; '
           'n = runtime.use_cpu_devices(c); print(n, jax.device_count())')
   env = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}

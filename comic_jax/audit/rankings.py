@@ -94,7 +94,7 @@ def embeddings(model, x) -> np.ndarray:
   config, variables = model.config, model.variables
   heads = variables['heads'] if config.model.feature_cache else variables
   if config.model.feature_cache:
-    from comic_jax import features as features_lib
+    from comic_jax.training import features as features_lib
     backbone = features_lib.backbone_features_fn(config)
   network = model.method.network
 
