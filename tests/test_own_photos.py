@@ -89,7 +89,9 @@ def test_folder_route_trains_predicts_exports_and_audits(folder, tmp_path):
   # RLC's threshold max{0.7, P_c}, P_c the mean score of the class over the training images
   # (recomputed here from the predictions).
   suspects = str(tmp_path / 'suspects.csv')
-  _console('comic-jax-audit', f'--workdir={workdir}', f'--output={suspects}', tmp_path=tmp_path)
+  # Ranked by score, so that the order below can be checked from the probabilities alone.
+  _console('comic-jax-audit', f'--workdir={workdir}', f'--output={suspects}', '--rank=score',
+           tmp_path=tmp_path)
   with open(suspects) as f:
     rows = list(csv.DictReader(f))
   assert len(rows) >= 10
