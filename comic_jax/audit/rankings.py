@@ -112,13 +112,7 @@ def embeddings(model, x) -> np.ndarray:
                         batch, train=False)
     return jax.numpy.concatenate(branch_features(out), axis=1)
 
-  x = model.prepare(x)
-  size = model.batch_size
-  out = []
-  for start in range(0, len(x), size):
-    part = x[start:start + size]
-    padded = np.concatenate([part, np.repeat(part[:1], size - len(part), 0)])
-    out.append(np.asarray(run(padded))[:len(part)])
+  out = [np.asarray(run(batch))[:n] for _, batch, n in model.batches(x)]
   return np.concatenate(out).astype(np.float64)
 
 

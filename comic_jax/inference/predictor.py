@@ -72,11 +72,12 @@ class Predictor:
     return np.stack([image_ops.model_input(item, prep, name) for item, name in zip(items, names)])
 
   # -------------------------------------------------------------- outputs
-  def predict_all(self, inputs, names: Sequence[str] | None = None) -> dict[str, np.ndarray]:
-    """{reported model: (N, C) probabilities}, in batches of `batch_size`."""
+  def batches(self, inputs, names: Sequence[str] | None = None):
+    """(start, batch, n): the inputs prepared (`prepare`) in batches of `batch_size`, each
+    padded (with its first row) to one of a few fixed sizes, powers of two up to batch_size, so
+    that few programs are compiled; `n` rows of `batch` are real."""
     if not isinstance(inputs, np.ndarray) and self.preprocessing['input'] == 'image':
       inputs = list(inputs)
-    chunks: dict[str, list] = {}
     n = len(inputs)
     names = [_name(names, i) for i in range(n)]
     features = self.preprocessing['input'] == 'features'
@@ -85,15 +86,20 @@ class Predictor:
     for start in range(0, n, self.batch_size):
       part = inputs[start:start + self.batch_size]
       x = part if features else self.prepare(part, names[start:start + self.batch_size])
-      # A few fixed batch shapes (powers of two up to batch_size), so few compilations.
       size = min(self.batch_size, 1 << max(len(x) - 1, 0).bit_length())
       padded = np.concatenate([x, np.repeat(x[:1], size - len(x), 0)]) if size > len(x) else x
-      for key, value in self._probabilities(padded).items():
-        value = np.asarray(value, np.float32)[:len(x)]
+      yield start, padded, len(x)
+
+  def predict_all(self, inputs, names: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+    """{reported model: (N, C) probabilities}, in batches of `batch_size`."""
+    chunks: dict[str, list] = {}
+    for start, batch, n in self.batches(inputs, names):
+      for key, value in self._probabilities(batch).items():
+        value = np.asarray(value, np.float32)[:n]
         bad = np.flatnonzero(~np.isfinite(value).all(axis=1))
         if len(bad):
           raise UserError(f'the model gives non-finite probabilities for '
-                          f'{names[start + bad[0]]} ({key}); nothing was predicted')
+                          f'{_name(names, start + bad[0])} ({key}); nothing was predicted')
         chunks.setdefault(key, []).append(value)
     if not chunks:
       return {k: np.zeros((0, len(self.class_names)), np.float32) for k in self.model_names}
