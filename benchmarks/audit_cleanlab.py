@@ -46,8 +46,9 @@ def out_of_sample_probs(bce_workdir: str, k: int, scratch: str) -> np.ndarray:
           neg_train=None if d.neg_train is None else d.neg_train[keep],
           **{k_: v for k_, v in x.items() if k_ != 'x_train'})
 
-    def fold_features(config, d, workdir, mesh, log=print, subset=subset):
-      full = cache(config, data, workdir, mesh, log)
+    def fold_features(model_config, data_config, augment_config, d, mesh, subset=subset,
+                      **kwargs):
+      full = cache(model_config, data_config, augment_config, data, mesh, **kwargs)
       return subset(data, x_train=full.x_train, x_test=full.x_test, x_val=full.x_val)
 
     sources.load_dataset = lambda dc, subset=subset: subset(load(dc))

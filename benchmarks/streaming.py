@@ -101,7 +101,8 @@ def feed_rate(config, data, steps: int) -> float:
   """Batches/s of the training feed for `data` (shards or in memory), `steps` steps."""
   from comic_jax.data import pipeline, samplers
   streams = {'main': samplers.create_sampler('uniform', data.y_train, config.batch_size, 0)}
-  feed = pipeline.create_feed(data, streams, {'main': None}, config, steps + 1)
+  feed = pipeline.create_feed(data, streams, {'main': None}, config.data,
+                              batch_size=config.batch_size, seed=config.seed, num_steps=steps + 1)
   feed.batch(0)   # workers started, first batch made
   start = time.perf_counter()
   for step in range(1, steps + 1):

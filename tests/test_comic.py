@@ -61,7 +61,7 @@ def _method_and_shapes(config):
   data = sources.load_dataset(config.data)
   method = registry.create_method(config, data.y_train, len(data.x_train) // config.batch_size,
                                   data.class_names)
-  samplers = step.create_samplers(method, data, config)
+  samplers = step.create_samplers(method, data.y_train, config.batch_size, config.seed)
   example = jax.tree.map(lambda x: x[:1],
                          pipeline.train_batch(data, samplers, method.streams, 0, config.seed))
   return method, jax.eval_shape(method.init, jax.random.key(0), example)

@@ -19,8 +19,9 @@ def test_frozen_backbone_features_are_cached_and_the_heads_train(tmp_path):
   workdir = str(tmp_path / 'run')
   state = train.train_and_evaluate(config, workdir)
   data = sources.load_dataset(config.data)
-  train_path = features.cache_path(config, data.x_train, views=2)
-  test_path = features.cache_path(config, data.x_test)
+  cache_path = lambda c, images, **kw: features.cache_path(c.model, c.data, c.augment, images, **kw)
+  train_path = cache_path(config, data.x_train, views=2)
+  test_path = cache_path(config, data.x_test)
   assert train_path.startswith(str(tmp_path / 'features'))
   train_views, test_features = np.load(train_path), np.load(test_path)
   dim = config.model.small_cnn_widths[-1]          # the backbone's output width
@@ -31,12 +32,12 @@ def test_frozen_backbone_features_are_cached_and_the_heads_train(tmp_path):
   # images do not.
   other = tiny_config(**{**COMIC_TINY, 'seed': 3, 'method': 'bce', 'data.missing_ratio': 0.3,
                          'data.cache_dir': str(tmp_path)})
-  assert features.cache_path(other, data.x_train, views=2) == train_path
-  assert features.cache_path(other, data.x_train, views=3) != train_path
-  assert features.cache_path(other, data.x_train[1:], views=2) != train_path
+  assert cache_path(other, data.x_train, views=2) == train_path
+  assert cache_path(other, data.x_train, views=3) != train_path
+  assert cache_path(other, data.x_train[1:], views=2) != train_path
   tapped = tiny_config(**{**COMIC_TINY, 'data.cache_dir': str(tmp_path),
                           'model.feature_taps': ('stage3',)})
-  assert features.cache_path(tapped, data.x_train, views=2) != train_path
+  assert cache_path(tapped, data.x_train, views=2) != train_path
   # The heads hold no backbone weights: the backbone is the identity on cached features.
   assert set(state.params['head']) == {'projection', 'classifier'}
   with open(os.path.join(workdir, 'results.json')) as f:

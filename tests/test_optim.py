@@ -25,7 +25,7 @@ def test_schedules_and_module_learning_rates():
                           'optim.weight_decay': 0.0, 'optim.schedule': 'constant',
                           'optim.learning_rate': 0.1, 'optim.lr_scale.backbone': 0.0,
                           'optim.lr_scale.classifier': 0.5})
-  tx = optim.create_optimizer(config, steps_per_epoch=10)
+  tx = optim.create_optimizer(config.optim, steps_per_epoch=10, num_epochs=config.num_epochs)
   params = {'backbone': {'w': np.ones(2)}, 'classifier': {'w': np.ones(2)},
             'attention': {'w': np.ones(2)}}
   updates, _ = tx.update(jax.tree.map(np.ones_like, params), tx.init(params), params)
@@ -38,7 +38,7 @@ def test_decoupled_weight_decay_applies_to_kernels_only():
   config = tiny_config(**{'optim.optimizer': 'sgd', 'optim.momentum': 0.0,
                           'optim.weight_decay': 0.1, 'optim.schedule': 'constant',
                           'optim.learning_rate': 1.0})
-  tx = optim.create_optimizer(config, steps_per_epoch=1)
+  tx = optim.create_optimizer(config.optim, steps_per_epoch=1, num_epochs=config.num_epochs)
   params = {'projection': {'kernel': 2 * np.ones((2, 2)), 'bias': 2 * np.ones(2)}}
   zero = jax.tree.map(np.zeros_like, params)
   updates, _ = tx.update(zero, tx.init(params), params)

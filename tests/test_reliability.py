@@ -475,14 +475,19 @@ def test_an_unreadable_feature_cache_is_computed_again(tmp_path, capsys):
                           'augment.kind': 'none', 'model.feature_views': 1,
                           'eval_batch_size': 4, 'data.cache_dir': str(tmp_path)})
   mesh = step.create_mesh(0)
-  first = features.cache_features(config, data, str(tmp_path), mesh, log=lambda *a: None)
-  path = features.cache_path(config, data.x_train, views=1)
+  first = features.cache_features(config.model, config.data, config.augment, data, mesh,
+                                  seed=config.seed, batch_size=config.eval_batch_size,
+                                  log=lambda *a: None)
+  path = features.cache_path(config.model, config.data, config.augment, data.x_train,
+                            views=1)
   with open(path, 'rb') as f:
     head = f.read(100)
   with open(path, 'wb') as f:                               # a crash mid-write
     f.write(head)
   capsys.readouterr()
-  again = features.cache_features(config, data, str(tmp_path), mesh, log=lambda *a: None)
+  again = features.cache_features(config.model, config.data, config.augment, data, mesh,
+                                  seed=config.seed, batch_size=config.eval_batch_size,
+                                  log=lambda *a: None)
   assert f'{path} is unreadable' in capsys.readouterr().err
   np.testing.assert_array_equal(first.x_train, again.x_train)
   np.testing.assert_array_equal(first.x_test, again.x_test)

@@ -78,7 +78,8 @@ def test_grain_batches_match_the_samplers(synth_shards):
   for workers in (0, 2):
     config.data.workers = workers
     data.x_test.workers = workers
-    feed = pipeline.create_feed(data, streams, specs, config, num_steps=5)
+    feed = pipeline.create_feed(data, streams, specs, config.data, batch_size=config.batch_size,
+                                seed=config.seed, num_steps=5)
     got = [feed.batch(step) for step in (0, 0, 1, 2, 3, 4)][1:]   # step 0 twice: the cache
     for step, (a, b) in enumerate(zip(got, expected)):
       for name in streams:
@@ -122,7 +123,7 @@ def test_a_foreign_iterator_state_is_refused_not_moved_aside(synth_shards, tmp_p
   data = sources.load_dataset(config.data)
   feed = lambda seed: pipeline.create_feed(
       data, {'m': samplers.create_sampler('uniform', data.y_train, 32, seed)}, {'m': None},
-      config, 10)
+      config.data, batch_size=config.batch_size, seed=config.seed, num_steps=10)
   saved = feed(0)
   saved.batch(0), saved.batch(1)
   manager = checkpoint.create_manager(str(tmp_path), 2)

@@ -95,7 +95,7 @@ def embeddings(model, x) -> np.ndarray:
   heads = variables['heads'] if config.model.feature_cache else variables
   if config.model.feature_cache:
     from comic_jax.training import features as features_lib
-    backbone = features_lib.backbone_features_fn(config)
+    backbone = features_lib.backbone_features_fn(config.model)
   network = model.method.network
 
   def branch_features(tree):

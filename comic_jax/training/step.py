@@ -25,19 +25,18 @@ def create_mesh(num_devices: int = 0) -> Mesh:
   return Mesh(np.array(devices), ('data',))
 
 
-def create_samplers(method, data, config) -> dict[str, Any]:
-  """One sampler per batch stream of the method, over the observed labels."""
+def create_samplers(method, observed_labels, batch_size: int, seed: int) -> dict[str, Any]:
+  """One sampler per batch stream of the method, over the observed training labels."""
   out = {}
   for name, stream in method.streams.items():
     try:
-      out[name] = samplers.create_sampler(stream.sampler, data.y_train, config.batch_size,
-                                          config.seed)
+      out[name] = samplers.create_sampler(stream.sampler, observed_labels, batch_size, seed)
     except ValueError as e:
       raise UserError(f'cannot sample training batches ({stream.sampler}): {e}') from None
   return out
 
 
-def make_train_step(method, config) -> Callable:
+def make_train_step(method, augment_config, image_size: int) -> Callable:
   """train_step(state, batch, key) -> (state, metrics): augment, loss, one gradient update.
 
   `key` is the run's training key, `jax.random.key(config.seed)` (`Parts.train_key`); each step
@@ -51,8 +50,8 @@ def make_train_step(method, config) -> Callable:
     batch = {name: dict(b) for name, b in batch.items()}
     for name, stream in method.streams.items():
       batch[name]['image'] = augment.augment_images(
-          batch[name]['image'], jax.random.fold_in(aug_rng, stream.rng_index), config.augment,
-          config.data.image_size, with_rand_augment=stream.rand_augment)
+          batch[name]['image'], jax.random.fold_in(aug_rng, stream.rng_index), augment_config,
+          image_size, with_rand_augment=stream.rand_augment)
 
     def loss_fn(params):
       return method.loss(params, state.batch_stats, state.method_state, batch, loss_rng,
