@@ -1,8 +1,11 @@
 """Every config field of comic-jax, with its default. Dataset files import this and override.
+The methods' sections come from their modules (`comic_jax/methods/*.py`, `CONFIG_SECTIONS`).
 
 Change single fields on the command line: `--config.optim.learning_rate=3e-4`.
 """
 import ml_collections
+
+from comic_jax import versions  # the ground floor: no JAX
 
 
 def get_config() -> ml_collections.ConfigDict:
@@ -102,130 +105,19 @@ def get_config() -> ml_collections.ConfigDict:
   cosine.num_groups = 1                 # N_g (TDE used 2)
   model.dtype = 'float32'               # compute dtype: 'float32' | 'bfloat16' (GPU / TPU)
 
-  # ---------------------------------------------------------------------------- COMIC
-  # docs/method.md, equation by equation. Ablations: -RLC: comic.lambda_c=0; -MFM:
-  # comic.mfm.enabled=False; -HTB: comic.htb.enabled=False; MFM "P-N only": w_pos=w_neg=0;
-  # "H-T only": gamma_pn_pos=gamma_pn_neg=0.
-  config.comic = comic = ml_collections.ConfigDict()
-  comic.lambda_m = 1.0                  # weight of the balanced branch's MFM loss
-  comic.lambda_c = 0.2                  # weight of every RLC loss (0: the -RLC ablation)
-  comic.lambda_b = 1.0                  # weight of the HTB loss
-  comic.mfm = mfm = ml_collections.ConfigDict()
-  mfm.enabled = True                    # False: plain BCE wherever MFM is used (-MFM)
-  mfm.gamma_pn_pos = 0.0                # gamma_pn+
-  mfm.gamma_pn_neg = 3.0                # gamma_pn-
-  mfm.w_pos = 0.0                       # w+
-  mfm.w_neg = 1.0                       # w-
-  mfm.margin = 0.05                     # m: probability shift on negatives
-  mfm.exponent = 1.0 / 3.0              # g_ht = (1 - ln D_c) ** exponent
-  mfm.class_weight = True               # multiply each class's term by g_ht[c] (authors' code)
-  mfm.official_cooccurrence = False     # authors' code: positives' p x (1 - co-occurrence share),
-                                        # co-occurring negatives' 1 - p_m x cooccurrence_factor
-  mfm.cooccurrence_factor = 1.2         # ... their factor on co-occurring negatives
-  comic.rlc = rlc = ml_collections.ConfigDict()
-  rlc.tau = 0.7                         # correct y_c=0 when p_c > max(tau, P_c)
-  rlc.warmup_epochs = 1                 # no correction before this many epochs
-  rlc.class_means = 'epoch'             # P_c: 'epoch' running mean (reset each epoch) | 'ema'
-  rlc.ema_decay = 0.9                   # for class_means='ema'
-  rlc.margin = 0.0                      # subtracted from positive logits in RLC (authors: 1.0)
-  rlc.weight_exponent = 1.0 / 3.0       # exponent of RLC's class weights (authors' code: 1/6)
-  rlc.official_batch_mean = False       # P_c = batch mean (authors' code)
-  rlc.official_positive_normalisation = False  # scale by batch / #positive targets (authors)
-  rlc.official_adjusted_logits = False  # head / tail RLC on energy-adjusted logits (authors)
-  rlc.official_shifted_means = False    # P_c from the margin-shifted probabilities (authors)
-  rlc.official_margin_observed = False  # margin on observed positives only, not corrected ones
-  rlc.official_focal_exponent = False   # gamma- = gamma_pn- + w- g_ht ** weight_exponent (authors:
-                                        # 3 + g^(1/6)), not MFM's exponent
-  comic.htb = htb = ml_collections.ConfigDict()
-  htb.enabled = True                    # False: the balanced model alone (-HTB)
-  htb.alpha = 2.0                       # kappa exponent
-  htb.loss = 'product'                  # reading of L_htb: 'product' (softmax(zhat) x softmax(z_b),
-                                        # the paper's equation) | 'distill' (softmax(zhat) as soft
-                                        # target) | 'distill_sigmoid' (each class's sigmoid(zhat)
-                                        # as soft target) | 'official' (the authors' file: MFM of
-                                        # the product, kappa with a gradient)
-  htb.temperature = 1.0                 # 'distill*': temperature T (loss times T^2)
-  htb.beta = 1.0                        # weight of the attention output (authors' code: 0.1)
-  htb.attention_dim = 128               # hidden size of the additive attention
-  htb.attention_dropout = 0.1
-  htb.energy_decay = 0.9                # mu of e_t = mu e_{t-1} + g_t
-  htb.a_head = 1.0                      # a_h: head model adds a_h x the energy term
-  htb.a_tail = 1.0                      # a_t: tail model removes a_t x the energy term
-  htb.official_energy_signs = False     # authors' code: head -1, tail +2
-
-  # ---------------------------------------------------------------------------- COMIC+
-  # method='comic_plus': COMIC (every config.comic field above applies) with these changes,
-  # each chosen on the validation set (docs/method.md "COMIC+"); htb_loss='product',
-  # lambda_b=1, kappa='worse', teacher_loss='mfm', teacher_classifier='' and teacher_energy=True
-  # (with report='balanced', branch_loss='mfm') train and report exactly what COMIC does.
-  config.comic_plus = cplus = ml_collections.ConfigDict()
-  cplus.htb_loss = 'distill_sigmoid'    # L_htb reading: 'product' (paper) | 'distill' |
-                                        # 'distill_sigmoid' (as config.comic.htb.loss)
-  cplus.temperature = 1.0               # 'distill*': temperature T (loss times T^2)
-  cplus.lambda_b = 0.5                  # weight of L_htb; replaces comic.lambda_b for COMIC+
-                                        # (the paper's 1.0 switches this change off)
-  cplus.kappa = 'better'                # kappa trusts the teacher that fits the batch 'worse'
-                                        # (paper) | 'better'
-  cplus.report = 'auto'                 # "COMIC+" is 'balanced' (z_b) | 'fusion' of the members
-                                        # | 'auto' (the best on validation at the end; without a
-                                        # validation split, the fusion of z_b and the head)
-  cplus.report_per_group = False        # report='auto': True, one candidate per class group
-                                        # (many / medium / few, by its validation mAP; PLT-Synth's
-                                        # recipes); False: one for all (a carve is too small)
-  cplus.fusion = 'prob'                 # 'prob': mean of the sigmoids | 'logit': mean of logits
-  cplus.members = ('balanced', 'head')  # models fused ('balanced', 'head', 'tail')
-  cplus.teacher_loss = 'hill'           # the head and tail branches' own loss (and kappa's):
-                                        # 'mfm' (COMIC's) | 'hill' (config.baselines.hill) | 'bce'
-  cplus.teacher_classifier = 'linear'   # their classifier: 'linear' | '' (the method's: cosine)
-  cplus.teacher_energy = False          # True: their logits energy-adjusted (COMIC's zhat);
-                                        # False: as they are (comic.htb.a_head = a_tail = 0)
-  cplus.branch_loss = 'mfm'             # the balanced branch's own loss: 'mfm' (COMIC's) | 'hill'
-                                        # | 'bce'; RLC keeps MFM
-  cplus.ema = 0.0                       # > 0: evaluate / report an exponential moving average of
-                                        # the parameters with this decay (0: the last step's)
-
-  # ---------------------------------------------------------------------------- baselines
-  # docs/baselines.md; defaults are each original's training defaults (DB: its COCO values).
-  config.baselines = bl = ml_collections.ConfigDict()
-  bl.focal = ml_collections.ConfigDict(dict(gamma=2.0, alpha=0.25))
-  bl.asl = ml_collections.ConfigDict(dict(gamma_pos=0.0, gamma_neg=4.0, margin=0.05))
-  bl.db = db = ml_collections.ConfigDict()
-  db.a = 0.1                            # re-balanced weight: a + sigmoid(b (r - mu))
-  db.b = 10.0
-  db.mu = 0.2                           # VOC: 0.3
-  db.kappa = 0.05                       # negative-tolerant regularisation: nu = -(kappa/lam) ...
-  db.lam = 2.0                          # lambda; VOC: 5
-  db.sampler = 'class_aware'            # DB's official sampler ('uniform' to switch it off)
-  bl.hill = ml_collections.ConfigDict(dict(margin=1.0, gamma=2.0, lam=1.5))
-  bl.pseudo_label = ml_collections.ConfigDict(dict(
-      threshold=0.6,                    # an unobserved entry with p > threshold is a positive
-      warmup_epochs=1))                 # no pseudo-labels before this many epochs
-  bl.pasl = ml_collections.ConfigDict(dict(
-      gamma_pos=0.0, gamma_unann=4.0, margin=0.0,
-      gamma_neg=1.0,                    # g- of annotated (known) negatives (labels of -1 data)
-      prior_threshold=0.5,              # ignore unannotated entries of classes with prior above
-      topk_factor=5))                   # ignore the topk_factor x batch most likely unannotated
-  # LL-R / LL-Ct / LL-Cp: k = ceil(B C epoch delta_rel / 100) largest unobserved losses rejected /
-  # corrected (LL-Cp: ceil(B C delta_rel / 100), flipped for good). delta_rel is per data set
-  # (authors: one of 0.1 .. 0.5); defaults: the authors' values per scheme (their BoostLU config).
-  bl.large_loss = ml_collections.ConfigDict(dict(
-      delta_rel_r=0.5,                  # LL-R's delta_rel, percent of B x C per epoch
-      delta_rel_ct=0.2,                 # LL-Ct's
-      delta_rel_cp=0.1))                # LL-Cp's
-  bl.boostlu = ml_collections.ConfigDict(dict(
-      alpha=5.0,                        # positive class-activation values times alpha
-      loss='ll_ct'))                    # its loss: 'll_ct' (the authors') | 'll_r' | 'll_cp'
-  bl.ml_gcn = g = ml_collections.ConfigDict()
-  g.word_vectors = ''                   # GloVe text file or a (C, k) .npy; '' -> fallback
-  g.fallback = 'one_hot'                # without word vectors: 'one_hot' | 'learned' embeddings
-  g.threshold = 0.4                     # tau of the label graph: A = 1[P(j|i) >= tau]
-  g.reweight = 0.25                     # p of the re-weighted adjacency
-  g.hidden_dim = 1024
-  g.negative_slope = 0.2                # LeakyReLU between the two GCN layers
-  bl.lws = lws = ml_collections.ConfigDict()
-  lws.stage1_workdir = ''               # a finished BCE run with the same model config
-  lws.sampler = 'class_aware'
-  lws.epochs = 5                        # stage-2 epochs (the benchmark runner uses this)
+  # ---------------------------------------------------------------------------- methods
+  # Each method's section, with every field's default and comment, lives in its module:
+  # config.comic in comic_jax/methods/comic.py, config.comic_plus in comic_plus.py,
+  # config.baselines.<name> in baselines.py, large_loss.py and lws.py (their `CONFIG_SECTIONS`,
+  # read without importing JAX: versions.method_defaults).
+  for section, fields in versions.method_defaults().items():
+    parent = config
+    *outer, name = section.split('.')
+    for part in outer:
+      if part not in parent:
+        parent[part] = ml_collections.ConfigDict()
+      parent = parent[part]
+    parent[name] = ml_collections.ConfigDict(fields)
 
   # ---------------------------------------------------------------------------- optimisation
   config.optim = optim = ml_collections.ConfigDict()

@@ -16,6 +16,41 @@ from comic_jax.methods import registry
 from comic_jax.methods.registry import MethodSpec, StreamSpec
 from comic_jax.models import gcn, networks
 
+# config.baselines.<name>: the sections of the baselines of this module, with their defaults
+# (docs/baselines.md; each original's training defaults, DB: its COCO values): plain data, which
+# configs/default.py reads without importing this module (`versions.method_sections`).
+CONFIG_SECTIONS = {
+    'baselines.focal': {'gamma': 2.0, 'alpha': 0.25},
+    'baselines.asl': {'gamma_pos': 0.0, 'gamma_neg': 4.0, 'margin': 0.05},
+    'baselines.db': {
+        'a': 0.1,                       # re-balanced weight: a + sigmoid(b (r - mu))
+        'b': 10.0,
+        'mu': 0.2,                      # VOC: 0.3
+        'kappa': 0.05,                  # negative-tolerant regularisation: nu = -(kappa/lam) ...
+        'lam': 2.0,                     # lambda; VOC: 5
+        'sampler': 'class_aware',       # DB's official sampler ('uniform' to switch it off)
+    },
+    'baselines.hill': {'margin': 1.0, 'gamma': 2.0, 'lam': 1.5},
+    'baselines.pseudo_label': {
+        'threshold': 0.6,               # an unobserved entry with p > threshold is a positive
+        'warmup_epochs': 1,             # no pseudo-labels before this many epochs
+    },
+    'baselines.pasl': {
+        'gamma_pos': 0.0, 'gamma_unann': 4.0, 'margin': 0.0,
+        'gamma_neg': 1.0,               # g- of annotated (known) negatives (labels of -1 data)
+        'prior_threshold': 0.5,         # ignore unannotated entries of classes with prior above
+        'topk_factor': 5,               # ignore the topk_factor x batch most likely unannotated
+    },
+    'baselines.ml_gcn': {
+        'word_vectors': '',             # GloVe text file or a (C, k) .npy; '' -> fallback
+        'fallback': 'one_hot',          # without word vectors: 'one_hot' | 'learned' embeddings
+        'threshold': 0.4,               # tau of the label graph: A = 1[P(j|i) >= tau]
+        'reweight': 0.25,               # p of the re-weighted adjacency
+        'hidden_dim': 1024,
+        'negative_slope': 0.2,          # LeakyReLU between the two GCN layers
+    },
+}
+
 
 class SingleBranch(registry.Method):
   """One network trained with one multi-label loss `loss_fn(logits, labels, step)`.

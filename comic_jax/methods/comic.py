@@ -27,6 +27,64 @@ from comic_jax.methods import registry
 from comic_jax.methods.registry import MethodSpec, StreamSpec, StudyRow
 from comic_jax.models import comic_branches, heads, networks
 
+# config.comic, the method's own section with its defaults (docs/method.md, equation by
+# equation): plain data, which configs/default.py reads without importing this module
+# (`versions.method_sections`). Ablations: -RLC: comic.lambda_c=0; -MFM: comic.mfm.enabled=False;
+# -HTB: comic.htb.enabled=False; MFM "P-N only": w_pos=w_neg=0; "H-T only":
+# gamma_pn_pos=gamma_pn_neg=0.
+CONFIG_SECTIONS = {'comic': {
+    'lambda_m': 1.0,                    # weight of the balanced branch's MFM loss
+    'lambda_c': 0.2,                    # weight of every RLC loss (0: the -RLC ablation)
+    'lambda_b': 1.0,                    # weight of the HTB loss
+    'mfm': {
+        'enabled': True,                # False: plain BCE wherever MFM is used (-MFM)
+        'gamma_pn_pos': 0.0,            # gamma_pn+
+        'gamma_pn_neg': 3.0,            # gamma_pn-
+        'w_pos': 0.0,                   # w+
+        'w_neg': 1.0,                   # w-
+        'margin': 0.05,                 # m: probability shift on negatives
+        'exponent': 1.0 / 3.0,          # g_ht = (1 - ln D_c) ** exponent
+        'class_weight': True,           # multiply each class's term by g_ht[c] (authors' code)
+        'official_cooccurrence': False,  # authors' code: positives' p x (1 - co-occurrence
+                                        # share), co-occurring negatives' 1 - p_m x
+                                        # cooccurrence_factor
+        'cooccurrence_factor': 1.2,     # ... their factor on co-occurring negatives
+    },
+    'rlc': {
+        'tau': 0.7,                     # correct y_c=0 when p_c > max(tau, P_c)
+        'warmup_epochs': 1,             # no correction before this many epochs
+        'class_means': 'epoch',         # P_c: 'epoch' running mean (reset each epoch) | 'ema'
+        'ema_decay': 0.9,               # for class_means='ema'
+        'margin': 0.0,                  # subtracted from positive logits in RLC (authors: 1.0)
+        'weight_exponent': 1.0 / 3.0,   # exponent of RLC's class weights (authors' code: 1/6)
+        'official_batch_mean': False,   # P_c = batch mean (authors' code)
+        'official_positive_normalisation': False,  # scale by batch / #positive targets (authors)
+        'official_adjusted_logits': False,  # head / tail RLC on energy-adjusted logits (authors)
+        'official_shifted_means': False,  # P_c from the margin-shifted probabilities (authors)
+        'official_margin_observed': False,  # margin on observed positives only, not corrected
+        'official_focal_exponent': False,  # gamma- = gamma_pn- + w- g_ht ** weight_exponent
+                                        # (authors: 3 + g^(1/6)), not MFM's exponent
+    },
+    'htb': {
+        'enabled': True,                # False: the balanced model alone (-HTB)
+        'alpha': 2.0,                   # kappa exponent
+        'loss': 'product',              # reading of L_htb: 'product' (softmax(zhat) x
+                                        # softmax(z_b), the paper's equation) | 'distill'
+                                        # (softmax(zhat) as soft target) | 'distill_sigmoid'
+                                        # (each class's sigmoid(zhat) as soft target) |
+                                        # 'official' (the authors' file: MFM of the product,
+                                        # kappa with a gradient)
+        'temperature': 1.0,             # 'distill*': temperature T (loss times T^2)
+        'beta': 1.0,                    # weight of the attention output (authors' code: 0.1)
+        'attention_dim': 128,           # hidden size of the additive attention
+        'attention_dropout': 0.1,
+        'energy_decay': 0.9,            # mu of e_t = mu e_{t-1} + g_t
+        'a_head': 1.0,                  # a_h: head model adds a_h x the energy term
+        'a_tail': 1.0,                  # a_t: tail model removes a_t x the energy term
+        'official_energy_signs': False,  # authors' code: head -1, tail +2
+    },
+}}
+
 BRANCHES = ('head', 'tail', 'balanced')
 
 

@@ -52,6 +52,39 @@ from comic_jax.losses import htb, mfm
 from comic_jax.methods import comic, registry
 from comic_jax.methods.registry import MethodSpec, StudyRow
 
+# config.comic_plus, the method's own section with its defaults: plain data, which
+# configs/default.py reads without importing this module (`versions.method_sections`). COMIC+
+# reads config.comic too (every field applies) with these changes, each chosen on the validation
+# set (docs/method.md "COMIC+"); htb_loss='product', lambda_b=1, kappa='worse',
+# teacher_loss='mfm', teacher_classifier='' and teacher_energy=True (with report='balanced',
+# branch_loss='mfm') train and report exactly what COMIC does.
+CONFIG_SECTIONS = {'comic_plus': {
+    'htb_loss': 'distill_sigmoid',      # L_htb reading: 'product' (paper) | 'distill' |
+                                        # 'distill_sigmoid' (as config.comic.htb.loss)
+    'temperature': 1.0,                 # 'distill*': temperature T (loss times T^2)
+    'lambda_b': 0.5,                    # weight of L_htb; replaces comic.lambda_b for COMIC+
+                                        # (the paper's 1.0 switches this change off)
+    'kappa': 'better',                  # kappa trusts the teacher that fits the batch 'worse'
+                                        # (paper) | 'better'
+    'report': 'auto',                   # "COMIC+" is 'balanced' (z_b) | 'fusion' of the members
+                                        # | 'auto' (the best on validation at the end; without a
+                                        # validation split, the fusion of z_b and the head)
+    'report_per_group': False,          # report='auto': True, one candidate per class group
+                                        # (many / medium / few, by its validation mAP; PLT-Synth's
+                                        # recipes); False: one for all (a carve is too small)
+    'fusion': 'prob',                   # 'prob': mean of the sigmoids | 'logit': mean of logits
+    'members': ('balanced', 'head'),    # models fused ('balanced', 'head', 'tail')
+    'teacher_loss': 'hill',             # the head and tail branches' own loss (and kappa's):
+                                        # 'mfm' (COMIC's) | 'hill' (config.baselines.hill) | 'bce'
+    'teacher_classifier': 'linear',     # their classifier: 'linear' | '' (the method's: cosine)
+    'teacher_energy': False,            # True: their logits energy-adjusted (COMIC's zhat);
+                                        # False: as they are (comic.htb.a_head = a_tail = 0)
+    'branch_loss': 'mfm',               # the balanced branch's own loss: 'mfm' (COMIC's) | 'hill'
+                                        # | 'bce'; RLC keeps MFM
+    'ema': 0.0,                         # > 0: evaluate / report an exponential moving average of
+                                        # the parameters with this decay (0: the last step's)
+}}
+
 MODELS = {'balanced': 'Balanced Model', 'head': 'Head Model', 'tail': 'Tail Model'}
 FUSIONS = ('prob', 'logit')
 BRANCH_LOSSES = ('mfm', 'hill', 'bce')

@@ -18,6 +18,23 @@ from comic_jax.methods.baselines import SingleBranch
 from comic_jax.methods.registry import MethodSpec
 from comic_jax.models import backbones, networks
 
+# config.baselines.large_loss and .boostlu with their defaults: plain data, which
+# configs/default.py reads without importing this module (`versions.method_sections`).
+# LL-R / LL-Ct / LL-Cp: k = ceil(B C epoch delta_rel / 100) largest unobserved losses rejected /
+# corrected (LL-Cp: ceil(B C delta_rel / 100), flipped for good). delta_rel is per data set
+# (authors: one of 0.1 .. 0.5); defaults: the authors' values per scheme (their BoostLU config).
+CONFIG_SECTIONS = {
+    'baselines.large_loss': {
+        'delta_rel_r': 0.5,             # LL-R's delta_rel, percent of B x C per epoch
+        'delta_rel_ct': 0.2,            # LL-Ct's
+        'delta_rel_cp': 0.1,            # LL-Cp's
+    },
+    'baselines.boostlu': {
+        'alpha': 5.0,                   # positive class-activation values times alpha
+        'loss': 'll_ct',                # its loss: 'll_ct' (the authors') | 'll_r' | 'll_cp'
+    },
+}
+
 # method name -> (scheme, permanent): how the selected large losses are handled.
 VARIANTS = {'ll_r': ('reject', False), 'll_ct': ('correct', False), 'll_cp': ('correct', True)}
 

@@ -16,6 +16,14 @@ from comic_jax.methods.baselines import SingleBranch
 from comic_jax.methods.registry import MethodSpec
 from comic_jax.training import checkpoint
 
+# config.baselines.lws with its defaults: plain data, which configs/default.py reads without
+# importing this module (`versions.method_sections`).
+CONFIG_SECTIONS = {'baselines.lws': {
+    'stage1_workdir': '',               # a finished BCE run with the same model config
+    'sampler': 'class_aware',
+    'epochs': 5,                        # stage-2 epochs (the benchmark runner uses this)
+}}
+
 
 class LearnableWeightScaling(SingleBranch):
   """The frozen stage-1 variables live in the method state (checkpointed, never
