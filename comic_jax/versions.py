@@ -15,7 +15,6 @@ run written by an older version is read as that version ran it.
 """
 from __future__ import annotations
 
-import functools
 import json
 import os
 import sys
@@ -77,45 +76,6 @@ def configs_importable() -> None:
   config files import `configs.default`. The one place that touches `sys.path`."""
   if REPOSITORY not in sys.path:
     sys.path.insert(0, REPOSITORY)
-
-
-METHODS = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'methods')
-SECTIONS_NAME = 'CONFIG_SECTIONS'   # what a method module names its config sections
-
-
-def method_defaults() -> dict[str, dict]:
-  """{'comic': {field: default, ...}, 'baselines.focal': {...}, ...}: the config sections that
-  the method modules (`comic_jax/methods/*.py`) own, each module's `CONFIG_SECTIONS`, which
-  configs/default.py puts into the default config.
-
-  Read from each module's source, not imported: the method modules import JAX, and a config file
-  must load fast (flag errors, `versions.upgrade`) and before JAX starts (`cli/runtime`). So the
-  value is plain data (numbers, strings, tuples, dicts and arithmetic on numbers), evaluated with
-  no name in reach; tests/test_methods.py checks it equals the imported module's."""
-  import copy
-  return copy.deepcopy(_read_method_defaults())
-
-
-@functools.lru_cache(maxsize=1)
-def _read_method_defaults() -> dict[str, dict]:
-  import ast
-  out: dict[str, dict] = {}
-  for name in sorted(os.listdir(METHODS)):
-    path = os.path.join(METHODS, name)
-    if not name.endswith('.py'):
-      continue
-    with open(path, encoding='utf-8') as f:
-      tree = ast.parse(f.read(), path)
-    for node in tree.body:
-      if isinstance(node, ast.Assign) and [getattr(t, 'id', '') for t in node.targets] == [
-          SECTIONS_NAME]:
-        sections = eval(compile(ast.Expression(node.value), path, 'eval'),   # noqa: S307
-                        {'__builtins__': {}})
-        twice = sorted(set(sections) & set(out))
-        if twice:
-          raise ValueError(f'{path}: config section(s) {", ".join(twice)} defined twice')
-        out.update(sections)
-  return out
 
 
 def default_fields() -> dict:

@@ -3,9 +3,48 @@ The methods' sections come from their modules (`comic_jax/methods/*.py`, `CONFIG
 
 Change single fields on the command line: `--config.optim.learning_rate=3e-4`.
 """
+import ast
+import copy
+import functools
+import importlib.util
+import os
+
 import ml_collections
 
-from comic_jax import versions  # the ground floor: no JAX
+SECTIONS_NAME = 'CONFIG_SECTIONS'       # what a method module names the config sections it owns
+
+
+def method_defaults() -> dict[str, dict]:
+  """{'comic': {field: default, ...}, 'baselines.focal': {...}, ...}: the config sections that
+  the method modules (`comic_jax/methods/*.py`) own, each module's `CONFIG_SECTIONS`.
+
+  Read from each module's source, not imported: the method modules import JAX, and a config file
+  must load fast (flag errors, `versions.upgrade`) and before JAX starts (`cli/runtime.py`). So
+  the value is plain data (numbers, strings, tuples, dicts, arithmetic on numbers), evaluated
+  with no name in reach; tests/test_registry.py checks it equals the imported modules'."""
+  return copy.deepcopy(_read_method_defaults())
+
+
+@functools.lru_cache(maxsize=1)
+def _read_method_defaults() -> dict[str, dict]:
+  # find_spec of a top-level package locates it without importing it
+  package = importlib.util.find_spec('comic_jax').submodule_search_locations[0]
+  folder = os.path.join(package, 'methods')
+  out: dict[str, dict] = {}
+  for name in sorted(n for n in os.listdir(folder) if n.endswith('.py')):
+    path = os.path.join(folder, name)
+    with open(path, encoding='utf-8') as f:
+      tree = ast.parse(f.read(), path)
+    for node in tree.body:
+      if isinstance(node, ast.Assign) and [getattr(t, 'id', '') for t in node.targets] == [
+          SECTIONS_NAME]:
+        sections = eval(compile(ast.Expression(node.value), path, 'eval'),  # noqa: S307
+                        {'__builtins__': {}})
+        twice = sorted(set(sections) & set(out))
+        if twice:
+          raise ValueError(f'{path}: config section(s) {", ".join(twice)} defined twice')
+        out.update(sections)
+  return out
 
 
 def get_config() -> ml_collections.ConfigDict:
@@ -109,8 +148,8 @@ def get_config() -> ml_collections.ConfigDict:
   # Each method's section, with every field's default and comment, lives in its module:
   # config.comic in comic_jax/methods/comic.py, config.comic_plus in comic_plus.py,
   # config.baselines.<name> in baselines.py, large_loss.py and lws.py (their `CONFIG_SECTIONS`,
-  # read without importing JAX: versions.method_defaults).
-  for section, fields in versions.method_defaults().items():
+  # read without importing JAX: `method_defaults` above).
+  for section, fields in method_defaults().items():
     parent = config
     *outer, name = section.split('.')
     for part in outer:

@@ -99,3 +99,34 @@ def test_every_registered_method_has_the_method_interface(bce_run):
   assert minimal.is_loss_metric('loss') and minimal.is_loss_metric('anything')
   with pytest.raises(NotImplementedError):
     registry.Method().init(None, None)
+
+
+def test_the_method_sections_of_the_default_config_come_from_the_method_modules():
+  """configs/default.py's method sections are the method modules' `CONFIG_SECTIONS`, read from
+  their source without importing them (`default.method_defaults`) exactly as the imported
+  modules define them; every section a registered method declares it reads exists, and each one
+  is read by some method."""
+  import importlib
+  import pkgutil
+
+  from comic_jax import methods
+  from configs import default
+  imported = {}
+  for info in pkgutil.iter_modules(methods.__path__):
+    sections = getattr(importlib.import_module(f'comic_jax.methods.{info.name}'),
+                       default.SECTIONS_NAME, {})
+    assert not set(sections) & set(imported), info.name
+    imported.update(sections)
+  read = default.method_defaults()
+  assert read == imported
+  assert {'comic', 'comic_plus', 'baselines.hill', 'baselines.lws'} <= set(read)
+  config = default.get_config()
+  for section, fields in read.items():
+    node = config
+    for part in section.split('.'):
+      node = node[part]
+    assert node.to_dict() == fields, section
+  builtin = [registry.get(name) for name in registry.names() if name != 'toy_squared']
+  declared = {s for spec in builtin for s in spec.config_sections}
+  assert declared == set(read)
+  assert set(config.baselines) == {s.split('.')[1] for s in read if s.startswith('baselines.')}

@@ -18,7 +18,7 @@ from comic_jax.models import gcn, networks
 
 # config.baselines.<name>: the sections of the baselines of this module, with their defaults
 # (docs/baselines.md; each original's training defaults, DB: its COCO values): plain data, which
-# configs/default.py reads without importing this module (`versions.method_sections`).
+# configs/default.py reads without importing this module (its `method_defaults`).
 CONFIG_SECTIONS = {
     'baselines.focal': {'gamma': 2.0, 'alpha': 0.25},
     'baselines.asl': {'gamma_pos': 0.0, 'gamma_neg': 4.0, 'margin': 0.05},

@@ -29,7 +29,7 @@ from comic_jax.models import comic_branches, heads, networks
 
 # config.comic, the method's own section with its defaults (docs/method.md, equation by
 # equation): plain data, which configs/default.py reads without importing this module
-# (`versions.method_sections`). Ablations: -RLC: comic.lambda_c=0; -MFM: comic.mfm.enabled=False;
+# (its `method_defaults`). Ablations: -RLC: comic.lambda_c=0; -MFM: comic.mfm.enabled=False;
 # -HTB: comic.htb.enabled=False; MFM "P-N only": w_pos=w_neg=0; "H-T only":
 # gamma_pn_pos=gamma_pn_neg=0.
 CONFIG_SECTIONS = {'comic': {

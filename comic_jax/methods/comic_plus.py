@@ -53,7 +53,7 @@ from comic_jax.methods import comic, registry
 from comic_jax.methods.registry import MethodSpec, StudyRow
 
 # config.comic_plus, the method's own section with its defaults: plain data, which
-# configs/default.py reads without importing this module (`versions.method_sections`). COMIC+
+# configs/default.py reads without importing this module (its `method_defaults`). COMIC+
 # reads config.comic too (every field applies) with these changes, each chosen on the validation
 # set (docs/method.md "COMIC+"); htb_loss='product', lambda_b=1, kappa='worse',
 # teacher_loss='mfm', teacher_classifier='' and teacher_energy=True (with report='balanced',

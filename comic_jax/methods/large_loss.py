@@ -19,7 +19,7 @@ from comic_jax.methods.registry import MethodSpec
 from comic_jax.models import backbones, networks
 
 # config.baselines.large_loss and .boostlu with their defaults: plain data, which
-# configs/default.py reads without importing this module (`versions.method_sections`).
+# configs/default.py reads without importing this module (its `method_defaults`).
 # LL-R / LL-Ct / LL-Cp: k = ceil(B C epoch delta_rel / 100) largest unobserved losses rejected /
 # corrected (LL-Cp: ceil(B C delta_rel / 100), flipped for good). delta_rel is per data set
 # (authors: one of 0.1 .. 0.5); defaults: the authors' values per scheme (their BoostLU config).

@@ -17,7 +17,7 @@ from comic_jax.methods.registry import MethodSpec
 from comic_jax.training import checkpoint
 
 # config.baselines.lws with its defaults: plain data, which configs/default.py reads without
-# importing this module (`versions.method_sections`).
+# importing this module (its `method_defaults`).
 CONFIG_SECTIONS = {'baselines.lws': {
     'stage1_workdir': '',               # a finished BCE run with the same model config
     'sampler': 'class_aware',

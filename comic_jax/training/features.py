@@ -187,13 +187,10 @@ def _save(path: str, array: np.ndarray) -> None:
 def cache_features(model_config, data_config, augment_config, data: PLTData, mesh, *,
                    seed: int, batch_size: int, log=print) -> PLTData:
   """`data` with x_train = (N, views, D) and the test (and validation) images = (N, D) backbone
-  features, each read from the shared cache (`cache_path`) or computed and stored there, in
-  batches of `batch_size` (`config.eval_batch_size`).
-
-  Views are augmented like training batches (`augment_config`: `config.augment`), with keys
-  from the data seed (not the training seed), so every training seed shares them; the backbone
-  carries `model_config.pretrained` (else its initialisation from `seed`, the run's).
-  """
+  features, each read from the shared cache (`cache_path`) or computed in batches of `batch_size`
+  and stored there. Views are augmented like training batches (`augment_config`), with keys from
+  the data seed (not the training `seed`, which only initialises a backbone without
+  `model_config.pretrained`), so every training seed shares them."""
   backbones.validate_config(model_config)
   views = model_config.feature_views
   jobs = {f: (getattr(data, f), views if f == 'x_train' else 0)
