@@ -90,14 +90,41 @@ COMIC_TINY = {'model.small_cnn_widths': (8, 16, 16, 16), 'model.projection_dim':
               'comic.htb.attention_dim': 16, 'data.synthetic.num_test': 300}
 
 
+def built_once(tmp_path_factory, name: str, build) -> str:
+  """The folder `name`, built by `build(folder)` once per test session. Under xdist each worker
+  runs its own session fixtures, so a finished run several workers need would be trained on
+  each: here the first worker to ask builds it in the folder all workers share (the parent of
+  their own temp folders) while the others wait on a file lock, then every worker reads the
+  same files. The tests only read what the fixtures built."""
+  import fcntl
+  import shutil
+  base = tmp_path_factory.getbasetemp()
+  if os.environ.get('PYTEST_XDIST_WORKER'):
+    base = base.parent
+  folder, done = base / name, base / f'{name}.built'
+  with open(base / f'{name}.lock', 'w') as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    if not done.exists():
+      shutil.rmtree(folder, ignore_errors=True)
+      build(str(folder))
+      done.touch()
+  return str(folder)
+
+
 @pytest.fixture(scope='session')
 def bce_run(tmp_path_factory):
   """(workdir, config) of a finished 1-epoch BCE run on PLT-Synth."""
   from comic_jax.training import train
-  workdir = str(tmp_path_factory.mktemp('bce_run'))
   config = tiny_config(num_epochs=1)
-  train.train_and_evaluate(config, workdir)
-  return workdir, config
+  return built_once(tmp_path_factory, 'bce_run',
+                    lambda workdir: train.train_and_evaluate(config, workdir)), config
+
+
+def _frozen_config(folder: str):
+  return tiny_config(num_epochs=1, **{
+      'model.pretrained': 'efficientnet_lite0', 'model.backbone_trainable': False,
+      'model.feature_cache': True, 'model.feature_views': 1, 'data.synthetic.num_test': 300,
+      'data.cache_dir': os.path.join(folder, 'cache')})
 
 
 @pytest.fixture(scope='session')
@@ -105,25 +132,19 @@ def frozen_run(tmp_path_factory):
   """(workdir, config) of a finished 1-epoch BCE run on frozen EfficientNet-Lite0 features (the
   installed ImageNet weights, the feature cache): the own-photos route on PLT-Synth."""
   from comic_jax.training import train
-  workdir = str(tmp_path_factory.mktemp('frozen_run'))
-  config = tiny_config(num_epochs=1, **{
-      'model.pretrained': 'efficientnet_lite0', 'model.backbone_trainable': False,
-      'model.feature_cache': True, 'model.feature_views': 1, 'data.synthetic.num_test': 300,
-      'data.cache_dir': os.path.join(workdir, 'cache')})
-  train.train_and_evaluate(config, os.path.join(workdir, 'run'))
-  return os.path.join(workdir, 'run'), config
+  folder = built_once(tmp_path_factory, 'frozen_run', lambda folder: train.train_and_evaluate(
+      _frozen_config(folder), os.path.join(folder, 'run')))
+  return os.path.join(folder, 'run'), _frozen_config(folder)
 
 
 @pytest.fixture(scope='session')
 def comic_trained(tmp_path_factory):
   """(workdir, config) of a tiny COMIC run trained for 2 epochs, shared by the tests that read a
-  finished COMIC run (quality, resume, TensorBoard). Under xdist a session fixture is built once
-  per worker that needs it: at most two trainings on two workers instead of three."""
+  finished COMIC run (quality, resume, TensorBoard)."""
   from comic_jax.training import train
-  workdir = str(tmp_path_factory.mktemp('comic_trained'))
   config = tiny_config(method='comic', num_epochs=2, **COMIC_TINY)
-  train.train_and_evaluate(config, workdir)
-  return workdir, config
+  return built_once(tmp_path_factory, 'comic_trained',
+                    lambda workdir: train.train_and_evaluate(config, workdir)), config
 
 
 @pytest.fixture(scope='session')
@@ -132,12 +153,20 @@ def comic_run(tmp_path_factory):
   which would compile COMIC's three-branch step (a minute on a CPU): its initial state with
   every float of the method state (energies, class means) moved off its initial value, then
   checkpointed and evaluated as a finished run is."""
+  from comic_jax.training import train
+  config = tiny_config(method='comic', num_epochs=1, **COMIC_TINY)
+
+  def build(workdir):
+    with train.Trainer.open(config, workdir) as run:
+      _perturb_and_save(run)
+
+  return built_once(tmp_path_factory, 'comic_run', build), config
+
+
+def _perturb_and_save(run) -> None:
   import jax
 
-  from comic_jax.training import checkpoint, train
-  workdir = str(tmp_path_factory.mktemp('comic_run'))
-  config = tiny_config(method='comic', num_epochs=1, **COMIC_TINY)
-  run = train.Trainer.open(config, workdir)
+  from comic_jax.training import checkpoint
   leaves, treedef = jax.tree.flatten(run.state.method_state)
   keys = jax.random.split(jax.random.key(7), len(leaves))
   leaves = [x + jax.random.normal(k, x.shape, x.dtype) if jax.numpy.issubdtype(x.dtype, float)
@@ -146,4 +175,3 @@ def comic_run(tmp_path_factory):
   checkpoint.save(run.manager, run.steps_per_epoch, run.state)
   run.manager.wait_until_finished()
   run.write_results(*run.evaluate())
-  return workdir, config
