@@ -6,7 +6,16 @@
 
 (The command: comic_jax/cli/predict.py; the API, `comic_jax.load`: comic_jax/inference/predict.py.)
 """
-from comic_jax.inference.predict import load  # noqa: F401 - `comic_jax.predict.load`, as before
+
+
+def __getattr__(name):
+  """`comic_jax.predict.load`, as before, imported on first use: the command parses its flags
+  (and answers --help or a flag's error) before JAX is imported."""
+  if name == 'load':
+    from comic_jax.inference.predict import load
+    return load
+  raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
+
 
 if __name__ == '__main__':
   from comic_jax.cli import predict
