@@ -9,11 +9,8 @@ def xla_flags(devices: int = 4) -> str:
   programs and runs each for seconds, so compiling is most of its time: level 1 cut the suite's
   CPU time by 22% on the project's machine (docs/performance.md), with every test passing;
   level 0 was faster still but broke 1 device == 4 devices (a loss 8e-4 apart after 3 SGD
-  steps), so it is not used. LLVM's expensive passes are skipped too (about 10% less CPU for a
-  compile-bound test, docs/performance.md; 1 device == 4 devices still holds). The commands
-  themselves keep XLA's defaults."""
-  return (f'--xla_force_host_platform_device_count={devices} --xla_backend_optimization_level=1'
-          ' --xla_llvm_disable_expensive_passes=true')
+  steps), so it is not used. The commands themselves keep XLA's defaults."""
+  return f'--xla_force_host_platform_device_count={devices} --xla_backend_optimization_level=1'
 
 
 # Must happen before JAX is imported anywhere.
