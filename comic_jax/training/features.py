@@ -151,13 +151,12 @@ def cache_path(model_config, data_config, augment_config, images: np.ndarray,
   content = hashlib.sha256()
   content.update(str((images.shape, images.dtype.str)).encode())
   content.update(np.ascontiguousarray(images).data)
-  model = model_config
-  key = {'images': content.hexdigest(), 'backbone': backbones.backbone_name(model),
-         'pretrained': model.pretrained, 'dtype': model.dtype,
-         'widths': [list(model.small_cnn_widths), list(model.mlp_widths)],
+  key = {'images': content.hexdigest(), 'backbone': backbones.backbone_name(model_config),
+         'pretrained': model_config.pretrained, 'dtype': model_config.dtype,
+         'widths': [list(model_config.small_cnn_widths), list(model_config.mlp_widths)],
          'version': 4}   # 4: EfficientNet-Lite's depthwise and 1x1 convs computed differently
-  if model.feature_taps:   # (absent otherwise, so existing caches keep their names)
-    key['taps'] = list(model.feature_taps)
+  if model_config.feature_taps:   # (absent otherwise, so existing caches keep their names)
+    key['taps'] = list(model_config.feature_taps)
   if views:
     key.update(views=views, augment=augment_config.to_dict(), seed=data_config.seed,
                image_size=data_config.image_size)
@@ -191,7 +190,6 @@ def cache_features(model_config, data_config, augment_config, data: PLTData, mes
   and stored there. Views are augmented like training batches (`augment_config`), with keys from
   the data seed (not the training `seed`, which only initialises a backbone without
   `model_config.pretrained`), so every training seed shares them."""
-  backbones.validate_config(model_config)
   views = model_config.feature_views
   jobs = {f: (getattr(data, f), views if f == 'x_train' else 0)
           for f in ('x_train', 'x_test', 'x_val') if getattr(data, f, None) is not None}

@@ -58,7 +58,6 @@ def create_optimizer(optim, steps_per_epoch: int, num_epochs: int
                      ) -> optax.GradientTransformation:
   """Adam or SGD with decoupled weight decay on kernels, with per-module learning-rate scales
   (`optim.lr_scale`; a scale of 0 freezes the module), from the section `config.optim`."""
-  validate_config(optim)
   schedule = create_learning_rate_schedule(optim, steps_per_epoch, num_epochs)
 
   def group_tx(scale: float) -> optax.GradientTransformation:
