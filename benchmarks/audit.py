@@ -5,6 +5,11 @@ retraining, for its test mAP).
     # How each ranking (--rank) finds the hidden labels, overall and per class group, for
     # finished runs (one row per run and ranking):
     python benchmarks/audit.py rankings --workdirs=runs/comic_plus,runs/bce --output=rankings.csv
+    # ... with the audit's 5 out-of-fold BCE models (comic-jax-audit --folds=5), trained once in
+    # --folds_dir for runs of the same data and model (the fold models are BCE whatever the
+    # run's method):
+    python benchmarks/audit.py rankings --workdirs=runs/comic_plus,runs/bce --folds=5 \
+        --folds_dir=/tmp/folds --output=rankings_folds.csv
 
     # The review loop: a simulated reviewer accepts exactly the hidden labels among the top N
     # suspects of --workdir's audit and rejects the others; the run's config retrains on the
@@ -81,14 +86,15 @@ def scores_table(name: str, key: np.ndarray, a, cut_found=None) -> list[dict]:
 def rankings(args) -> list[dict]:
   out = []
   for workdir in args.workdirs.split(','):
-    a = audit_lib.Audit(workdir)
+    a = audit_lib.Audit(workdir, folds=args.folds, folds_dir=args.folds_dir or None)
     mask = audit_lib.unobserved(a.observed, a.negatives)
     for kind in rankings_lib.RANKINGS:
       key = audit_lib.ranking_scores(
           kind, a.probs, a.observed, mask, a.images.training, a.rlc,
           a.features() if kind in rankings_lib.NEEDS_FEATURES else None)
       for row in scores_table(kind, key, a):
-        out.append({'run': os.path.basename(workdir.rstrip('/')), 'method': a.method, **row})
+        out.append({'run': os.path.basename(workdir.rstrip('/')), 'method': a.method,
+                    'folds': args.folds, **row})
   return out
 
 
@@ -160,6 +166,9 @@ def main():
   sub = parser.add_subparsers(dest='command', required=True)
   p = sub.add_parser('rankings')
   p.add_argument('--workdirs', required=True)
+  p.add_argument('--folds', type=int, default=0, help='the audit\'s out-of-fold models (--folds)')
+  p.add_argument('--folds_dir', default='', help='where they are trained (default: each '
+                 'workdir\'s folds/); runs on the same data and model share them')
   p = sub.add_parser('review')
   p.add_argument('--workdir', required=True)
   p.add_argument('--n', default='0,100,300,1000')

@@ -70,6 +70,9 @@ def get_config() -> ml_collections.ConfigDict:
   data.val_fraction = 0.0               # real sources: this fraction of the training images is
                                         # the validation set (observed labels only); PLT-Synth
                                         # always has its own fully-labelled one (leave 0)
+  data.folds = 0                        # the audit's out-of-fold models (comic-jax-audit
+  data.fold = 0                         # --folds): train without fold `fold` of `folds` of the
+                                        # training images (0: every training image)
   data.group_counts = 'full'            # class groups from 'full' or 'observed' train counts
   data.many_threshold = 100             # many-shot: n_c >= this
   data.few_threshold = 20               # few-shot: n_c < this (medium in between)

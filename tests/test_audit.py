@@ -282,3 +282,56 @@ def test_embeddings_are_what_the_run_s_classifier_reads(npz_run):
   dense = model.variables['params']['classifier']['dense']
   logits = f @ np.asarray(dense['kernel']) + np.asarray(dense['bias'])
   np.testing.assert_allclose(1 / (1 + np.exp(-logits)), model.predict(x_train), atol=1e-5)
+
+
+def test_split_folds_cover_the_rows_once_and_leave_out_fold_drops_them():
+  from comic_jax.data import plt, types
+  folds = plt.split_folds(23, 4, seed=5)
+  assert sorted(np.concatenate(folds).tolist()) == list(range(23))
+  assert sorted(len(f) for f in folds) == [5, 6, 6, 6]
+  assert all((np.diff(f) > 0).all() for f in folds)
+  assert any(not np.array_equal(a, b) for a, b in zip(folds, plt.split_folds(23, 4, seed=6)))
+  y = np.arange(23 * 2).reshape(23, 2) % 2
+  data = types.PLTData(name='t', class_names=('a', 'b'), x_train=np.arange(23)[:, None],
+                       y_train=y, y_train_full=y, x_test=np.zeros((1, 1)), y_test=y[:1])
+  dc = type('DC', (), {'folds': 4, 'fold': 2, 'seed': 5})
+  out = plt.leave_out_fold(data, dc)
+  np.testing.assert_array_equal(out.x_train[:, 0], np.setdiff1d(np.arange(23), folds[2]))
+  np.testing.assert_array_equal(out.y_train, y[out.x_train[:, 0]])
+  dc.folds = 0
+  assert plt.leave_out_fold(data, dc) is data
+
+
+def test_folds_score_each_training_row_with_the_model_that_never_saw_it(npz_run, tmp_path):
+  """--folds=2: two BCE models, each trained without one half of the training rows; a training
+  row's score is the sigmoid of the mean log-odds of the run's score and its fold model's, in
+  closed form sqrt(pq) / (sqrt(pq) + sqrt((1-p)(1-q))); a validation row keeps the run's."""
+  from comic_jax.data import plt
+  from comic_jax.inference import predict
+  workdir, _, x_train, _ = npz_run
+  out = str(tmp_path / 'suspects.csv')
+  result = _cli(f'--workdir={workdir}', f'--output={out}', '--cut=0', '--rank=score',
+                '--folds=2')
+  assert result.returncode == 0, result.stderr
+  assert 'with 2 out-of-fold models' in result.stdout
+  run = predict.load(workdir).predict(x_train).astype(np.float64)
+  keep, held = plt.split_validation(len(x_train), 0.25, 0)
+  want = run.copy()
+  for k, fold in enumerate(plt.split_folds(len(keep), 2, 0)):
+    fold_dir = os.path.join(workdir, 'folds', str(k))
+    # 18 of the 36 training rows at batch 16: one step per epoch (the run took two)
+    assert sorted(os.listdir(os.path.join(fold_dir, 'checkpoints'))) == ['1']
+    rows = keep[fold]
+    q = predict.load(fold_dir).predict(x_train[rows]).astype(np.float64)
+    p = run[rows]
+    want[rows] = np.sqrt(p * q) / (np.sqrt(p * q) + np.sqrt((1 - p) * (1 - q)))
+  with open(out) as f:
+    rows = list(csv.DictReader(f))
+  assert {r['split'] for r in rows} == {'train', 'val'}
+  for r in rows:
+    i, j = int(r['image']), int(r['class'].split('_')[1])
+    assert float(r['score']) == pytest.approx(want[i, j], abs=2e-6)
+  assert not np.allclose(want[keep], run[keep])
+  bad = _cli(f'--workdir={workdir}', f'--output={out}', '--folds=1')
+  assert bad.returncode != 0 and bad.stderr.strip().splitlines()[-1].endswith(
+      '--folds=1 must be 0 (off) or at least 2')

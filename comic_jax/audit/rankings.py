@@ -10,7 +10,8 @@ import numpy as np
 from comic_jax.errors import require
 
 
-def _logit(p: np.ndarray) -> np.ndarray:
+def logit(p: np.ndarray) -> np.ndarray:
+  """log(p / (1 - p)), p clipped to [1e-7, 1 - 1e-7]."""
   p = np.clip(p, 1e-7, 1 - 1e-7)
   return np.log(p) - np.log1p(-p)
 
@@ -153,11 +154,11 @@ def ranking_scores(kind: str, probs, observed, candidate, training, thresholds,
   if kind == 'score':
     return probs
   if kind == 'threshold':
-    return _logit(probs) - _logit(np.asarray(thresholds, np.float64))[None, :]
+    return logit(probs) - logit(np.asarray(thresholds, np.float64))[None, :]
   if kind == 'positives':
     return _positive_quantile(probs, observed, training)
   if kind in ('context', 'context_prototype'):
-    key = _logit(probs) + context_log_ratio(observed, training)
+    key = logit(probs) + context_log_ratio(observed, training)
     if kind == 'context':
       return key
     require(features is not None, f'--rank={kind} needs the images\' features')

@@ -33,6 +33,10 @@ precision and recall of the hidden labels at the cut are printed, and `--plot=au
 draws the precision-recall curve of the ranking of every unobserved label, with `--compare`
 workdirs (other methods) and a random ranking; elsewhere these two flags say, in a warning,
 that they cannot apply.
+
+With `--folds=K` (`comic_jax/audit/folds.py`) the audit first trains K out-of-fold BCE models
+and scores each training image with the mean, in log-odds, of the run's score and the score of
+the model that never saw it: `score`, the cut and every ranking then read that score.
 """
 from __future__ import annotations
 
@@ -44,10 +48,12 @@ import os
 import numpy as np
 
 from comic_jax import atomic
+from comic_jax.audit import folds as folds_lib
 from comic_jax.audit.rankings import (
   DEFAULT_RANK,
   NEEDS_FEATURES,
   embeddings,
+  logit,
   ranking_scores,
 )
 from comic_jax.errors import UserError
@@ -68,6 +74,7 @@ class Images:
   negatives: np.ndarray | None         # (N, C) known negatives, or None
   full: np.ndarray                     # (N, C) full labels (= observed unless simulated)
   training: np.ndarray                 # (N,) bool
+  train_position: np.ndarray           # (N,) the row among the run's training images, or -1
 
 
 def labelled_images(data_config) -> Images:
@@ -78,7 +85,7 @@ def labelled_images(data_config) -> Images:
     data = sources.load_dataset(dc)
     n = len(data.y_train)
     return Images([f'train {i}' for i in range(n)], data.x_train, np.asarray(data.y_train),
-                  data.neg_train, np.asarray(data.y_train_full), np.ones(n, bool))
+                  data.neg_train, np.asarray(data.y_train_full), np.ones(n, bool), np.arange(n))
   sources.validate_config(dc)
   cache = splits.cache_dir(dc.cache_dir)
   class_names, train, test = sources.source_pools(dc, cache)
@@ -97,7 +104,8 @@ def labelled_images(data_config) -> Images:
   return Images([str(train.keys[r]) for r in rows], x, stack(plan.y_train, val(plan.y_val)),
                 negatives, stack(plan.y_train_full, val(plan.y_val_full)),
                 np.r_[np.ones(len(plan.train_rows), bool),
-                      np.zeros(len(plan.val_rows), bool)][order])
+                      np.zeros(len(plan.val_rows), bool)][order],
+                np.r_[np.arange(len(plan.train_rows)), np.full(len(plan.val_rows), -1)][order])
 
 
 def rlc_thresholds(probs: np.ndarray, tau: float) -> np.ndarray:
@@ -159,17 +167,28 @@ def ranking_ap(key: np.ndarray, probs: np.ndarray, is_hidden: np.ndarray) -> flo
   return float(precision[hits].mean())
 
 
+def with_out_of_fold(probs: np.ndarray, out_of_fold: np.ndarray) -> np.ndarray:
+  """The audit's scores with out-of-fold ones (`folds.out_of_fold_probs`, NaN where none): the
+  sigmoid of the mean of the two log-odds, the run's score alone where there is none."""
+  mean = np.where(np.isnan(out_of_fold), logit(probs),
+                  (logit(probs) + logit(np.nan_to_num(out_of_fold, nan=0.5))) / 2)
+  return 1.0 / (1.0 + np.exp(-mean))
+
+
 class Audit:
   """The audit of one run: its model's scores of every image the user labelled for training
   (validation rows included), the cut and the ranking."""
 
   def __init__(self, workdir: str, *, cut: str = 'rlc', model: str | None = None,
-               rank: str = DEFAULT_RANK):
+               rank: str = DEFAULT_RANK, folds: int = 0, folds_dir: str | None = None):
     from comic_jax.inference import restore as inference
     self.model = predict.load(workdir, model=model)
     config = self.model.config
     self.images = labelled_images(config.data)
     self.probs = self.model.predict(self.images.x).astype(np.float64)
+    if folds:
+      self.probs = with_out_of_fold(self.probs, folds_lib.out_of_fold_probs(
+          folds_dir or os.path.join(workdir, folds_lib.FOLDS_DIR), config, self.images, folds))
     self.observed = np.asarray(self.images.observed)
     self.negatives = self.images.negatives
     self.full = np.asarray(self.images.full)

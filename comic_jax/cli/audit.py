@@ -23,6 +23,10 @@ def define_flags():
   flags.DEFINE_string('cut', 'rlc', "'rlc' (RLC's threshold max{tau, P_c}), 'val' (the run's "
                       'validation thresholds) or a number for every class.')
   flags.DEFINE_enum('rank', DEFAULT_RANK, RANKINGS, 'How suspects are ordered: ' + ranking_help())
+  flags.DEFINE_integer('folds', 0, 'Train this many out-of-fold BCE models first (in '
+                       'WORKDIR/folds; at least 2) and score each training image with the mean, '
+                       'in log-odds, of the run\'s score and that of the model that never saw '
+                       'it: finds more missing labels of rare classes (docs/results.md); 0: off.')
   flags.DEFINE_string('model', None, 'Reported model whose scores rank (default: the run\'s).')
   flags.DEFINE_string('plot', None, 'Where the hidden labels are known: write the '
                       'precision-recall picture here (e.g. audit.png).')
@@ -46,13 +50,18 @@ def main(argv):
     require(FLAGS.cut in ('rlc', 'val') or _is_number(FLAGS.cut),
             f"--cut={FLAGS.cut!r} is not 'rlc', 'val' or a number")
     predict.use_compilation_cache(FLAGS.workdir)   # a second audit loads the compiled model
-    audit = Audit(FLAGS.workdir, cut=FLAGS.cut, model=FLAGS.model, rank=FLAGS.rank)
+    require(FLAGS.folds == 0 or FLAGS.folds >= 2, f'--folds={FLAGS.folds} must be 0 (off) '
+            'or at least 2')
+    audit = Audit(FLAGS.workdir, cut=FLAGS.cut, model=FLAGS.model, rank=FLAGS.rank,
+                  folds=FLAGS.folds)
     rows = audit.rows()
     write_rows(FLAGS.output, rows)
     held = int((~audit.images.training).sum())
     print(f'{len(rows)} suspected missing labels in {len(audit.names)} labelled images'
           + (f' ({held} held out for validation)' if held else '')
-          + f' -> {FLAGS.output} ({audit.model.model}, cut {FLAGS.cut}, ranked by {FLAGS.rank});'
+          + f' -> {FLAGS.output} ({audit.model.model}'
+          + (f' with {FLAGS.folds} out-of-fold models' if FLAGS.folds else '')
+          + f', cut {FLAGS.cut}, ranked by {FLAGS.rank});'
           " fill in its 'verdict' column (yes / no) and apply it with --review")
     if audit.hidden_known():
       _report_hidden(audit, FLAGS)

@@ -146,6 +146,26 @@ def split_validation(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np
   return np.sort(perm[n_val:]), np.sort(perm[:n_val])
 
 
+def split_folds(n: int, folds: int, seed: int) -> list[np.ndarray]:
+  """`folds` disjoint sorted row sets covering range(n) (their sizes differ by at most one),
+  drawn from the data seed's own stream: the audit's out-of-fold models (`data.folds`)."""
+  perm = np.random.default_rng([seed, 3]).permutation(n)
+  return [np.sort(perm[f::folds]) for f in range(folds)]
+
+
+def leave_out_fold(data: PLTData, dc) -> PLTData:
+  """`data` without fold `dc.fold` of `split_folds(len(training images), dc.folds, dc.seed)`
+  among its training images (`dc.folds` 0: `data` as it is). Validation and test images stay."""
+  if not dc.folds:
+    return data
+  held = split_folds(len(data.y_train), dc.folds, dc.seed)[dc.fold]
+  keep = np.setdiff1d(np.arange(len(data.y_train)), held)
+  return dataclasses.replace(
+      data, x_train=np.asarray(data.x_train)[keep], y_train=np.asarray(data.y_train)[keep],
+      y_train_full=np.asarray(data.y_train_full)[keep],
+      neg_train=None if data.neg_train is None else np.asarray(data.neg_train)[keep])
+
+
 def warn_about_labels(class_names, y_observed: np.ndarray, y_test: np.ndarray) -> None:
   """Warnings for documented but surprising label counts: classes whose training positives are
   all hidden (they train on negatives only) and classes without a test positive (left out of

@@ -47,6 +47,11 @@ def validate_config(data_config) -> None:
   require(dc.image_size > 0, f'config.data.image_size={dc.image_size!r} must be > 0')
   require(0.0 <= dc.val_fraction < 1.0,
           f'config.data.val_fraction={dc.val_fraction!r} must be in [0, 1)')
+  require(dc.folds == 0 or (dc.folds >= 2 and 0 <= dc.fold < dc.folds),
+          f'config.data.folds={dc.folds!r} / config.data.fold={dc.fold!r}: folds is 0 (off) or '
+          'at least 2, and fold one of 0 .. folds - 1')
+  require(not dc.folds or dc.name != 'shards', 'config.data.folds needs the training images in '
+          "memory, not streamed from shards (config.data.name='shards')")
   if spec.validate is not None:
     spec.validate(dc)
 

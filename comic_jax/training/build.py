@@ -15,7 +15,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from comic_jax import progress
-from comic_jax.data import pipeline, sources
+from comic_jax.data import pipeline, plt, sources
 from comic_jax.errors import require
 from comic_jax.methods import registry
 from comic_jax.training import features, optim, step
@@ -83,13 +83,15 @@ def _load_data(config):
 def build(config, workdir: str) -> Parts:
   """The run's parts (the workdir is locked: a frozen backbone's feature cache is written there)."""
   data = _load_data(config)
-  groups = sources.training_groups(data, config.data)
-  steps_per_epoch = len(data.x_train) // config.batch_size
   mesh = step.create_mesh(config.num_devices)
   if config.model.feature_cache:
     data = features.cache_features(config.model, config.data, config.augment, data, mesh,
                                    seed=config.seed, batch_size=config.eval_batch_size, log=log)
     features.write_weights_record(workdir, config.model, config.seed)
+  # (after the cache: every fold reads the features of the whole training set's file)
+  data = plt.leave_out_fold(data, config.data)
+  groups = sources.training_groups(data, config.data)
+  steps_per_epoch = len(data.x_train) // config.batch_size
   method = registry.create_method(config, data.y_train, steps_per_epoch, data.class_names)
   replicated, sharded = NamedSharding(mesh, P()), NamedSharding(mesh, P('data'))
   samplers = step.create_samplers(method, data.y_train, config.batch_size, config.seed)
