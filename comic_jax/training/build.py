@@ -92,6 +92,9 @@ def build(config, workdir: str) -> Parts:
   data = plt.leave_out_fold(data, config.data)
   groups = sources.training_groups(data, config.data)
   steps_per_epoch = len(data.x_train) // config.batch_size
+  require(steps_per_epoch > 0, f'config.data.folds={config.data.folds} leaves '
+          f'{len(data.x_train)} training images, fewer than config.batch_size='
+          f'{config.batch_size}: use fewer folds or a smaller batch')
   method = registry.create_method(config, data.y_train, steps_per_epoch, data.class_names)
   replicated, sharded = NamedSharding(mesh, P()), NamedSharding(mesh, P('data'))
   samplers = step.create_samplers(method, data.y_train, config.batch_size, config.seed)
