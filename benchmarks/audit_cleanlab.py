@@ -2,64 +2,28 @@
 scores, on the training set of a PLT-Synth run (its hidden labels are known).
 
 cleanlab (pip install "cleanlab==2.9.*", needed by this command only) is fed as its docs
-recommend: out-of-sample predicted probabilities from K-fold cross-validation. Each fold trains
-BCE with the BCE run's config on the other folds' training images and predicts its own; the
+recommend: out-of-sample predicted probabilities from K-fold cross-validation: the audit's own
+fold models (`--folds`; BCE with the BCE run's config on the other folds' training images, each
+predicting its own fold); the
 unobserved labels are ranked by cleanlab's per-class label quality
 (`multilabel_classification.rank.get_label_quality_scores_per_class`, self-confidence: low =
 likely wrong), and its cut is `filter.find_multilabel_issues_per_class` (prune by noise rate).
 Every tool's own cut: the audit's is RLC's threshold; BCE's and Hill's in-sample scores are cut
 at 0.5.
 """
-import dataclasses
-import os
-
 import numpy as np
 
 from comic_jax.audit import suspects as audit_lib
 
 
-def folds_of(n: int, k: int, seed: int = 0) -> list[np.ndarray]:
-  """K disjoint sorted row sets covering range(n)."""
-  perm = np.random.default_rng([seed, 34]).permutation(n)
-  return [np.sort(perm[f::k]) for f in range(k)]
-
-
-def out_of_sample_probs(bce_workdir: str, k: int, scratch: str) -> np.ndarray:
-  """(N, C) each training image's BCE probabilities from the fold that did not train on it. With
-  frozen features, a fold trains on the full set's cached features of its images."""
-  from comic_jax.data import sources
-  from comic_jax.inference import predict
-  from comic_jax.training import features, train
-  config = predict.load(bce_workdir).config
-  data = sources.load_dataset(config.data)
-  n = len(data.y_train)
-  out = np.zeros(np.shape(data.y_train), np.float64)
-  load, cache = sources.load_dataset, features.cache_features
-  for f, held in enumerate(folds_of(n, k)):
-    keep = np.setdiff1d(np.arange(n), held)
-    workdir = os.path.join(scratch, f'fold{f}')
-
-    def subset(d, keep=keep, **x):
-      return dataclasses.replace(
-          d, x_train=np.asarray(x.get('x_train', d.x_train))[keep],
-          y_train=np.asarray(d.y_train)[keep], y_train_full=np.asarray(d.y_train_full)[keep],
-          neg_train=None if d.neg_train is None else d.neg_train[keep],
-          **{k_: v for k_, v in x.items() if k_ != 'x_train'})
-
-    def fold_features(model_config, data_config, augment_config, d, mesh, subset=subset,
-                      **kwargs):
-      full = cache(model_config, data_config, augment_config, data, mesh, **kwargs)
-      return subset(data, x_train=full.x_train, x_test=full.x_test, x_val=full.x_val)
-
-    sources.load_dataset = lambda dc, subset=subset: subset(load(dc))
-    features.cache_features = fold_features
-    try:
-      if not os.path.exists(os.path.join(workdir, 'results.json')):
-        train.train_and_evaluate(config, workdir)
-    finally:
-      sources.load_dataset, features.cache_features = load, cache
-    out[held] = predict.load(workdir).predict(np.asarray(data.x_train)[held])
-  return out
+def out_of_sample_probs(bce_workdir: str, k: int, folder: str) -> np.ndarray:
+  """(N, C) each training image's BCE probabilities from the fold model that did not train on
+  it: the audit's own fold models (`comic-jax-audit --folds`, `comic_jax/audit/folds.py`) of the
+  BCE run's config, trained in `folder` (reused when finished). With frozen features the folds
+  read the run's cached features."""
+  from comic_jax.audit import folds
+  a = audit_lib.Audit(bce_workdir)
+  return folds.out_of_fold_probs(folder, a.model.config, a.images, k)
 
 
 def cleanlab_scores(observed: np.ndarray, probs: np.ndarray):
@@ -76,10 +40,12 @@ def cleanlab_scores(observed: np.ndarray, probs: np.ndarray):
 
 def compare(args, scores_table) -> list[dict]:
   """The comparison's rows (`scores_table`: benchmarks/audit.py's, one row per class group)."""
-  a = audit_lib.Audit(args.workdir)
-  found = audit_lib.suspects(a.probs, a.observed, a.negatives, a.cut, a.key)
-  rows = scores_table(f'comic-jax audit ({a.method}, rank {audit_lib.DEFAULT_RANK})', a.key, a,
-                      found)
+  rows = []
+  for folds in (0, args.folds):   # the audit as it is, and with the same fold models (--folds)
+    a = audit_lib.Audit(args.workdir, folds=folds, folds_dir=args.scratch)
+    found = audit_lib.suspects(a.probs, a.observed, a.negatives, a.cut, a.key)
+    rows += scores_table(f'comic-jax audit ({a.method}, rank {audit_lib.DEFAULT_RANK}'
+                         + (f', --folds={folds})' if folds else ')'), a.key, a, found)
   for name, workdir in (('BCE in-sample', args.bce), ('Hill in-sample', args.hill)):
     probs = audit_lib.Audit(workdir).probs
     cut = np.full(probs.shape[1], 0.5)
