@@ -128,13 +128,25 @@ def _config(tmp_path, **overrides):
                         **overrides})
 
 
-def test_tiny_comic_plus_run_resumes_and_reports_the_fusion(tmp_path):
-  _npz(tmp_path / 'd.npz')
-  config = _config(tmp_path, num_epochs=2, **{'comic_plus.report': 'fusion',
-                                               'comic_plus.fusion': 'prob',
-                                               'comic_plus.members': ('balanced', 'head', 'tail')})
-  straight, resumed = str(tmp_path / 's'), str(tmp_path / 'r')
-  train.train_and_evaluate(config, straight)
+@pytest.fixture(scope='module')
+def fusion_run(tmp_path_factory):
+  """(config, workdir) of a 2-epoch COMIC+ run that reports the fusion of its three models and
+  evaluates an exponential moving average of its parameters (decay 0.5): trained once for the
+  tests of resuming, of the fusion and of the average."""
+  folder = tmp_path_factory.mktemp('fusion')
+  _npz(folder / 'd.npz')
+  config = _config(folder, num_epochs=2, **{'comic_plus.report': 'fusion',
+                                             'comic_plus.fusion': 'prob',
+                                             'comic_plus.members': ('balanced', 'head', 'tail'),
+                                             'comic_plus.ema': 0.5})
+  workdir = str(folder / 'straight')
+  train.train_and_evaluate(config, workdir)
+  return config, workdir
+
+
+def test_tiny_comic_plus_run_resumes_and_reports_the_fusion(fusion_run, tmp_path):
+  config, straight = fusion_run
+  resumed = str(tmp_path / 'r')
   train.train_and_evaluate(config, resumed, stop_after_epochs=1)
   train.train_and_evaluate(config, resumed)
   read = lambda d, n: json.load(open(os.path.join(d, n)))
@@ -150,8 +162,9 @@ def test_tiny_comic_plus_run_resumes_and_reports_the_fusion(tmp_path):
   # "COMIC+" is the mean of the three models' probabilities (NumPy on the models' logits).
   run = train.Trainer.open(config, straight)
   run.restore()
-  logits = jax.device_get(run.method.predict(run.state.params, run.state.batch_stats,
-                                             run.state.method_state, jnp.asarray(run.data.x_test)))
+  logits = jax.device_get(jax.jit(run.method.predict)(
+      run.state.params, run.state.batch_stats, run.state.method_state,
+      jnp.asarray(run.data.x_test)))
   p = np.mean([np_sigmoid(np.asarray(logits[m], np.float64))
                for m in ('Balanced Model', 'Head Model', 'Tail Model')], 0)
   expected = metrics.multilabel_metrics(p, run.data.y_test, run.groups)[0]
@@ -350,14 +363,11 @@ def test_ema_update_and_debiased_value_match_numpy():
                                                        'comic_plus.ema': 1.0}))
 
 
-def test_ema_run_reports_the_averaged_parameters(tmp_path):
+def test_ema_run_reports_the_averaged_parameters(fusion_run):
   """With comic_plus.ema, the method state carries the average of every step's parameters
   (one step behind the update) and the reported models are computed from it."""
-  _npz(tmp_path / 'd.npz')
-  config = _config(tmp_path, num_epochs=2, **{'comic_plus.ema': 0.5,
-                                               'comic_plus.report': 'balanced'})
-  workdir = str(tmp_path / 'ema')
-  train.train_and_evaluate(config, workdir)
+  config, workdir = fusion_run
+  assert config.comic_plus.ema == 0.5
   run = train.Trainer.open(config, workdir)
   run.restore()
   state = jax.device_get(run.state.method_state['ema'])
@@ -371,12 +381,14 @@ def test_ema_run_reports_the_averaged_parameters(tmp_path):
   assert any(not np.allclose(a, b) for a, b in
              zip(leaves, jax.tree_util.tree_leaves(run.state.params)))
   images = jnp.asarray(run.data.x_test)
-  got = run.method.predict(run.state.params, run.state.batch_stats, run.state.method_state,
-                           images)
-  plain = comic.Comic.predict(
-      run.method, averaged['params'], averaged['batch_stats'], run.state.method_state, images)
-  np.testing.assert_allclose(np.asarray(got['COMIC+']), np.asarray(plain['COMIC']), rtol=1e-5,
-                             atol=1e-5)
+  got = jax.jit(run.method.predict)(run.state.params, run.state.batch_stats,
+                                    run.state.method_state, images)
+  plain = jax.jit(lambda *args: comic.Comic.predict(run.method, *args))(
+      averaged['params'], averaged['batch_stats'], run.state.method_state, images)
+  for ours, comics in (('Balanced Model', 'COMIC'), ('Head Model', 'Head Model'),
+                       ('Tail Model', 'Tail Model')):
+    np.testing.assert_allclose(np.asarray(got[ours]), np.asarray(plain[comics]), rtol=1e-5,
+                               atol=1e-5, err_msg=ours)
   results = json.load(open(os.path.join(workdir, 'results.json')))
   p = np_sigmoid(np.asarray(got['COMIC+'], np.float64))
   expected = metrics.multilabel_metrics(p, run.data.y_test, run.groups)[0]
