@@ -272,7 +272,7 @@ def test_teachers_have_their_own_classifier_and_no_energy_term():
 
 def test_report_auto_reports_the_candidate_best_on_validation(tmp_path):
   _npz(tmp_path / 'd.npz')
-  config = _config(tmp_path, num_epochs=2, **{'comic_plus.report': 'auto',
+  config = _config(tmp_path, num_epochs=1, **{'comic_plus.report': 'auto',
                                                'comic_plus.report_per_group': False})
   workdir = str(tmp_path / 'run')
   train.train_and_evaluate(config, workdir)
