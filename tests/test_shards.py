@@ -92,9 +92,7 @@ def test_grain_batches_match_the_samplers(synth_shards):
 
 
 def test_resumed_equals_uninterrupted(synth_shards, tmp_path):
-  # Evaluated once, when the runs end (the comparison below): decoding the 4000 evaluation
-  # images after the first epoch as well was most of this test's time.
-  config = _streamed(synth_shards, eval_every_epochs=2)
+  config = _streamed(synth_shards)
   train.train_and_evaluate(config, str(tmp_path / 'whole'))
   resumed = tmp_path / 'resumed'
   train.train_and_evaluate(config, str(resumed), stop_after_epochs=1)
