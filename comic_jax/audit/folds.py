@@ -8,8 +8,8 @@ for its label-quality scores. Each fold model is BCE (the fastest method: it onl
 images it has not seen) with the run's config otherwise (data, model, epochs, seed), trained on
 the run's training images without its fold (`data.folds`, `data.fold`; `plt.leave_out_fold`),
 in `<workdir>/folds/<k>/`; a finished fold is reused, an interrupted one resumes, and one
-trained with another config is refused. The rows
-held out for validation are out of sample already: they keep the run's own score.
+trained with another config is refused. The rows held out for validation are out of sample
+already: they keep the run's own score.
 """
 from __future__ import annotations
 

@@ -26,7 +26,8 @@ def define_flags():
   flags.DEFINE_integer('folds', 0, 'Train this many out-of-fold BCE models first (in '
                        'WORKDIR/folds; at least 2) and score each training image with the mean, '
                        'in log-odds, of the run\'s score and that of the model that never saw '
-                       'it: finds more missing labels of rare classes (docs/results.md); 0: off.')
+                       'it (K more trainings): ranks the missing labels better overall, not '
+                       'reliably those of rare classes (docs/results.md); 0: off.')
   flags.DEFINE_string('model', None, 'Reported model whose scores rank (default: the run\'s).')
   flags.DEFINE_string('plot', None, 'Where the hidden labels are known: write the '
                       'precision-recall picture here (e.g. audit.png).')
