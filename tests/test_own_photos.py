@@ -45,11 +45,7 @@ def _scores(path, class_names):
 def _predict(workdir, images, output):
   """What `comic-jax-predict --workdir=W --input=I --output=O` does (comic_jax/cli/predict.py)."""
   from comic_jax.inference import predict
-  names, inputs = predict.read_inputs(images)
-  model = predict.load(workdir)
-  probs = model.predict_all(inputs, names)[model.model]
-  predict.write_predictions(output, names, probs, model.labels_of(probs), model.class_names,
-                            model.model)
+  predict.predict_files(workdir, images, output)
 
 
 @pytest.fixture(scope='module')

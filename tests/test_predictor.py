@@ -51,14 +51,15 @@ def _refused(result, out, *fragments):
 
 
 def _refused_in_process(workdir, path, *fragments):
-  """The same refusal from the functions the command calls (comic_jax/cli/predict.py): a
+  """The same refusal from `predict.predict_files`, the body of comic_jax/cli/predict.py: a
   UserError of one line holding every fragment. Each refusal below runs the command itself at
   least once; its other inputs are checked in this process, without starting JAX again."""
   from comic_jax.inference import predict
+  out = str(path) + '.predictions.csv'
   with pytest.raises(UserError) as excinfo:
-    names, inputs = predict.read_inputs(str(path))
-    predict.load(workdir).predict_all(inputs, names)
+    predict.predict_files(workdir, str(path), out)
   assert_one_line(excinfo, *fragments)
+  assert not os.path.exists(out)
 
 
 def test_feature_rows_with_nan_or_inf_and_wrong_shapes_are_refused(features_run, tmp_path):

@@ -48,13 +48,10 @@ def main(argv):
     predict.use_compilation_cache(FLAGS.workdir)
     require(bool(FLAGS.input), '--input is required (an image folder, an image or an .npz)')
     require(bool(FLAGS.output), '--output is required (a .csv or .json file)')
-    names, inputs = predict.read_inputs(FLAGS.input, FLAGS.recursive)
-    model = predict.load(FLAGS.workdir, model=FLAGS.model, threshold=FLAGS.threshold,
-                         batch_size=FLAGS.batch_size or None)
-    probs = model.predict_all(inputs, names)[model.model]
-    predict.write_predictions(FLAGS.output, names, probs, model.labels_of(probs),
-                              model.class_names, model.model)
-    print(f'{len(names)} images -> {FLAGS.output} ({model.model})')
+    count, model = predict.predict_files(
+        FLAGS.workdir, FLAGS.input, FLAGS.output, recursive=FLAGS.recursive, model=FLAGS.model,
+        threshold=FLAGS.threshold, batch_size=FLAGS.batch_size or None)
+    print(f'{count} images -> {FLAGS.output} ({model})')
 
 
 def run() -> None:

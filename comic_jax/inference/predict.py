@@ -147,3 +147,17 @@ def write_predictions(path: str, names: Sequence[str], probs: np.ndarray,
     atomic.write_text(path, text)
   except OSError as e:
     raise UserError(f'cannot write {path!r}: {e.strerror or e}') from None
+
+
+def predict_files(workdir: str, inputs: str, output: str, *, recursive: bool = False,
+                  model: str | None = None, threshold='auto',
+                  batch_size: int | None = None) -> tuple[int, str]:
+  """What `comic-jax-predict --workdir --input --output` does: reads `inputs` (`read_inputs`),
+  predicts them with `load(workdir, ...)` and writes `output` (`write_predictions`); returns
+  (number of images, the model that predicted)."""
+  names, x = read_inputs(inputs, recursive)
+  loaded = load(workdir, model=model, threshold=threshold, batch_size=batch_size)
+  probs = loaded.predict_all(x, names)[loaded.model]
+  write_predictions(output, names, probs, loaded.labels_of(probs), loaded.class_names,
+                    loaded.model)
+  return len(names), loaded.model
