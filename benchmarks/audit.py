@@ -20,7 +20,8 @@ retraining, for its test mAP).
 
     # The audit against cleanlab (pip install cleanlab==2.9.*, for this command only): cleanlab's
     # per-class label quality from K-fold out-of-sample BCE probabilities (each fold a BCE run of
-    # the run's config on the other folds' training images), and BCE's / Hill's in-sample scores:
+    # the run's config on the other folds' and the validation images), and BCE's / Hill's
+    # in-sample scores:
     python benchmarks/audit.py compare --workdir=runs/comic_plus --bce=runs/bce --hill=runs/hill \
         --folds=5 --output=compare.csv --scratch=/tmp/folds
 

@@ -72,7 +72,8 @@ def get_config() -> ml_collections.ConfigDict:
                                         # always has its own fully-labelled one (leave 0)
   data.folds = 0                        # the audit's out-of-fold models (comic-jax-audit
   data.fold = 0                         # --folds): train without fold `fold` of `folds` of the
-                                        # training images (0: every training image)
+                                        # training images, with the validation images (folds 0:
+                                        # the training images as they are)
   data.group_counts = 'full'            # class groups from 'full' or 'observed' train counts
   data.many_threshold = 100             # many-shot: n_c >= this
   data.few_threshold = 20               # few-shot: n_c < this (medium in between)

@@ -305,10 +305,37 @@ def test_split_folds_cover_the_rows_once_and_leave_out_fold_drops_them():
   assert plt.leave_out_fold(data, dc) is data
 
 
+def test_a_fold_model_trains_on_the_validation_images_too():
+  """Every labelled image outside the fold: the other folds' training rows, then the validation
+  rows (cached (N, D) features repeated over the training set's views; their 0s unknown)."""
+  from comic_jax.data import plt, types
+  rng = np.random.default_rng(0)
+  x = rng.normal(size=(10, 3, 4)).astype(np.float32)          # 10 images x 3 views x 4 features
+  y, y_full = rng.integers(0, 2, (10, 2)), np.ones((10, 2), int)
+  neg = (y == 0) & (rng.random((10, 2)) < 0.5)
+  x_val, y_val = rng.normal(size=(3, 4)).astype(np.float32), np.array([[1, 0], [0, 1], [1, 1]])
+  data = types.PLTData(name='t', class_names=('a', 'b'), x_train=x, y_train=y,
+                       y_train_full=y_full, x_test=x_val, y_test=y_val, x_val=x_val, y_val=y_val,
+                       neg_train=neg)
+  dc = type('DC', (), {'folds': 5, 'fold': 1, 'seed': 0})
+  keep = np.setdiff1d(np.arange(10), plt.split_folds(10, 5, 0)[1])
+  out = plt.leave_out_fold(data, dc)
+  assert out.x_train.shape == (len(keep) + 3, 3, 4)
+  np.testing.assert_array_equal(out.x_train[:len(keep)], x[keep])
+  for view in range(3):
+    np.testing.assert_array_equal(out.x_train[len(keep):, view], x_val)
+  np.testing.assert_array_equal(out.y_train, np.concatenate([y[keep], y_val]))
+  np.testing.assert_array_equal(out.y_train_full, np.concatenate([y_full[keep], y_val]))
+  np.testing.assert_array_equal(out.neg_train[:len(keep)], neg[keep])
+  assert not out.neg_train[len(keep):].any()
+  np.testing.assert_array_equal(out.x_val, x_val)      # the validation set stays
+
+
 def test_folds_score_each_training_row_with_the_model_that_never_saw_it(npz_run, tmp_path):
-  """--folds=2: two BCE models, each trained without one half of the training rows; a training
-  row's score is the sigmoid of the mean log-odds of the run's score and its fold model's, in
-  closed form sqrt(pq) / (sqrt(pq) + sqrt((1-p)(1-q))); a validation row keeps the run's."""
+  """--folds=2: two BCE models, each trained without one half of the training rows (and with the
+  validation rows); a training row's score is the sigmoid of the mean log-odds of the run's score
+  and its fold model's, in closed form sqrt(pq) / (sqrt(pq) + sqrt((1-p)(1-q))); a validation
+  row keeps the run's."""
   from comic_jax.data import plt
   from comic_jax.inference import predict
   workdir, _, x_train, _ = npz_run
@@ -322,7 +349,7 @@ def test_folds_score_each_training_row_with_the_model_that_never_saw_it(npz_run,
   want = run.copy()
   for k, fold in enumerate(plt.split_folds(len(keep), 2, 0)):
     fold_dir = os.path.join(workdir, 'folds', str(k))
-    # 18 of the 36 training rows at batch 16: one step per epoch (the run took two)
+    # 18 of the 36 training rows and the 12 validation rows at batch 16: one step per epoch
     assert sorted(os.listdir(os.path.join(fold_dir, 'checkpoints'))) == ['1']
     rows = keep[fold]
     q = predict.load(fold_dir).predict(x_train[rows]).astype(np.float64)

@@ -6,10 +6,10 @@ With `--folds=K` the audit trains K models that each never saw one K-th of the t
 and scores every training image with the model that did not train on it, as cleanlab recommends
 for its label-quality scores. Each fold model is BCE (the fastest method: it only needs to score
 images it has not seen) with the run's config otherwise (data, model, epochs, seed), trained on
-the run's training images without its fold (`data.folds`, `data.fold`; `plt.leave_out_fold`),
-in `<workdir>/folds/<k>/`; a finished fold is reused, an interrupted one resumes, and one
-trained with another config is refused. The rows held out for validation are out of sample
-already: they keep the run's own score.
+every labelled image outside its fold: the other folds' training images and the validation
+images (`data.folds`, `data.fold`; `plt.leave_out_fold`), in `<workdir>/folds/<k>/`; a finished
+fold is reused, an interrupted one resumes, and one trained with another config is refused. The
+rows held out for validation are out of sample for the run already: they keep its own score.
 """
 from __future__ import annotations
 

@@ -24,10 +24,12 @@ def define_flags():
                       'validation thresholds) or a number for every class.')
   flags.DEFINE_enum('rank', DEFAULT_RANK, RANKINGS, 'How suspects are ordered: ' + ranking_help())
   flags.DEFINE_integer('folds', 0, 'Train this many out-of-fold BCE models first (in '
-                       'WORKDIR/folds; at least 2) and score each training image with the mean, '
-                       'in log-odds, of the run\'s score and that of the model that never saw '
-                       'it (K more trainings): ranks the missing labels better overall, not '
-                       'reliably those of rare classes (docs/results.md); 0: off.')
+                       'WORKDIR/folds; at least 2), each on every labelled image outside its '
+                       'fold (validation images included), and score each training image with '
+                       'the mean, in log-odds, of the run\'s score and that of the model that '
+                       'never saw it (K more trainings): ranks the missing labels better, rare '
+                       'classes\' too where the validation images hold them (docs/results.md); '
+                       '0: off.')
   flags.DEFINE_string('model', None, 'Reported model whose scores rank (default: the run\'s).')
   flags.DEFINE_string('plot', None, 'Where the hidden labels are known: write the '
                       'precision-recall picture here (e.g. audit.png).')

@@ -154,16 +154,28 @@ def split_folds(n: int, folds: int, seed: int) -> list[np.ndarray]:
 
 
 def leave_out_fold(data: PLTData, dc) -> PLTData:
-  """`data` without fold `dc.fold` of `split_folds(len(training images), dc.folds, dc.seed)`
-  among its training images (`dc.folds` 0: `data` as it is). Validation and test images stay."""
+  """The training set of the audit's fold model `dc.fold` (`dc.folds` 0: `data` as it is): every
+  labelled image outside fold `dc.fold` of `split_folds(len(training images), dc.folds,
+  dc.seed)`, that is the other folds' training images and, after them, the validation images
+  (their labels as observed; cached features repeated over the training views); no row of the
+  fold. Validation and test sets stay (the validation set is then in-sample: its metrics only
+  describe the fit)."""
   if not dc.folds:
     return data
   held = split_folds(len(data.y_train), dc.folds, dc.seed)[dc.fold]
   keep = np.setdiff1d(np.arange(len(data.y_train)), held)
-  return dataclasses.replace(
-      data, x_train=np.asarray(data.x_train)[keep], y_train=np.asarray(data.y_train)[keep],
-      y_train_full=np.asarray(data.y_train_full)[keep],
-      neg_train=None if data.neg_train is None else np.asarray(data.neg_train)[keep])
+  x, y = np.asarray(data.x_train)[keep], np.asarray(data.y_train)[keep]
+  full = np.asarray(data.y_train_full)[keep]
+  neg = None if data.neg_train is None else np.asarray(data.neg_train)[keep]
+  if data.x_val is not None and len(data.x_val):
+    x_val, y_val = np.asarray(data.x_val), np.asarray(data.y_val).astype(y.dtype)
+    if x_val.ndim < x.ndim:      # (N, D) features beside the training set's (N, views, D)
+      x_val = np.repeat(x_val[:, None], x.shape[1], axis=1)
+    x, y = np.concatenate([x, x_val.astype(x.dtype)]), np.concatenate([y, y_val])
+    full = np.concatenate([full, y_val.astype(full.dtype)])
+    if neg is not None:          # (a 0 of a validation label counts as unknown)
+      neg = np.concatenate([neg, np.zeros(y_val.shape, bool)])
+  return dataclasses.replace(data, x_train=x, y_train=y, y_train_full=full, neg_train=neg)
 
 
 def warn_about_labels(class_names, y_observed: np.ndarray, y_test: np.ndarray) -> None:
