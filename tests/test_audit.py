@@ -331,6 +331,18 @@ def test_a_fold_model_trains_on_the_validation_images_too():
   np.testing.assert_array_equal(out.x_val, x_val)      # the validation set stays
 
 
+def test_validation_images_stored_at_another_size_stay_out_of_the_folds(capsys):
+  from comic_jax.data import plt, types
+  y = np.eye(2, dtype=np.int8)[np.arange(8) % 2]
+  data = types.PLTData(name='t', class_names=('a', 'b'), x_train=np.zeros((8, 6, 6, 3), np.uint8),
+                       y_train=y, y_train_full=y, x_test=np.zeros((2, 4, 4, 3), np.uint8),
+                       y_test=y[:2], x_val=np.zeros((2, 4, 4, 3), np.uint8), y_val=y[:2])
+  out = plt.leave_out_fold(data, type('DC', (), {'folds': 2, 'fold': 0, 'seed': 0}))
+  assert out.x_train.shape == (4, 6, 6, 3) and len(out.y_train) == 4
+  err = capsys.readouterr().err
+  assert 'warning:' in err and 'train on the training images only' in err
+
+
 def test_folds_score_each_training_row_with_the_model_that_never_saw_it(npz_run, tmp_path):
   """--folds=2: two BCE models, each trained without one half of the training rows (and with the
   validation rows); a training row's score is the sigmoid of the mean log-odds of the run's score

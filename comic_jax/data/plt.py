@@ -157,8 +157,9 @@ def leave_out_fold(data: PLTData, dc) -> PLTData:
   """The training set of the audit's fold model `dc.fold` (`dc.folds` 0: `data` as it is): every
   labelled image outside fold `dc.fold` of `split_folds(len(training images), dc.folds,
   dc.seed)`, that is the other folds' training images and, after them, the validation images
-  (their labels as observed; cached features repeated over the training views); no row of the
-  fold. Validation and test sets stay (the validation set is then in-sample: its metrics only
+  (their labels as observed; cached features repeated over the training views; not where they
+  are stored at another size than the training images, with a warning); no row of the fold.
+  Validation and test sets stay (the validation set is then in-sample: its metrics only
   describe the fit)."""
   if not dc.folds:
     return data
@@ -167,10 +168,15 @@ def leave_out_fold(data: PLTData, dc) -> PLTData:
   x, y = np.asarray(data.x_train)[keep], np.asarray(data.y_train)[keep]
   full = np.asarray(data.y_train_full)[keep]
   neg = None if data.neg_train is None else np.asarray(data.neg_train)[keep]
-  if data.x_val is not None and len(data.x_val):
-    x_val, y_val = np.asarray(data.x_val), np.asarray(data.y_val).astype(y.dtype)
-    if x_val.ndim < x.ndim:      # (N, D) features beside the training set's (N, views, D)
-      x_val = np.repeat(x_val[:, None], x.shape[1], axis=1)
+  x_val = None if data.x_val is None or not len(data.x_val) else np.asarray(data.x_val)
+  if x_val is not None and x_val.ndim < x.ndim:   # (N, D) features beside (N, views, D)
+    x_val = np.repeat(x_val[:, None], x.shape[1], axis=1)
+  if x_val is not None and x_val.shape[1:] != x.shape[1:]:
+    warn(f'the validation images are stored at {x_val.shape[1:]}, the training images at '
+         f'{x.shape[1:]}: the out-of-fold models train on the training images only')
+    x_val = None
+  if x_val is not None:
+    y_val = np.asarray(data.y_val).astype(y.dtype)
     x, y = np.concatenate([x, x_val.astype(x.dtype)]), np.concatenate([y, y_val])
     full = np.concatenate([full, y_val.astype(full.dtype)])
     if neg is not None:          # (a 0 of a validation label counts as unknown)
