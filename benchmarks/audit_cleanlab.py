@@ -3,8 +3,8 @@ scores, on the training set of a PLT-Synth run (its hidden labels are known).
 
 cleanlab (pip install "cleanlab==2.9.*", needed by this command only) is fed as its docs
 recommend: out-of-sample predicted probabilities from K-fold cross-validation: the audit's own
-fold models (`--folds`; BCE with the BCE run's config on the other folds' training images, each
-predicting its own fold); the
+fold models (`--folds`; BCE with the BCE run's config on the other folds' training images and
+the validation images, each predicting its own fold); the
 unobserved labels are ranked by cleanlab's per-class label quality
 (`multilabel_classification.rank.get_label_quality_scores_per_class`, self-confidence: low =
 likely wrong), and its cut is `filter.find_multilabel_issues_per_class` (prune by noise rate).

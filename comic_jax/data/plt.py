@@ -168,20 +168,30 @@ def leave_out_fold(data: PLTData, dc) -> PLTData:
   x, y = np.asarray(data.x_train)[keep], np.asarray(data.y_train)[keep]
   full = np.asarray(data.y_train_full)[keep]
   neg = None if data.neg_train is None else np.asarray(data.neg_train)[keep]
-  x_val = None if data.x_val is None or not len(data.x_val) else np.asarray(data.x_val)
-  if x_val is not None and x_val.ndim < x.ndim:   # (N, D) features beside (N, views, D)
-    x_val = np.repeat(x_val[:, None], x.shape[1], axis=1)
-  if x_val is not None and x_val.shape[1:] != x.shape[1:]:
-    warn(f'the validation images are stored at {x_val.shape[1:]}, the training images at '
-         f'{x.shape[1:]}: the out-of-fold models train on the training images only')
-    x_val = None
+  x_val = _validation_rows(data, x)
   if x_val is not None:
-    y_val = np.asarray(data.y_val).astype(y.dtype)
-    x, y = np.concatenate([x, x_val.astype(x.dtype)]), np.concatenate([y, y_val])
+    y_val = np.asarray(data.y_val)
+    x, y = np.concatenate([x, x_val]), np.concatenate([y, y_val.astype(y.dtype)])
     full = np.concatenate([full, y_val.astype(full.dtype)])
     if neg is not None:          # (a 0 of a validation label counts as unknown)
       neg = np.concatenate([neg, np.zeros(y_val.shape, bool)])
   return dataclasses.replace(data, x_train=x, y_train=y, y_train_full=full, neg_train=neg)
+
+
+def _validation_rows(data: PLTData, x: np.ndarray) -> np.ndarray | None:
+  """The validation images as rows beside the training images `x` (cached (N, D) features
+  repeated over the views of (N, views, D)); None without any, or, with a warning, where they
+  are stored at another size."""
+  if data.x_val is None or not len(data.x_val):
+    return None
+  x_val = np.asarray(data.x_val)
+  if x_val.ndim < x.ndim:
+    x_val = np.repeat(x_val[:, None], x.shape[1], axis=1)
+  if x_val.shape[1:] != x.shape[1:]:
+    warn(f'the validation images are stored at {x_val.shape[1:]}, the training images at '
+         f'{x.shape[1:]}: the out-of-fold models train on the training images only')
+    return None
+  return x_val.astype(x.dtype)
 
 
 def warn_about_labels(class_names, y_observed: np.ndarray, y_test: np.ndarray) -> None:
