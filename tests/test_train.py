@@ -104,6 +104,22 @@ def test_steps_compiled_ahead_are_not_compiled_again_by_their_first_calls(tmp_pa
                                                 for run in runs.values()])
 
 
+def test_the_initialisation_compiled_cheaply_is_the_default_compilation_s_bit_for_bit(tmp_path):
+  """The trainer compiles the state's initialisation with LLVM's level 1 on a CPU (a faster
+  compile); the state must be the one XLA's default level 3 gives, to the bit."""
+  from comic_jax.training import build, trainer
+  config = tiny_config(**{'model.small_cnn_widths': (8,), 'model.projection_dim': 16})
+  parts = build.build(config, str(tmp_path))
+  options = trainer._init_compile_options()
+  assert options == {'compiler_options': {'xla_backend_optimization_level': 1}}
+  key = jax.random.key(config.seed)
+  commands = {'xla_cpu_use_fusion_emitters': True}   # XLA's default, which the tests turn off
+  cheap = parts.init.compile(compiler_options={**options['compiler_options'], **commands})(key)
+  default = parts.init.compile(compiler_options={'xla_backend_optimization_level': 3,
+                                                 **commands})(key)
+  jax.tree.map(np.testing.assert_array_equal, jax.device_get(cheap), jax.device_get(default))
+
+
 def test_end_to_end_run_beats_random_scores_and_writes_outputs(three_epochs):
   workdir, config, printed = three_epochs
   results = _read(workdir, 'results.json')
