@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 
+import jax
 import numpy as np
 import pytest
 
@@ -365,6 +366,36 @@ def test_unreadable_latest_checkpoint_falls_back_to_the_previous_one(tmp_path, t
   assert sorted(n for n in os.listdir(os.path.join(resumed, 'checkpoints'))
                 if n.isdigit()) == ['4', '8']
   assert _results(resumed) == _results(straight)             # bit-identical, steps [4, 8]
+
+
+def test_a_run_with_a_checkpoint_is_restored_without_its_initialisation(tmp_path, trained,
+                                                                        monkeypatch):
+  """The trainer of a run with a readable checkpoint holds only the state's shapes until it is
+  restored (nothing initialised); with every checkpoint unreadable it starts from the initial
+  state, that of a new run."""
+  from comic_jax.training import trainer as trainer_lib
+  resumed, config = trained(tmp_path / 'resumed')
+  initialised = []
+  real = trainer_lib.Trainer._initial_state
+  monkeypatch.setattr(trainer_lib.Trainer, '_initial_state',
+                      lambda self: initialised.append(1) or real(self))
+  with train.Trainer.open(config, resumed) as run:
+    assert isinstance(jax.tree.leaves(run.state)[0], jax.ShapeDtypeStruct)
+    assert run.restore() == 8 and not initialised
+    saved = jax.device_get(jax.tree.leaves(run.state))
+  with train.Trainer.open(config, str(tmp_path / 'new')) as run:
+    fresh = jax.device_get(jax.tree.leaves(run.state))
+  assert initialised == [1]
+  for saved_step in ('4', '8'):
+    for dirpath, _, files in os.walk(os.path.join(resumed, 'checkpoints', saved_step)):
+      for name in files:
+        with open(os.path.join(dirpath, name), 'r+b') as f:
+          f.truncate(os.path.getsize(f.name) // 3)
+  with train.Trainer.open(config, resumed) as run:
+    assert run.restore() == 0 and initialised == [1, 1]
+    for got, expected in zip(jax.device_get(jax.tree.leaves(run.state)), fresh, strict=True):
+      np.testing.assert_array_equal(got, expected)
+  assert not all(np.array_equal(a, b) for a, b in zip(saved, fresh))   # trained != initial
 
 
 def test_ctrl_c_mid_epoch_saves_and_resumes_bit_identically(tmp_path, trained, monkeypatch):

@@ -35,6 +35,13 @@ def _init_compile_options() -> dict:
   return {'compiler_options': {'xla_backend_optimization_level': 1}}
 
 
+def _shapes(out_info):
+  """The state's ShapeDtypeStructs (shapes, dtypes, weak types, shardings): what a checkpoint
+  is restored into."""
+  return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=s.sharding,
+                                                     weak_type=s.weak_type), out_info)
+
+
 class Trainer:
   """A run's train state and checkpoints, over its parts. The parts read through:
   `trainer.data` is `trainer.parts.data` (likewise `method`, `feed`, `sharded`, `train_step`...).
@@ -46,14 +53,13 @@ class Trainer:
     self.parts = parts
     config = parts.config
     self._compiling = self._compile_ahead(parts.init.out_info) if compile_ahead else {}
-    self.state = parts.init.compile(**_init_compile_options())(jax.random.key(config.seed))
     self._val_probs = (None, None)   # (state, validation predictions) of the last evaluation
     self._test_probs = (None, None)  # ... and of the last test evaluation
     self.manager = checkpoint.create_manager(parts.workdir, config.keep_checkpoints)
-    if not config.model.feature_cache and self.manager.latest_step() is None:
-      variables = pretrained.load_into(
-          config.model, {'params': self.state.params, 'batch_stats': self.state.batch_stats})
-      self.state = self.state.replace(**jax.device_put(variables, parts.replicated))
+    # A run with a checkpoint holds only the state's shapes until `restore` reads it into them:
+    # its initialisation is compiled and run only if no checkpoint proves readable.
+    self._shapes_only = self.manager.latest_step() is not None
+    self.state = _shapes(parts.init.out_info) if self._shapes_only else self._initial_state()
 
   @classmethod
   def open(cls, config, workdir: str, *, compile_ahead: bool = False) -> 'Trainer':
@@ -127,10 +133,24 @@ class Trainer:
     self.state, metrics = self.train_step(self.state, batch, self.train_key)
     return metrics
 
+  def _initial_state(self):
+    """The state a run starts from: the initialisation, then the pretrained weights of a
+    backbone trained end to end (`config.model.pretrained`)."""
+    config = self.config
+    state = self.init.compile(**_init_compile_options())(jax.random.key(config.seed))
+    if config.model.feature_cache:
+      return state
+    variables = pretrained.load_into(
+        config.model, {'params': state.params, 'batch_stats': state.batch_stats})
+    return state.replace(**jax.device_put(variables, self.replicated))
+
   def restore(self) -> int:
-    """The latest checkpoint's state (and feed position) restored; returns its step (0: none)."""
-    self.state, step_ = checkpoint.restore_latest(self.manager, self.state,
-                                                  self.feed.restore_args())
+    """The latest checkpoint's state (and feed position) restored; returns its step (0: none,
+    the initial state)."""
+    state, step_ = checkpoint.restore_latest(self.manager, self.state, self.feed.restore_args())
+    if step_ is None and self._shapes_only:   # every checkpoint was unreadable: from scratch
+      state = self._initial_state()
+    self.state, self._shapes_only = state, False
     return 0 if step_ is None else int(step_)
 
   def save(self, step_: int) -> None:
