@@ -110,11 +110,11 @@ def test_the_initialisation_compiled_cheaply_is_the_default_compilation_s_bit_fo
   from comic_jax.training import build, trainer
   config = tiny_config(**{'model.small_cnn_widths': (8,), 'model.projection_dim': 16})
   parts = build.build(config, str(tmp_path))
-  options = trainer._init_compile_options()
-  assert options == {'compiler_options': {'xla_backend_optimization_level': 1}}
+  options = trainer._init_compiler_options()
+  assert options == {'xla_backend_optimization_level': 1}
   key = jax.random.key(config.seed)
   commands = {'xla_cpu_use_fusion_emitters': True}   # XLA's default, which the tests turn off
-  cheap = parts.init.compile(compiler_options={**options['compiler_options'], **commands})(key)
+  cheap = parts.init.compile(compiler_options={**options, **commands})(key)
   default = parts.init.compile(compiler_options={'xla_backend_optimization_level': 3,
                                                  **commands})(key)
   jax.tree.map(np.testing.assert_array_equal, jax.device_get(cheap), jax.device_get(default))

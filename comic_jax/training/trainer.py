@@ -23,23 +23,16 @@ from comic_jax.training import build, checkpoint, machine, step, writers
 from comic_jax.training import workdir as workdir_lib
 
 
-def _init_compile_options() -> dict:
-  """How the state's initialisation is compiled: on a CPU, with LLVM's optimisation level 1
-  instead of XLA's default 3. The initialisation runs once, so its compile time is all it costs:
-  on the project's 2-core machine it compiled 2.7x faster for the README's COMIC (6.45 -> 2.37 s),
-  3.4x for BCE (4.28 -> 1.27 s) and 1.5x for ResNet-50 (13.9 -> 9.5 s), and the initial state
-  was the same bit for bit in each (docs/performance.md), so a run's numbers do not change.
-  Other backends compile it as before."""
+def _init_compiler_options() -> dict | None:
+  """XLA's options for compiling the state's initialisation: on a CPU, LLVM's optimisation level
+  1 instead of XLA's default 3. The initialisation runs once, so its compile time is all it
+  costs: on the project's 2-core machine it compiled 2.7x faster for the README's COMIC
+  (6.45 -> 2.37 s), 3.4x for BCE (4.28 -> 1.27 s) and 1.5x for ResNet-50 (13.9 -> 9.5 s), and the
+  initial state was the same bit for bit in each (docs/performance.md), so a run's numbers do
+  not change. Other backends (None) compile it as before."""
   if jax.default_backend() != 'cpu':
-    return {}
-  return {'compiler_options': {'xla_backend_optimization_level': 1}}
-
-
-def _shapes(out_info):
-  """The state's ShapeDtypeStructs (shapes, dtypes, weak types, shardings): what a checkpoint
-  is restored into."""
-  return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=s.sharding,
-                                                     weak_type=s.weak_type), out_info)
+    return None
+  return {'xla_backend_optimization_level': 1}
 
 
 class Trainer:
@@ -56,10 +49,11 @@ class Trainer:
     self._val_probs = (None, None)   # (state, validation predictions) of the last evaluation
     self._test_probs = (None, None)  # ... and of the last test evaluation
     self.manager = checkpoint.create_manager(parts.workdir, config.keep_checkpoints)
-    # A run with a checkpoint holds only the state's shapes until `restore` reads it into them:
+    # A run with a checkpoint holds only the state's ShapeDtypeStructs (shapes, dtypes,
+    # shardings: the initialisation's `out_info`) until `restore` reads the checkpoint into them:
     # its initialisation is compiled and run only if no checkpoint proves readable.
     self._shapes_only = self.manager.latest_step() is not None
-    self.state = _shapes(parts.init.out_info) if self._shapes_only else self._initial_state()
+    self.state = parts.init.out_info if self._shapes_only else self._initial_state()
 
   @classmethod
   def open(cls, config, workdir: str, *, compile_ahead: bool = False) -> 'Trainer':
@@ -137,7 +131,8 @@ class Trainer:
     """The state a run starts from: the initialisation, then the pretrained weights of a
     backbone trained end to end (`config.model.pretrained`)."""
     config = self.config
-    state = self.init.compile(**_init_compile_options())(jax.random.key(config.seed))
+    state = self.init.compile(compiler_options=_init_compiler_options())(
+        jax.random.key(config.seed))
     if config.model.feature_cache:
       return state
     variables = pretrained.load_into(
